@@ -1,0 +1,1 @@
+"""Querywise: natural-language questions in, guarded SQL and rows out."""

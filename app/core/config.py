@@ -1,0 +1,45 @@
+"""The one Settings object: every knob of the service, read from the environment and `.env`."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD_DIR = ROOT / "build"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_prefix="", extra="ignore")
+
+    # The user's database: the one questions are asked of. Read-only access only.
+    database_url: str = f"sqlite:///{BUILD_DIR / 'demo.sqlite'}"
+    # The application's own database (query log). Never the user's database.
+    querylog_url: str = f"sqlite:///{BUILD_DIR / 'querylog.sqlite'}"
+
+    # Model artifacts (built by `make model`).
+    model_dir: Path = BUILD_DIR / "onnx" / "int8"
+    model_id: str = ""  # reported by the API; defaults to what the export wrote
+
+    # SQL guard and execution.
+    row_limit: int = Field(200, ge=1, le=100_000)
+    statement_timeout_s: float = Field(5.0, gt=0, le=300)
+
+    # Generation and batching queue.
+    max_new_tokens: int = Field(160, ge=8, le=1024)
+    batch_max_size: int = Field(8, ge=1, le=64)
+    batch_max_wait_ms: float = Field(10.0, ge=0, le=1000)
+    queue_max_size: int = Field(64, ge=1)
+    ort_threads: int = Field(0, ge=0)  # 0 = onnxruntime's default (all cores)
+
+    # Request validation.
+    question_max_chars: int = Field(500, ge=10, le=10_000)
+
+    # Schema shown to the model.
+    schema_sample_values: int = Field(0, ge=0, le=10)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

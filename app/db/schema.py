@@ -1,0 +1,94 @@
+"""Schema introspection: read tables, columns, keys (and optionally sample values) through SQLAlchemy.
+
+The same code reads the demo database at serving time and every Spider database at training time, so the
+model sees one schema format everywhere (see `app.nl2sql.prompt`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # normalized: int, num, text, date, bool
+    primary_key: bool = False
+    samples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    column: str
+    ref_table: str
+    ref_column: str
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    foreign_keys: tuple[ForeignKey, ...] = ()
+    row_count: int | None = None
+
+
+@dataclass(frozen=True)
+class Schema:
+    dialect: str
+    tables: tuple[Table, ...] = field(default_factory=tuple)
+
+    def table(self, name: str) -> Table | None:
+        lowered = name.lower()
+        return next((t for t in self.tables if t.name.lower() == lowered), None)
+
+
+def normalize_type(raw: object) -> str:
+    """Map a database type to one of five short names: the model needs the kind, not the width."""
+    text = str(raw).upper() if raw is not None else ""
+    if any(k in text for k in ("BOOL",)):
+        return "bool"
+    if any(k in text for k in ("DATE", "TIME")):
+        return "date"
+    if "INT" in text:
+        return "int"
+    if any(k in text for k in ("REAL", "FLOA", "DOUB", "NUMERIC", "DECIMAL", "NUMBER", "MONEY")):
+        return "num"
+    return "text"
+
+
+def _quote(engine: sa.Engine, name: str) -> str:
+    return engine.dialect.identifier_preparer.quote(name)
+
+
+def _sample_values(conn: sa.Connection, engine: sa.Engine, table: str, column: str, n: int) -> tuple[str, ...]:
+    q = f"SELECT DISTINCT {_quote(engine, column)} FROM {_quote(engine, table)} WHERE {_quote(engine, column)} IS NOT NULL LIMIT {int(n)}"
+    try:
+        rows = conn.execute(sa.text(q)).fetchall()
+    except sa.exc.SQLAlchemyError:
+        return ()
+    return tuple(str(r[0])[:40] for r in rows)
+
+
+def introspect(engine: sa.Engine, sample_values: int = 0, schema: str | None = None) -> Schema:
+    """Read the schema of `engine` (tables sorted by name; column order as declared)."""
+    insp = sa.inspect(engine)
+    tables = []
+    with engine.connect() as conn:
+        for tname in sorted(insp.get_table_names(schema=schema)):
+            pk = set(insp.get_pk_constraint(tname, schema=schema).get("constrained_columns") or [])
+            fks = []
+            for fk in insp.get_foreign_keys(tname, schema=schema):
+                for col, ref in zip(fk["constrained_columns"], fk["referred_columns"] or [], strict=False):
+                    if ref is not None:
+                        fks.append(ForeignKey(col, fk["referred_table"], ref))
+            cols = []
+            for c in insp.get_columns(tname, schema=schema):
+                ctype = normalize_type(c["type"])
+                samples: tuple[str, ...] = ()
+                if sample_values and ctype == "text" and c["name"] not in pk:
+                    samples = _sample_values(conn, engine, tname, c["name"], sample_values)
+                cols.append(Column(c["name"], ctype, c["name"] in pk, samples))
+            tables.append(Table(tname, tuple(cols), tuple(fks)))
+    return Schema(engine.dialect.name, tuple(tables))

@@ -1,0 +1,73 @@
+"""The one prompt builder, shared by training (`models/`) and serving (`app/`).
+
+The model must see at serving time exactly the text it was trained on, so every prompt in the project is made
+here: a compact schema (`table(col int PK, col, col num -> other.col, …)`, text type implicit), the question, and the ChatML turns of
+SmolLM2-Instruct. The SQL target is normalized the same way for training labels and for few-shot examples.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from app.db.schema import Schema, Table
+
+SYSTEM = "Answer with one SQLite query."
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+
+
+@dataclass(frozen=True)
+class Example:
+    """A question with its SQL, used as a few-shot turn for the base model."""
+
+    schema_text: str
+    question: str
+    sql: str
+
+
+def format_table(table: Table) -> str:
+    fk = {f.column: f"{f.ref_table}.{f.ref_column}" for f in table.foreign_keys}
+    parts = []
+    for c in table.columns:
+        # text is the common case: leaving it implicit keeps prompts short (CPU cost is linear in tokens)
+        item = c.name if c.type == "text" else f"{c.name} {c.type}"
+        if c.primary_key:
+            item += " PK"
+        if c.name in fk:
+            item += f" -> {fk[c.name]}"
+        if c.samples:
+            item += " e.g. " + "|".join(c.samples)
+        parts.append(item)
+    return f"{table.name}({', '.join(parts)})"
+
+
+def format_schema(schema: Schema, tables: Sequence[str] | None = None) -> str:
+    """Serialize `schema` (or only `tables` of it) one table per line."""
+    keep = None if tables is None else {t.lower() for t in tables}
+    return "\n".join(format_table(t) for t in schema.tables if keep is None or t.name.lower() in keep)
+
+
+def normalize_sql(sql: str) -> str:
+    """One line, single spaces, no trailing semicolon: the form labels and answers take."""
+    sql = re.sub(r"\s+", " ", sql).strip()
+    return sql.rstrip(";").strip()
+
+
+def _user_turn(schema_text: str, question: str) -> str:
+    return f"{IM_START}user\n{schema_text}\n\nQuestion: {question.strip()}{IM_END}\n"
+
+
+def build_prompt(schema_text: str, question: str, examples: Sequence[Example] = ()) -> str:
+    """The text the model continues; its answer is the SQL followed by `<|im_end|>`."""
+    text = f"{IM_START}system\n{SYSTEM}{IM_END}\n"
+    for ex in examples:
+        text += _user_turn(ex.schema_text, ex.question)
+        text += f"{IM_START}assistant\n{normalize_sql(ex.sql)}{IM_END}\n"
+    text += _user_turn(schema_text, question)
+    return text + f"{IM_START}assistant\n"
+
+
+def build_target(sql: str) -> str:
+    """The training label that follows `build_prompt(...)`."""
+    return normalize_sql(sql) + IM_END

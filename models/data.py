@@ -1,0 +1,108 @@
+"""Spider-format datasets: loading, the by-database validation hold-out, schema prompts and tokenization.
+
+A dataset is a questions JSON (`db_id`, `question`, `query`) plus a database root holding
+`<db_id>/<db_id>.sqlite`. Schemas are read from the SQLite files with the same introspection the service uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from app.db.schema import Schema, introspect
+from app.nl2sql.prompt import build_prompt, build_target, format_schema
+
+SPIDER_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spider"
+VAL_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class Pair:
+    db_id: str
+    question: str
+    sql: str
+    split: str = ""
+
+
+def sqlite_path(db_root: Path, db_id: str) -> Path:
+    return Path(db_root) / db_id / f"{db_id}.sqlite"
+
+
+def readonly_engine(path: Path) -> sa.Engine:
+    """A read-only SQLite engine (URI `mode=ro`): nothing the model writes can change the file."""
+    return sa.create_engine(f"sqlite:///file:{Path(path).resolve()}?mode=ro&uri=true")
+
+
+@lru_cache(maxsize=512)
+def db_schema(db_root: str, db_id: str, sample_values: int = 0) -> Schema:
+    engine = readonly_engine(sqlite_path(Path(db_root), db_id))
+    try:
+        return introspect(engine, sample_values=sample_values)
+    finally:
+        engine.dispose()
+
+
+@lru_cache(maxsize=512)
+def schema_text(db_root: str, db_id: str, sample_values: int = 0) -> str:
+    return format_schema(db_schema(db_root, db_id, sample_values))
+
+
+def load_pairs(path: Path, db_root: Path, split: str = "") -> tuple[list[Pair], int]:
+    """Pairs whose database exists, and how many were dropped because it does not."""
+    rows = json.loads(Path(path).read_text())
+    kept = [
+        Pair(r["db_id"], r["question"], r["query"], split)
+        for r in rows
+        if sqlite_path(db_root, r["db_id"]).exists()
+    ]
+    return kept, len(rows) - len(kept)
+
+
+def is_validation_db(db_id: str) -> bool:
+    """Stable ~5% of databases by hash: the hold-out never shares a schema with training."""
+    h = int(hashlib.sha1(db_id.encode()).hexdigest()[:8], 16)
+    return (h % 1000) < VAL_FRACTION * 1000
+
+
+def spider_splits(spider_dir: Path = SPIDER_DIR) -> dict[str, list[Pair]]:
+    db_root = spider_dir / "database"
+    train: list[Pair] = []
+    for name in ("train_spider_lite.json", "train_others_lite.json"):
+        train += load_pairs(spider_dir / name, db_root)[0]
+    dev, _ = load_pairs(spider_dir / "dev.json", db_root, "dev")
+    return {
+        "train": [Pair(p.db_id, p.question, p.sql, "train") for p in train if not is_validation_db(p.db_id)],
+        "val": [Pair(p.db_id, p.question, p.sql, "val") for p in train if is_validation_db(p.db_id)],
+        "dev": dev,
+    }
+
+
+def encode(tokenizer, pair: Pair, db_root: Path, sample_values: int = 0) -> dict:
+    """Token ids of prompt + target and where the target starts (loss is taken on the target only)."""
+    prompt = build_prompt(schema_text(str(db_root), pair.db_id, sample_values), pair.question)
+    p_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    t_ids = tokenizer(build_target(pair.sql), add_special_tokens=False).input_ids
+    return {"ids": p_ids + t_ids, "start": len(p_ids), "db_id": pair.db_id}
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with path.open("w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+            n += 1
+    return n
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    with Path(path).open() as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)

@@ -1,0 +1,63 @@
+"""Stage 1, prepare: Spider → tokenized train / val / dev JSONL under build/data, plus the exploration report.
+
+    python -m models.prepare                      # defaults below
+    python -m models.prepare --sample-values 3    # schema prompts with 3 example values per text column
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from app.core.config import BUILD_DIR
+from models.base import load_tokenizer
+from models.data import SPIDER_DIR, encode, spider_splits, write_jsonl
+
+# defaults
+spider_dir = SPIDER_DIR
+out_dir = BUILD_DIR / "data"
+sample_values = 0
+max_len = 512  # examples longer than this are dropped from train/val (counted in meta.json)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Tokenize Spider for training")
+    p.add_argument("--spider-dir", type=Path, default=spider_dir)
+    p.add_argument("--out-dir", type=Path, default=out_dir)
+    p.add_argument("--sample-values", type=int, default=sample_values)
+    p.add_argument("--max-len", type=int, default=max_len)
+    p.add_argument("--no-report", action="store_true")
+    a = p.parse_args()
+
+    t0 = time.time()
+    tok = load_tokenizer()
+    splits = spider_splits(a.spider_dir)
+    db_root = a.spider_dir / "database"
+    meta = {"spider_dir": str(a.spider_dir), "sample_values": a.sample_values, "max_len": a.max_len, "splits": {}}
+    for name, pairs in splits.items():
+        rows = [encode(tok, pr, db_root, a.sample_values) | {"question": pr.question, "sql": pr.sql} for pr in pairs]
+        too_long = [r for r in rows if len(r["ids"]) > a.max_len]
+        if name != "dev":
+            rows = [r for r in rows if len(r["ids"]) <= a.max_len]
+        n = write_jsonl(a.out_dir / f"{name}.jsonl", rows)
+        tokens = sum(len(r["ids"]) for r in rows)
+        meta["splits"][name] = {
+            "examples": n,
+            "databases": len({r["db_id"] for r in rows}),
+            "tokens": tokens,
+            "target_tokens": sum(len(r["ids"]) - r["start"] for r in rows),
+            "over_max_len": len(too_long),
+        }
+        print(f"{name:5s} {n:6d} examples {tokens:9d} tokens ({len(too_long)} over {a.max_len})")
+    (a.out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    if not a.no_report:
+        from models.report import write_data_report
+
+        write_data_report(splits, a.out_dir, Path("reports"))
+    print(f"prepared in {time.time() - t0:.0f}s → {a.out_dir}")
+
+
+if __name__ == "__main__":
+    main()

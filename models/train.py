@@ -1,0 +1,342 @@
+"""Stage 2, train: fine-tune SmolLM2-135M-Instruct for NL→SQL on the CPU (LoRA or full), nanoGPT style.
+
+    python -m models.train models/configs/lora_top12.py            # a preset (a small file of assignments)
+    python -m models.train models/configs/tiny.py --max_steps=5    # presets and --key=value overrides
+
+Speed levers (measured in models/card.md):
+- logits and loss only at target (SQL) positions: the 49k-vocabulary head is skipped for prompt tokens;
+- length-grouped micro-batches under a token budget: almost no padding;
+- `train_layers = k` puts LoRA on the top k decoder layers only; the frozen lower layers' outputs never change,
+  so they are computed once, cached on disk (float32 memmap), and each step runs only the top k layers.
+Right padding plus a causal mask means real tokens never attend to padding, so no attention mask is needed.
+
+Every eval_interval steps: validation loss, best adapter kept in out_dir/best (early stopping on patience),
+resumable state in out_dir/last, and out_dir/log.json (config, losses, wall time, tokens/s, peak RSS).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------- defaults (override by preset / --key=value)
+out_dir = "models/runs/default"
+data_dir = "build/data"
+base_dir = "build/base"
+method = "lora"  # lora | full
+lora_r = 16
+lora_alpha = 32
+lora_dropout = 0.05
+target_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+train_layers = 30  # top k decoder layers trained; the rest frozen and cached
+lr = 5e-4
+weight_decay = 0.0
+warmup_steps = 30
+min_lr_ratio = 0.1
+batch_tokens = 4096  # padded tokens per micro-batch
+grad_accum = 1
+epochs = 1.0
+max_steps = 0  # 0 = from epochs
+max_len = 512
+limit_train = 0  # 0 = all
+limit_val = 200
+eval_interval = 100
+patience = 4
+threads = 2
+seed = 1337
+log_interval = 10
+# ---------------------------------------------------------------------------------------------------------------
+CONFIG_KEYS = [k for k, v in list(globals().items()) if not k.startswith("_") and isinstance(v, (int, float, str, list))]
+
+
+def configure(argv: list[str]) -> dict:
+    """nanoGPT-style: preset files are exec'd, then --key=value overrides are literal-evaluated."""
+    g = globals()
+    for arg in argv:
+        if not arg.startswith("--"):
+            exec(Path(arg).read_text(), g)
+        else:
+            key, _, val = arg[2:].partition("=")
+            if key not in CONFIG_KEYS:
+                sys.exit(f"unknown config key: {key}")
+            try:
+                g[key] = ast.literal_eval(val)
+            except (ValueError, SyntaxError):
+                g[key] = val
+    return {k: g[k] for k in CONFIG_KEYS}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_rows(path: Path, limit: int, max_len: int) -> list[dict]:
+    rows = [json.loads(line) for line in path.open()]
+    rows = [r for r in rows if len(r["ids"]) <= max_len]
+    return rows[:limit] if limit else rows
+
+
+def make_batches(lengths: list[int], budget: int, rng: random.Random) -> list[list[int]]:
+    """Group indices of similar length so that batch_size * max_len <= budget; batch order shuffled."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    batches, cur, cur_max = [], [], 0
+    for i in order:
+        m = max(cur_max, lengths[i])
+        if cur and m * (len(cur) + 1) > budget:
+            batches.append(cur)
+            cur, m = [], lengths[i]
+        cur.append(i)
+        cur_max = m
+    if cur:
+        batches.append(cur)
+    rng.shuffle(batches)
+    return batches
+
+
+class Backbone:
+    """The split model: frozen lower layers (run once, cached) and the trained top layers."""
+
+    def __init__(self, model, split: int):
+        self.model = model
+        self.inner = model.get_base_model().model if hasattr(model, "get_base_model") else model.model
+        self.lm_head = (model.get_base_model() if hasattr(model, "get_base_model") else model).lm_head
+        self.split = split
+
+    def _run(self, h: torch.Tensor, layers) -> torch.Tensor:
+        pos = torch.arange(h.shape[1]).unsqueeze(0).expand(h.shape[0], -1)
+        cos_sin = self.inner.rotary_emb(h, pos)
+        for layer in layers:
+            out = layer(h, attention_mask=None, position_ids=pos, position_embeddings=cos_sin)
+            h = out[0] if isinstance(out, tuple) else out
+        return h
+
+    @torch.no_grad()
+    def lower(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._run(self.inner.embed_tokens(ids), self.inner.layers[: self.split])
+
+    def loss(self, h: torch.Tensor, ids: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over target tokens; logits computed only where the next token is a target."""
+        h = self.inner.norm(self._run(h, self.inner.layers[self.split :]))
+        sel = tmask[:, 1:]
+        logits = self.lm_head(h[:, :-1][sel])
+        return F.cross_entropy(logits.float(), ids[:, 1:][sel])
+
+
+def collate(rows: list[dict], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    T = max(len(r["ids"]) for r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    tmask = torch.zeros((len(rows), T), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        ids[i, : len(r["ids"])] = torch.tensor(r["ids"])
+        tmask[i, r["start"] : len(r["ids"])] = True
+    return ids, tmask
+
+
+class HiddenCache:
+    """Outputs of the frozen lower layers for every example, in one float32 memmap on disk."""
+
+    def __init__(self, path: Path, rows: list[dict], backbone: Backbone, dim: int, pad_id: int):
+        self.offsets = np.cumsum([0] + [len(r["ids"]) for r in rows])
+        meta = path.with_suffix(".json")
+        key = {"n": len(rows), "tokens": int(self.offsets[-1]), "split": backbone.split, "dim": dim}
+        fresh = not (path.exists() and meta.exists() and json.loads(meta.read_text()) == key)
+        mode = "w+" if fresh else "r"
+        self.mm = np.memmap(path, dtype=np.float32, mode=mode, shape=(int(self.offsets[-1]), dim))
+        if fresh:
+            t0 = time.time()
+            order = make_batches([len(r["ids"]) for r in rows], 8192, random.Random(0))
+            for n, b in enumerate(order):
+                ids, _ = collate([rows[i] for i in b], pad_id)
+                h = backbone.lower(ids).numpy()
+                for j, i in enumerate(b):
+                    L = len(rows[i]["ids"])
+                    self.mm[self.offsets[i] : self.offsets[i] + L] = h[j, :L]
+                if n % 20 == 0:
+                    print(f"  caching lower layers {n}/{len(order)} batches ({time.time() - t0:.0f}s)", flush=True)
+            self.mm.flush()
+            meta.write_text(json.dumps(key))
+
+    def batch(self, idx: list[int], T: int) -> torch.Tensor:
+        out = torch.zeros((len(idx), T, self.mm.shape[1]))
+        for j, i in enumerate(idx):
+            a, b = self.offsets[i], self.offsets[i + 1]
+            out[j, : b - a] = torch.from_numpy(np.asarray(self.mm[a:b]))
+        return out
+
+
+def build_model(cfg: dict):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(cfg["base_dir"], dtype=torch.float32)
+    n_layers = model.config.num_hidden_layers
+    split = n_layers - min(cfg["train_layers"], n_layers)
+    if cfg["method"] == "full":
+        for name, p in model.named_parameters():
+            p.requires_grad = any(f"layers.{i}." in name for i in range(split, n_layers))
+        return model, split
+    from peft import LoraConfig, get_peft_model
+
+    lcfg = LoraConfig(
+        r=cfg["lora_r"],
+        lora_alpha=cfg["lora_alpha"],
+        lora_dropout=cfg["lora_dropout"],
+        target_modules=cfg["target_modules"],
+        layers_to_transform=list(range(split, n_layers)) if split else None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lcfg), split
+
+
+def save_adapter(model, path: Path, cfg: dict, extra: dict) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    (path / "train_config.json").write_text(json.dumps({"config": cfg, **extra}, indent=2))
+
+
+def main(argv: list[str]) -> None:
+    cfg = configure(argv)
+    torch.manual_seed(cfg["seed"])
+    torch.set_num_threads(cfg["threads"])
+    out = Path(cfg["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    from models.base import load_tokenizer
+
+    pad_id = load_tokenizer(cfg["base_dir"]).pad_token_id
+    train = load_rows(Path(cfg["data_dir"]) / "train.jsonl", cfg["limit_train"], cfg["max_len"])
+    val = load_rows(Path(cfg["data_dir"]) / "val.jsonl", cfg["limit_val"], cfg["max_len"])
+    model, split = build_model(cfg)
+    bb = Backbone(model, split)
+    dim = model.config.hidden_size
+    caches = None
+    if split:
+        print(f"caching outputs of the {split} frozen lower layers ...", flush=True)
+        cdir = Path(cfg["data_dir"]) / "cache"
+        cdir.mkdir(exist_ok=True)
+        tag = f"{split}_{cfg['max_len']}_{cfg['limit_train']}_{cfg['limit_val']}"
+        caches = {
+            "train": HiddenCache(cdir / f"train_{tag}.f32", train, bb, dim, pad_id),
+            "val": HiddenCache(cdir / f"val_{tag}.f32", val, bb, dim, pad_id),
+        }
+
+    def inputs(split_name: str, rows: list[dict], idx: list[int]):
+        ids, tmask = collate([rows[i] for i in idx], pad_id)
+        h = caches[split_name].batch(idx, ids.shape[1]) if caches else bb.inner.embed_tokens(ids)
+        return h, ids, tmask
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    print(f"trainable parameters: {sum(p.numel() for p in params):,} (layers {split}..{model.config.num_hidden_layers - 1})")
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    rng = random.Random(cfg["seed"])
+    lengths = [len(r["ids"]) for r in train]
+    steps_per_epoch = math.ceil(len(make_batches(lengths, cfg["batch_tokens"], random.Random(0))) / cfg["grad_accum"])
+    total = cfg["max_steps"] or max(1, int(steps_per_epoch * cfg["epochs"]))
+
+    def lr_at(step: int) -> float:
+        if step < cfg["warmup_steps"]:
+            return cfg["lr"] * (step + 1) / cfg["warmup_steps"]
+        frac = min(1.0, (step - cfg["warmup_steps"]) / max(1, total - cfg["warmup_steps"]))
+        return cfg["lr"] * (cfg["min_lr_ratio"] + (1 - cfg["min_lr_ratio"]) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    @torch.no_grad()
+    def val_loss() -> float:
+        model.eval()
+        tot, n = 0.0, 0
+        for b in make_batches([len(r["ids"]) for r in val], cfg["batch_tokens"], random.Random(0)):
+            h, ids, tmask = inputs("val", val, b)
+            k = int(tmask[:, 1:].sum())
+            tot += float(bb.loss(h, ids, tmask)) * k
+            n += k
+        model.train()
+        return tot / max(n, 1)
+
+    state = {"step": 0, "epoch": 0, "batch_pos": 0, "best_val": float("inf"), "bad_evals": 0, "history": [],
+             "wall_s": 0.0, "tokens": 0, "target_tokens": 0}
+    last = out / "last"
+    if (last / "state.pt").exists():
+        ck = torch.load(last / "state.pt", weights_only=False)
+        model.load_state_dict(ck["trainable"], strict=False)
+        opt.load_state_dict(ck["opt"])
+        state = ck["state"]
+        rng.setstate(ck["rng"])
+        print(f"resumed from step {state['step']} (best val {state['best_val']:.4f})")
+
+    def checkpoint(batches) -> None:
+        last.mkdir(parents=True, exist_ok=True)
+        trainable = {k: v for k, v in model.state_dict().items() if any(v is p for p in params) or "lora_" in k}
+        tmp = last / "state.pt.tmp"
+        torch.save({"trainable": trainable, "opt": opt.state_dict(), "state": state, "rng": rng.getstate(),
+                    "batches": batches}, tmp)
+        tmp.replace(last / "state.pt")
+
+    def write_log(status: str) -> None:
+        log = {"config": cfg, "status": status, "split_layer": split, "steps_total": total,
+               "peak_rss_mb": round(peak_rss_mb()), **{k: state[k] for k in state if k != "history"},
+               "tokens_per_s": round(state["tokens"] / max(state["wall_s"], 1e-9), 1), "history": state["history"]}
+        (out / "log.json").write_text(json.dumps(log, indent=2))
+
+    model.train()
+    batches = ck["batches"] if (last / "state.pt").exists() and "batches" in ck else make_batches(lengths, cfg["batch_tokens"], rng)
+    status = "max_steps"
+    t_last, tok_last, loss_acc, loss_n = time.time(), state["tokens"], 0.0, 0
+    while state["step"] < total:
+        if state["batch_pos"] >= len(batches):
+            state["epoch"] += 1
+            state["batch_pos"] = 0
+            batches = make_batches(lengths, cfg["batch_tokens"], rng)
+        t0 = time.time()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(state["step"])
+        for _ in range(cfg["grad_accum"]):
+            b = batches[state["batch_pos"] % len(batches)]
+            state["batch_pos"] += 1
+            h, ids, tmask = inputs("train", train, b)
+            loss = bb.loss(h, ids, tmask) / cfg["grad_accum"]
+            loss.backward()
+            loss_acc += float(loss)
+            state["tokens"] += sum(len(train[i]["ids"]) for i in b)
+            state["target_tokens"] += int(tmask.sum())
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        state["step"] += 1
+        state["wall_s"] += time.time() - t0
+        loss_n += 1
+        if state["step"] % cfg["log_interval"] == 0:
+            dt = time.time() - t_last
+            print(f"step {state['step']}/{total} ep {state['epoch']} loss {loss_acc / loss_n:.4f} "
+                  f"lr {lr_at(state['step']):.2e} {(state['tokens'] - tok_last) / dt:.0f} tok/s", flush=True)
+            t_last, tok_last, loss_acc, loss_n = time.time(), state["tokens"], 0.0, 0
+        if state["step"] % cfg["eval_interval"] == 0 or state["step"] == total:
+            vl = val_loss()
+            state["history"].append({"step": state["step"], "val_loss": round(vl, 5), "wall_s": round(state["wall_s"], 1),
+                                     "tokens": state["tokens"]})
+            improved = vl < state["best_val"]
+            print(f"  val loss {vl:.4f} {'(best)' if improved else ''}", flush=True)
+            if improved:
+                state["best_val"], state["bad_evals"] = vl, 0
+                save_adapter(model, out / "best", cfg, {"step": state["step"], "val_loss": vl})
+            else:
+                state["bad_evals"] += 1
+            checkpoint(batches)
+            write_log("running")
+            if state["bad_evals"] >= cfg["patience"]:
+                status = "early_stopped"
+                print(f"early stop: no improvement in {cfg['patience']} evaluations")
+                break
+    write_log(status)
+    print(f"done: {state['step']} steps, best val {state['best_val']:.4f}, "
+          f"{state['tokens'] / max(state['wall_s'], 1e-9):.0f} tok/s, peak RSS {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -40,26 +40,24 @@ def readonly_engine(path: Path) -> sa.Engine:
 
 
 @lru_cache(maxsize=512)
-def db_schema(db_root: str, db_id: str, sample_values: int = 0) -> Schema:
-    engine = readonly_engine(sqlite_path(Path(db_root), db_id))
+def schema_at(path: str, sample_values: int = 0) -> Schema:
+    """The schema of one SQLite file, read with the service's introspection."""
+    engine = readonly_engine(Path(path))
     try:
         return introspect(engine, sample_values=sample_values)
     finally:
         engine.dispose()
 
 
-@lru_cache(maxsize=512)
 def schema_text(db_root: str, db_id: str, sample_values: int = 0) -> str:
-    return format_schema(db_schema(db_root, db_id, sample_values))
+    return format_schema(schema_at(str(sqlite_path(Path(db_root), db_id)), sample_values))
 
 
 def load_pairs(path: Path, db_root: Path, split: str = "") -> tuple[list[Pair], int]:
     """Pairs whose database exists, and how many were dropped because it does not."""
     rows = json.loads(Path(path).read_text())
     kept = [
-        Pair(r["db_id"], r["question"], r["query"], split)
-        for r in rows
-        if sqlite_path(db_root, r["db_id"]).exists()
+        Pair(r["db_id"], r["question"], r["query"], split) for r in rows if sqlite_path(db_root, r["db_id"]).exists()
     ]
     return kept, len(rows) - len(kept)
 

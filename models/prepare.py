@@ -1,7 +1,7 @@
 """Stage 1, prepare: Spider → tokenized train / val / dev JSONL under build/data, plus the exploration report.
 
-    python -m models.prepare                      # defaults below
-    python -m models.prepare --sample-values 3    # schema prompts with 3 example values per text column
+python -m models.prepare                      # defaults below
+python -m models.prepare --sample-values 3    # schema prompts with 3 example values per text column
 """
 
 from __future__ import annotations

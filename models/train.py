@@ -56,7 +56,9 @@ threads = 2
 seed = 1337
 log_interval = 10
 # ---------------------------------------------------------------------------------------------------------------
-CONFIG_KEYS = [k for k, v in list(globals().items()) if not k.startswith("_") and isinstance(v, (int, float, str, list))]
+CONFIG_KEYS = [
+    k for k, v in list(globals().items()) if not k.startswith("_") and isinstance(v, (int, float, str, list))
+]
 
 
 def configure(argv: list[str]) -> dict:
@@ -170,7 +172,7 @@ class HiddenCache:
         out = torch.zeros((len(idx), T, self.mm.shape[1]))
         for j, i in enumerate(idx):
             a, b = self.offsets[i], self.offsets[i + 1]
-            out[j, : b - a] = torch.from_numpy(np.asarray(self.mm[a:b]))
+            out[j, : b - a] = torch.from_numpy(np.array(self.mm[a:b]))
         return out
 
 
@@ -234,7 +236,9 @@ def main(argv: list[str]) -> None:
         return h, ids, tmask
 
     params = [p for p in model.parameters() if p.requires_grad]
-    print(f"trainable parameters: {sum(p.numel() for p in params):,} (layers {split}..{model.config.num_hidden_layers - 1})")
+    print(
+        f"trainable parameters: {sum(p.numel() for p in params):,} (layers {split}..{model.config.num_hidden_layers - 1})"
+    )
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     rng = random.Random(cfg["seed"])
     lengths = [len(r["ids"]) for r in train]
@@ -259,8 +263,17 @@ def main(argv: list[str]) -> None:
         model.train()
         return tot / max(n, 1)
 
-    state = {"step": 0, "epoch": 0, "batch_pos": 0, "best_val": float("inf"), "bad_evals": 0, "history": [],
-             "wall_s": 0.0, "tokens": 0, "target_tokens": 0}
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "batch_pos": 0,
+        "best_val": float("inf"),
+        "bad_evals": 0,
+        "history": [],
+        "wall_s": 0.0,
+        "tokens": 0,
+        "target_tokens": 0,
+    }
     last = out / "last"
     if (last / "state.pt").exists():
         ck = torch.load(last / "state.pt", weights_only=False)
@@ -274,18 +287,37 @@ def main(argv: list[str]) -> None:
         last.mkdir(parents=True, exist_ok=True)
         trainable = {k: v for k, v in model.state_dict().items() if any(v is p for p in params) or "lora_" in k}
         tmp = last / "state.pt.tmp"
-        torch.save({"trainable": trainable, "opt": opt.state_dict(), "state": state, "rng": rng.getstate(),
-                    "batches": batches}, tmp)
+        torch.save(
+            {
+                "trainable": trainable,
+                "opt": opt.state_dict(),
+                "state": state,
+                "rng": rng.getstate(),
+                "batches": batches,
+            },
+            tmp,
+        )
         tmp.replace(last / "state.pt")
 
     def write_log(status: str) -> None:
-        log = {"config": cfg, "status": status, "split_layer": split, "steps_total": total,
-               "peak_rss_mb": round(peak_rss_mb()), **{k: state[k] for k in state if k != "history"},
-               "tokens_per_s": round(state["tokens"] / max(state["wall_s"], 1e-9), 1), "history": state["history"]}
+        log = {
+            "config": cfg,
+            "status": status,
+            "split_layer": split,
+            "steps_total": total,
+            "peak_rss_mb": round(peak_rss_mb()),
+            **{k: state[k] for k in state if k != "history"},
+            "tokens_per_s": round(state["tokens"] / max(state["wall_s"], 1e-9), 1),
+            "history": state["history"],
+        }
         (out / "log.json").write_text(json.dumps(log, indent=2))
 
     model.train()
-    batches = ck["batches"] if (last / "state.pt").exists() and "batches" in ck else make_batches(lengths, cfg["batch_tokens"], rng)
+    batches = (
+        ck["batches"]
+        if (last / "state.pt").exists() and "batches" in ck
+        else make_batches(lengths, cfg["batch_tokens"], rng)
+    )
     status = "max_steps"
     t_last, tok_last, loss_acc, loss_n = time.time(), state["tokens"], 0.0, 0
     while state["step"] < total:
@@ -302,7 +334,7 @@ def main(argv: list[str]) -> None:
             h, ids, tmask = inputs("train", train, b)
             loss = bb.loss(h, ids, tmask) / cfg["grad_accum"]
             loss.backward()
-            loss_acc += float(loss)
+            loss_acc += float(loss.detach())
             state["tokens"] += sum(len(train[i]["ids"]) for i in b)
             state["target_tokens"] += int(tmask.sum())
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -313,13 +345,22 @@ def main(argv: list[str]) -> None:
         loss_n += 1
         if state["step"] % cfg["log_interval"] == 0:
             dt = time.time() - t_last
-            print(f"step {state['step']}/{total} ep {state['epoch']} loss {loss_acc / loss_n:.4f} "
-                  f"lr {lr_at(state['step']):.2e} {(state['tokens'] - tok_last) / dt:.0f} tok/s", flush=True)
+            print(
+                f"step {state['step']}/{total} ep {state['epoch']} loss {loss_acc / loss_n:.4f} "
+                f"lr {lr_at(state['step']):.2e} {(state['tokens'] - tok_last) / dt:.0f} tok/s",
+                flush=True,
+            )
             t_last, tok_last, loss_acc, loss_n = time.time(), state["tokens"], 0.0, 0
         if state["step"] % cfg["eval_interval"] == 0 or state["step"] == total:
             vl = val_loss()
-            state["history"].append({"step": state["step"], "val_loss": round(vl, 5), "wall_s": round(state["wall_s"], 1),
-                                     "tokens": state["tokens"]})
+            state["history"].append(
+                {
+                    "step": state["step"],
+                    "val_loss": round(vl, 5),
+                    "wall_s": round(state["wall_s"], 1),
+                    "tokens": state["tokens"],
+                }
+            )
             improved = vl < state["best_val"]
             print(f"  val loss {vl:.4f} {'(best)' if improved else ''}", flush=True)
             if improved:
@@ -334,8 +375,10 @@ def main(argv: list[str]) -> None:
                 print(f"early stop: no improvement in {cfg['patience']} evaluations")
                 break
     write_log(status)
-    print(f"done: {state['step']} steps, best val {state['best_val']:.4f}, "
-          f"{state['tokens'] / max(state['wall_s'], 1e-9):.0f} tok/s, peak RSS {peak_rss_mb():.0f} MB")
+    print(
+        f"done: {state['step']} steps, best val {state['best_val']:.4f}, "
+        f"{state['tokens'] / max(state['wall_s'], 1e-9):.0f} tok/s, peak RSS {peak_rss_mb():.0f} MB"
+    )
 
 
 if __name__ == "__main__":

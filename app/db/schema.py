@@ -6,6 +6,7 @@ model sees one schema format everywhere (see `app.nl2sql.prompt`).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -75,7 +76,10 @@ def introspect(engine: sa.Engine, sample_values: int = 0, schema: str | None = N
     """Read the schema of `engine` (tables sorted by name; column order as declared)."""
     insp = sa.inspect(engine)
     tables = []
-    with engine.connect() as conn:
+    # Real schemas (Spider's among them) declare odd types and foreign keys SQLite cannot resolve; SQLAlchemy
+    # warns and carries on, and so do we: what it can read is what the model gets.
+    with warnings.catch_warnings(), engine.connect() as conn:
+        warnings.simplefilter("ignore", sa.exc.SAWarning)
         for tname in sorted(insp.get_table_names(schema=schema)):
             pk = set(insp.get_pk_constraint(tname, schema=schema).get("constrained_columns") or [])
             fks = []

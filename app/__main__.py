@@ -1,0 +1,30 @@
+"""`python -m app`: check the model artifact, then serve on http://127.0.0.1:8000 (HOST / PORT to change).
+
+A missing or corrupt model is reported in one line and the process exits non-zero instead of starting.
+"""
+
+import logging
+import os
+import sys
+
+import uvicorn
+
+from app.core.config import get_settings
+from app.nl2sql.engine import ModelLoadError, OnnxGenerator
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    try:
+        generator = OnnxGenerator(settings.model_dir, settings.ort_threads)
+    except ModelLoadError as exc:
+        sys.exit(f"querywise: cannot start: {exc}")
+    from app.main import create_app
+
+    host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
+    uvicorn.run(create_app(settings, generator), host=host, port=port, log_level="info", timeout_graceful_shutdown=20)
+
+
+if __name__ == "__main__":
+    main()

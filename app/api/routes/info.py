@@ -1,0 +1,61 @@
+"""The connected database's schema, example questions, batching stats and dashboard data, as JSON."""
+
+from anyio import to_thread
+from fastapi import APIRouter, HTTPException
+
+from app.api.deps import ServiceDep
+from app.nl2sql.examples import example_questions
+
+router = APIRouter(prefix="/api", tags=["info"])
+
+
+async def _schema(service, refresh: bool = False):
+    try:
+        return await to_thread.run_sync(service.catalog.refresh if refresh else lambda: service.catalog.schema)
+    except Exception:
+        raise HTTPException(503, "The database is unavailable: its schema cannot be read.") from None
+
+
+@router.get("/schema")
+async def schema(service: ServiceDep) -> dict:
+    s = await _schema(service)
+    return {
+        "dialect": s.dialect,
+        "prompt_text": service.catalog.text,
+        "tables": [
+            {
+                "name": t.name,
+                "columns": [{"name": c.name, "type": c.type, "primary_key": c.primary_key} for c in t.columns],
+                "foreign_keys": [
+                    {"column": f.column, "ref_table": f.ref_table, "ref_column": f.ref_column} for f in t.foreign_keys
+                ],
+            }
+            for t in s.tables
+        ],
+    }
+
+
+@router.post("/schema/refresh")
+async def refresh_schema(service: ServiceDep) -> dict:
+    s = await _schema(service, refresh=True)
+    return {"tables": len(s.tables)}
+
+
+@router.get("/examples")
+async def examples(service: ServiceDep) -> dict:
+    return {"examples": example_questions(await _schema(service))}
+
+
+@router.get("/stats")
+async def stats(service: ServiceDep) -> dict:
+    return {
+        "model_id": service.model_id,
+        "batching": service.batcher.stats.as_dict(),
+        "queue_depth": service.batcher.depth,
+    }
+
+
+@router.get("/dashboard")
+async def dashboard(service: ServiceDep, hours: int = 24) -> dict:
+    hours = max(1, min(hours, 24 * 30))
+    return await to_thread.run_sync(lambda: service.querylog.dashboard(hours=hours))

@@ -1,0 +1,76 @@
+"""`POST /query` (a question) and `POST /sql` (a user-edited query): JSON in, guarded SQL and rows out."""
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from app.api.deps import MetricsDep, ServiceDep, SettingsDep
+from app.api.errors import queue_full, raise_for_unavailable
+from app.nl2sql.batcher import QueueFull
+from app.nl2sql.service import Outcome
+
+router = APIRouter(tags=["query"])
+
+
+class QueryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    question: StrictStr = Field(
+        min_length=1,
+        max_length=10_000,
+        description="A business question in plain English",
+        examples=["Top 5 customers by revenue in 2025"],
+    )
+
+
+class SqlRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    sql: StrictStr = Field(
+        min_length=1, max_length=20_000, description="A read-only SQL query (goes through the guard)"
+    )
+
+
+class QueryResponse(BaseModel):
+    status: str = Field(description="ok | empty | refused | error")
+    category: str = Field(
+        description="ok, empty_result, refused, syntax_error, unknown_table, unknown_column, "
+        "timeout, execution_error, no_sql"
+    )
+    question: str | None = None
+    sql: str | None = Field(None, description="The SQL that ran (after the guard), or the refused SQL")
+    message: str | None = None
+    columns: list[str]
+    rows: list[list]
+    row_count: int
+    truncated: bool = Field(description="True when more rows existed than the row cap")
+    generate_ms: float | None = None
+    execute_ms: float | None = None
+    total_ms: float
+    model_id: str | None = None
+    batch_size: int | None = None
+
+
+def _response(out: Outcome) -> QueryResponse:
+    raise_for_unavailable(out)
+    return QueryResponse(**{k: v for k, v in out.as_dict().items() if k in QueryResponse.model_fields})
+
+
+@router.post(
+    "/query",
+    response_model=QueryResponse,
+    responses={422: {"description": "Invalid body"}, 503: {"description": "Busy or database down"}},
+)
+async def query(body: QueryRequest, service: ServiceDep, settings: SettingsDep, metrics: MetricsDep) -> QueryResponse:
+    if len(body.question) > settings.question_max_chars:
+        raise HTTPException(
+            422, f"The question is too long: {len(body.question)} characters, at most {settings.question_max_chars}."
+        )
+    try:
+        out = await service.ask(body.question)
+    except QueueFull:
+        metrics.shed.inc()
+        raise queue_full() from None
+    return _response(out)
+
+
+@router.post("/sql", response_model=QueryResponse, responses={422: {"description": "Invalid body"}})
+async def run_sql(body: SqlRequest, service: ServiceDep) -> QueryResponse:
+    return _response(await service.run_sql(body.sql))

@@ -1,0 +1,31 @@
+"""Prometheus metrics of one app instance (own registry, so tests can build several apps in one process)."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "querywise_requests", "Answered requests", ["source", "status", "category"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "querywise_request_seconds",
+            "End-to-end latency",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "querywise_batch_size",
+            "Prompts decoded together",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge("querywise_queue_depth", "Requests waiting for the model", registry=self.registry)
+        self.shed = Counter("querywise_shed", "Requests refused because the queue was full", registry=self.registry)
+        self.log_failures = Counter(
+            "querywise_querylog_failures", "Query-log rows that could not be written", registry=self.registry
+        )

@@ -1,0 +1,109 @@
+"""ONNX Runtime text generation: greedy decoding with the KV cache, several prompts at once.
+
+The model is the optimum export (`text-generation-with-past`) of SmolLM2, weight-only int8 by default. Prompts in a
+batch are left-padded; the attention mask hides the padding and position ids count real tokens only, so each
+answer is the same as decoding that prompt alone. Decoding stops at `<|im_end|>` (end of SQL).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>")
+
+
+class ModelLoadError(RuntimeError):
+    """The model artifact is missing or unreadable: the service must not start."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+
+
+class OnnxGenerator:
+    def __init__(self, model_dir: Path, threads: int = 0):
+        model_dir = Path(model_dir)
+        onnx_path = model_dir / "model.onnx"
+        if not onnx_path.exists():
+            raise ModelLoadError(f"no model at {onnx_path}: run `make model` to build it")
+        try:
+            self.manifest = json.loads((model_dir / "querywise.json").read_text())
+        except (OSError, ValueError):
+            self.manifest = {}
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+            self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        except Exception as exc:  # onnxruntime raises several unrelated types for a corrupt file
+            raise ModelLoadError(f"cannot load the model at {model_dir}: {str(exc).splitlines()[0][:200]}") from exc
+        self.kv_names = [i.name for i in self.session.get_inputs() if i.name.startswith("past_key_values.")]
+        shape = self.session.get_inputs()[3].shape  # [batch, kv_heads, past, head_dim]
+        self.kv_heads, self.head_dim = int(shape[1]), int(shape[3])
+        self.stop_ids = {self.tokenizer.token_to_id(t) for t in STOP_TOKENS} - {None}
+        self.pad_id = self.tokenizer.token_to_id("<|endoftext|>") or 0
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest.get("model_id", "unknown")
+
+    @property
+    def fine_tuned(self) -> bool:
+        return bool(self.manifest.get("adapter"))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def generate(self, prompts: list[str], max_new_tokens: int = 160) -> list[Generation]:
+        encoded = [self.tokenizer.encode(p, add_special_tokens=False).ids for p in prompts]
+        B, T = len(encoded), max(len(e) for e in encoded)
+        ids = np.full((B, T), self.pad_id, dtype=np.int64)
+        mask = np.zeros((B, T), dtype=np.int64)
+        for i, e in enumerate(encoded):
+            ids[i, T - len(e) :] = e
+            mask[i, T - len(e) :] = 1
+        pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
+        empty = np.zeros((B, self.kv_heads, 0, self.head_dim), dtype=np.float32)
+        feed = {"input_ids": ids, "attention_mask": mask, "position_ids": pos} | dict.fromkeys(self.kv_names, empty)
+        out_tokens: list[list[int]] = [[] for _ in range(B)]
+        done = np.zeros(B, dtype=bool)
+        next_pos = pos[:, -1:] + 1
+        for _ in range(max_new_tokens):
+            logits, *present = self.session.run(None, feed)
+            nxt = logits[:, -1, :].argmax(axis=-1)
+            for i in range(B):
+                if not done[i]:
+                    if int(nxt[i]) in self.stop_ids:
+                        done[i] = True
+                    else:
+                        out_tokens[i].append(int(nxt[i]))
+            if done.all():
+                break
+            nxt = np.where(done, self.pad_id, nxt)
+            mask = np.concatenate([mask, np.ones((B, 1), dtype=np.int64)], axis=1)
+            feed = {"input_ids": nxt[:, None].astype(np.int64), "attention_mask": mask, "position_ids": next_pos}
+            feed |= dict(zip(self.kv_names, present, strict=True))
+            next_pos = next_pos + 1
+        return [
+            Generation(self.tokenizer.decode(t, skip_special_tokens=True), len(e), len(t))
+            for t, e in zip(out_tokens, encoded, strict=True)
+        ]
+
+
+def timed_generate(gen: OnnxGenerator, prompts: list[str], max_new_tokens: int) -> tuple[list[Generation], float]:
+    t0 = time.perf_counter()
+    out = gen.generate(prompts, max_new_tokens)
+    return out, (time.perf_counter() - t0) * 1000

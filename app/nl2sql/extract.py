@@ -1,0 +1,35 @@
+"""Pull the SQL out of what the model wrote.
+
+The fine-tuned model answers with bare SQL; the few-shot base model sometimes wraps it in a ```sql fence or
+prose. We take the fenced block if there is one, else the text from the first SELECT/WITH, and stop at the
+first statement end or blank line. Whatever comes out still goes through the guard.
+"""
+
+import re
+
+_FENCE = re.compile(r"```(?:sql)?\s*(.*?)(?:```|$)", re.S | re.I)
+_START = re.compile(r"\b(SELECT|WITH)\b", re.I)
+
+
+def _cut_at_statement_end(sql: str) -> str:
+    quote = None
+    for i, ch in enumerate(sql):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in ("'", '"', "`"):
+            quote = ch
+        elif ch == ";":
+            return sql[:i]
+    return sql
+
+
+def extract_sql(text: str) -> str:
+    fenced = _FENCE.search(text)
+    if fenced:
+        text = fenced.group(1)
+    m = _START.search(text)
+    if not m:
+        return ""
+    sql = text[m.start() :].split("\n\n", 1)[0]
+    return _cut_at_statement_end(sql).strip()

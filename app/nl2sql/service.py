@@ -1,0 +1,159 @@
+"""Question → prompt → model (through the batching queue) → guard → read-only execution → logged outcome.
+
+Also runs SQL a user edited in the UI through the same guard and executor (`run_sql`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+from anyio import to_thread
+
+from app.core.config import Settings
+from app.core.metrics import Metrics
+from app.db.catalog import SchemaCatalog
+from app.nl2sql.batcher import Batcher
+from app.nl2sql.engine import OnnxGenerator
+from app.nl2sql.extract import extract_sql
+from app.nl2sql.fewshot import EXAMPLES
+from app.nl2sql.prompt import build_prompt
+from app.querylog.store import LogEntry, QueryLog
+from app.sql.executor import ExecutionError, Executor
+from app.sql.guard import GuardError, guard_sql
+
+log = logging.getLogger("querywise")
+
+
+@dataclass
+class Outcome:
+    status: str  # ok | empty | refused | error
+    category: str  # ok, empty_result, refused, syntax_error, unknown_table, unknown_column, timeout, ...
+    question: str | None = None
+    sql: str | None = None
+    generated_sql: str | None = None
+    message: str | None = None
+    columns: list[str] = field(default_factory=list)
+    rows: list[list] = field(default_factory=list)
+    row_count: int = 0
+    truncated: bool = False
+    generate_ms: float | None = None
+    execute_ms: float | None = None
+    total_ms: float = 0.0
+    model_id: str | None = None
+    batch_size: int | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Generated:
+    text: str
+    generate_ms: float
+    batch_size: int
+
+
+class QueryService:
+    def __init__(
+        self,
+        settings: Settings,
+        generator: OnnxGenerator,
+        executor: Executor,
+        catalog: SchemaCatalog,
+        querylog: QueryLog,
+        metrics: Metrics,
+    ):
+        self.settings = settings
+        self.generator = generator
+        self.executor = executor
+        self.catalog = catalog
+        self.querylog = querylog
+        self.metrics = metrics
+        self.model_id = settings.model_id or generator.model_id
+        self.batcher = Batcher(
+            self._generate_batch,
+            settings.batch_max_size,
+            settings.batch_max_wait_ms,
+            settings.queue_max_size,
+            on_batch=metrics.batch_size.observe,
+        )
+
+    def prompt_for(self, question: str) -> str:
+        examples = () if self.generator.fine_tuned else EXAMPLES
+        return build_prompt(self.catalog.text, question, examples)
+
+    def _generate_batch(self, prompts: list[str]) -> list[_Generated]:
+        t0 = time.perf_counter()
+        gens = self.generator.generate(prompts, self.settings.max_new_tokens)
+        ms = (time.perf_counter() - t0) * 1000
+        return [_Generated(g.text, ms, len(prompts)) for g in gens]
+
+    async def ask(self, question: str) -> Outcome:
+        t0 = time.perf_counter()
+        prompt = await to_thread.run_sync(self.prompt_for, question)
+        self.metrics.queue_depth.set(self.batcher.depth)
+        gen: _Generated = await self.batcher.submit(prompt)
+        self.metrics.latency.labels("generate").observe(gen.generate_ms / 1000)
+        out = await self._guard_and_execute(extract_sql(gen.text), t0)
+        out.question, out.generated_sql = question, gen.text
+        out.generate_ms, out.batch_size = round(gen.generate_ms, 1), gen.batch_size
+        return await self._finish(out, "question", t0)
+
+    async def run_sql(self, sql: str) -> Outcome:
+        t0 = time.perf_counter()
+        out = await self._guard_and_execute(sql, t0)
+        return await self._finish(out, "sql", t0)
+
+    async def _guard_and_execute(self, sql: str, t0: float) -> Outcome:
+        if not sql.strip():
+            return Outcome("error", "no_sql", sql=sql, message="The model did not write a SQL query for this question.")
+        try:
+            guarded = guard_sql(sql, dialect=self.executor.dialect, row_limit=self.settings.row_limit)
+        except GuardError as exc:
+            status = "refused" if exc.category == "refused" else "error"
+            return Outcome(status, exc.category, sql=sql, message=exc.message)
+        try:
+            res = await to_thread.run_sync(self.executor.run, guarded)
+        except ExecutionError as exc:
+            return Outcome("error", exc.category, sql=guarded.sql, message=exc.message)
+        status, category = ("ok", "ok") if res.row_count else ("empty", "empty_result")
+        return Outcome(
+            status,
+            category,
+            sql=guarded.sql,
+            columns=res.columns,
+            rows=res.rows,
+            row_count=res.row_count,
+            truncated=res.truncated,
+            execute_ms=round(res.execute_ms, 1),
+        )
+
+    async def _finish(self, out: Outcome, source: str, t0: float) -> Outcome:
+        out.total_ms = round((time.perf_counter() - t0) * 1000, 1)
+        out.model_id = self.model_id if source == "question" else None
+        self.metrics.requests.labels(source, out.status, out.category).inc()
+        self.metrics.latency.labels("total").observe(out.total_ms / 1000)
+        if out.execute_ms is not None:
+            self.metrics.latency.labels("execute").observe(out.execute_ms / 1000)
+        entry = LogEntry(
+            source=source,
+            question=out.question,
+            sql=out.sql,
+            status=out.status,
+            category=out.category,
+            message=out.message,
+            row_count=out.row_count,
+            generate_ms=out.generate_ms,
+            execute_ms=out.execute_ms,
+            total_ms=out.total_ms,
+            model_id=out.model_id,
+            batch_size=out.batch_size,
+        )
+        try:
+            await to_thread.run_sync(self.querylog.record, entry)
+        except Exception:  # the answer matters more than its log row; the loss is counted and visible
+            self.metrics.log_failures.inc()
+            log.exception("query log write failed")
+        return out

@@ -1,0 +1,300 @@
+"""Stage 3, evaluate: execution accuracy (EX) on any Spider-format dataset and on the business suite.
+
+    python -m models.evaluate --run dev-int8                                   # Spider dev (972 with a database)
+    python -m models.evaluate --run dev-torch --engine torch --adapter models/adapters/querywise-sql
+    python -m models.evaluate --run biz-int8 --suite models/scenarios          # business suite on the demo DB
+    python -m models.evaluate --questions q.json --tables t.json --db-root dbs/ --run mine
+    python -m models.evaluate compare reports/eval/a.json reports/eval/b.json
+
+Predictions are generated in batches through the same engine the service uses (ONNX int8 by default), executed
+read-only with a timeout next to the gold SQL, compared as Spider does (multisets; ordered only when the gold has
+ORDER BY), and streamed to reports/eval/<run>.jsonl as they come, so memory stays flat and an interrupted run
+resumes where it stopped. The summary (overall, per hardness or scenario, error categories with examples) goes to
+reports/eval/<run>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+from app.nl2sql.extract import extract_sql
+from app.nl2sql.fewshot import EXAMPLES
+from app.nl2sql.prompt import build_prompt, format_schema
+from app.sql.guard import GuardError, guard_sql
+from models.data import SPIDER_DIR, read_jsonl, schema_at, sqlite_path
+from models.exec_match import execute_sqlite, order_matters, results_match
+from models.hardness import hardness
+
+# defaults
+engine = "onnx"
+model_dir = Path("build/onnx/int8")
+batch_size = 8
+max_new_tokens = 160
+timeout_s = 5.0
+out_root = Path("reports/eval")
+DEMO_DB = Path("build/demo.sqlite")
+
+
+def spider_items(questions: Path, db_root: Path, tables: Path | None) -> tuple[list[dict], int]:
+    rows = json.loads(questions.read_text())
+    known = {t["db_id"] for t in json.loads(tables.read_text())} if tables else None
+    items, missing = [], 0
+    for i, r in enumerate(rows):
+        path = sqlite_path(db_root, r["db_id"])
+        if not path.exists() or (known is not None and r["db_id"] not in known):
+            missing += 1
+            continue
+        items.append(
+            {
+                "id": i,
+                "db_id": r["db_id"],
+                "db_path": str(path),
+                "question": r["question"],
+                "gold": r["query"],
+                "group": hardness(r["query"]),
+            }
+        )
+    return items, missing
+
+
+def suite_items(suite_dir: Path, db_path: Path) -> list[dict]:
+    from models.scenarios import load_suite
+
+    return [
+        {"id": i, "db_id": "demo", "db_path": str(db_path), "question": c.question, "gold": c.sql, "group": c.scenario}
+        for i, c in enumerate(load_suite(suite_dir))
+    ]
+
+
+def categorize_sqlite(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    msg = str(exc).lower()
+    if "no such table" in msg:
+        return "unknown_table"
+    if "no such column" in msg or "ambiguous column" in msg:
+        return "unknown_column"
+    if "syntax error" in msg or "incomplete input" in msg or "unrecognized token" in msg:
+        return "syntax_error"
+    return "execution_error"
+
+
+def judge(item: dict, text: str) -> dict:
+    """Run the prediction next to the gold SQL and say whether it is right, and if not, why."""
+    sql = extract_sql(text)
+    rec = {
+        "id": item["id"],
+        "db_id": item["db_id"],
+        "group": item["group"],
+        "question": item["question"],
+        "gold": item["gold"],
+        "pred": sql,
+        "raw": text if text != sql else None,
+    }
+    if not sql:
+        return rec | {"ok": False, "valid": False, "category": "no_sql"}
+    try:
+        guard_sql(sql, dialect="sqlite", row_limit=10**9)
+    except GuardError as exc:
+        return rec | {
+            "ok": False,
+            "valid": False,
+            "category": "refused" if exc.category == "refused" else "syntax_error",
+            "error": exc.message,
+        }
+    try:
+        pred_rows = execute_sqlite(item["db_path"], sql, timeout_s)
+    except (sqlite3.Error, TimeoutError) as exc:
+        return rec | {"ok": False, "valid": False, "category": categorize_sqlite(exc), "error": str(exc)[:200]}
+    try:
+        gold_rows = execute_sqlite(item["db_path"], item["gold"], timeout_s)
+    except (sqlite3.Error, TimeoutError) as exc:
+        return rec | {"ok": False, "valid": True, "category": "gold_error", "error": str(exc)[:200]}
+    ok = results_match(gold_rows, pred_rows, order_matters(item["gold"]))
+    category = "ok" if ok else ("empty_result" if not pred_rows and gold_rows else "wrong_result")
+    return rec | {"ok": ok, "valid": True, "category": category}
+
+
+def batches(items: list[dict], size: int) -> Iterator[list[dict]]:
+    # Same-database questions together: similar prompt lengths, little padding.
+    items = sorted(items, key=lambda it: (it["db_id"], it["id"]))
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def run(items: list[dict], generator, out_jsonl: Path, size: int, sample_values: int = 0) -> None:
+    done = {r["id"] for r in read_jsonl(out_jsonl)} if out_jsonl.exists() else set()
+    todo = [it for it in items if it["id"] not in done]
+    if done:
+        print(f"resuming: {len(done)} done, {len(todo)} to go")
+    examples = () if generator.fine_tuned else EXAMPLES
+    t0, n = time.time(), 0
+    with out_jsonl.open("a") as f:
+        for batch in batches(todo, size):
+            prompts = [
+                build_prompt(format_schema(schema_at(it["db_path"], sample_values)), it["question"], examples)
+                for it in batch
+            ]
+            g0 = time.perf_counter()
+            gens = generator.generate(prompts, max_new_tokens)
+            gen_ms = (time.perf_counter() - g0) * 1000 / len(batch)
+            for it, g in zip(batch, gens, strict=True):
+                f.write(json.dumps(judge(it, g.text) | {"gen_ms": round(gen_ms, 1), "new_tokens": g.new_tokens}) + "\n")
+            f.flush()
+            n += len(batch)
+            rate = n / (time.time() - t0)
+            print(f"  {len(done) + n}/{len(items)}  {rate:.2f} q/s", flush=True)
+
+
+def summarize(out_jsonl: Path, meta: dict) -> dict:
+    """Streaming aggregation over the JSONL (never all predictions in memory at once)."""
+    total = ok = valid = 0
+    groups: dict[str, Counter] = defaultdict(Counter)
+    cats: Counter = Counter()
+    examples: dict[str, list] = defaultdict(list)
+    gen_ms = 0.0
+    for r in read_jsonl(out_jsonl):
+        total += 1
+        ok += r["ok"]
+        valid += r["valid"]
+        gen_ms += r.get("gen_ms", 0.0)
+        groups[r["group"]]["n"] += 1
+        groups[r["group"]]["ok"] += r["ok"]
+        cats[r["category"]] += 1
+        if not r["ok"] and len(examples[r["category"]]) < 3:
+            examples[r["category"]].append({k: r.get(k) for k in ("question", "gold", "pred", "error")})
+    pct = lambda a, b: round(100 * a / b, 1) if b else None  # noqa: E731
+    return meta | {
+        "n": total,
+        "ex": pct(ok, total),
+        "valid_sql": pct(valid, total),
+        "mean_gen_ms_per_question": round(gen_ms / total, 1) if total else None,
+        "groups": {g: {"n": c["n"], "ex": pct(c["ok"], c["n"])} for g, c in sorted(groups.items())},
+        "categories": dict(cats.most_common()),
+        "error_examples": dict(examples),
+    }
+
+
+def markdown(s: dict) -> str:
+    lines = [
+        f"# Evaluation `{s['run']}`",
+        "",
+        f"- dataset: {s['dataset']} ({s['n']} questions{s.get('note', '')})",
+        f"- engine: {s['engine']} · model: {s['model_id']}",
+        f"- EX **{s['ex']}%** · valid SQL {s['valid_sql']}%"
+        f" · {s['mean_gen_ms_per_question']} ms generation per question (batched) · wall {s['wall_s']} s",
+        "",
+        "| group | n | EX % |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {g} | {v['n']} | {v['ex']} |" for g, v in s["groups"].items()]
+    lines += ["", "| outcome | count |", "|---|---:|"] + [f"| {c} | {n} |" for c, n in s["categories"].items()]
+    lines += ["", "## Examples of failures", ""]
+    for c, exs in s["error_examples"].items():
+        for e in exs:
+            lines.append(
+                f"- **{c}** — {e['question']}  \n  gold: `{e['gold']}`  \n  pred: `{e['pred']}`"
+                + (f"  \n  error: {e['error']}" if e.get("error") else "")
+            )
+    return "\n".join(lines) + "\n"
+
+
+def compare(paths: list[Path]) -> str:
+    runs = [json.loads(p.read_text()) for p in paths]
+    groups = sorted({g for r in runs for g in r["groups"]})
+    cats = sorted({c for r in runs for c in r["categories"]})
+    head = "| | " + " | ".join(r["run"] for r in runs) + " |"
+    lines = [head, "|---|" + "---:|" * len(runs)]
+    lines.append("| EX % | " + " | ".join(str(r["ex"]) for r in runs) + " |")
+    lines.append("| valid SQL % | " + " | ".join(str(r["valid_sql"]) for r in runs) + " |")
+    lines.append("| n | " + " | ".join(str(r["n"]) for r in runs) + " |")
+    lines.append("| ms/question | " + " | ".join(str(r["mean_gen_ms_per_question"]) for r in runs) + " |")
+    for g in groups:
+        lines.append(f"| EX {g} | " + " | ".join(str(r["groups"].get(g, {}).get("ex", "–")) for r in runs) + " |")
+    for c in cats:
+        lines.append(f"| {c} | " + " | ".join(str(r["categories"].get(c, 0)) for r in runs) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "compare":
+        paths = [Path(p) for p in argv[1:]]
+        missing = [str(p) for p in paths if not p.exists()]
+        if len(paths) < 2 or missing:
+            print(
+                f"usage: compare RUN.json RUN.json ...{' (missing: ' + ', '.join(missing) + ')' if missing else ''}",
+                file=sys.stderr,
+            )
+            return 2
+        print(compare(paths))
+        return 0
+    p = argparse.ArgumentParser(description="Execution accuracy of the NL→SQL model")
+    p.add_argument("--run", required=True, help="name of this run (files under reports/eval/)")
+    p.add_argument("--questions", type=Path, default=SPIDER_DIR / "dev.json")
+    p.add_argument("--tables", type=Path, default=SPIDER_DIR / "tables.json")
+    p.add_argument("--db-root", type=Path, default=SPIDER_DIR / "database")
+    p.add_argument("--suite", type=Path, help="a business-scenario directory (YAML) evaluated on --demo-db instead")
+    p.add_argument("--demo-db", type=Path, default=DEMO_DB)
+    p.add_argument("--engine", choices=("onnx", "torch"), default=engine)
+    p.add_argument("--model-dir", type=Path, default=model_dir)
+    p.add_argument("--adapter", type=Path, help="LoRA adapter for --engine torch")
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="discard earlier results of this run instead of resuming")
+    a = p.parse_args(argv)
+
+    if a.suite:
+        if not a.demo_db.exists():
+            print(f"no demo database at {a.demo_db}: run `make demo-db`", file=sys.stderr)
+            return 2
+        items, missing, dataset = suite_items(a.suite, a.demo_db), 0, f"business suite {a.suite}"
+    else:
+        for path in (a.questions, a.db_root):
+            if not path.exists():
+                print(f"not found: {path}", file=sys.stderr)
+                return 2
+        items, missing = spider_items(a.questions, a.db_root, a.tables if a.tables.exists() else None)
+        dataset = str(a.questions)
+    if a.limit:
+        items = items[: a.limit]
+    if not items:
+        print("no questions to evaluate", file=sys.stderr)
+        return 2
+    from models.generators import make_generator
+
+    generator = make_generator(a.engine, a.model_dir, a.adapter, a.threads)
+    out_root.mkdir(parents=True, exist_ok=True)
+    out_jsonl = out_root / f"{a.run}.jsonl"
+    if a.fresh:
+        out_jsonl.unlink(missing_ok=True)
+    t0 = time.time()
+    run(items, generator, out_jsonl, a.batch_size)
+    note = f"; {missing} skipped: database absent" if missing else ""
+    summary = summarize(
+        out_jsonl,
+        {
+            "run": a.run,
+            "dataset": dataset,
+            "note": note,
+            "engine": a.engine,
+            "model_id": generator.model_id,
+            "wall_s": round(time.time() - t0, 1),
+        },
+    )
+    (out_root / f"{a.run}.json").write_text(json.dumps(summary, indent=2))
+    (out_root / f"{a.run}.md").write_text(markdown(summary))
+    print(markdown(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

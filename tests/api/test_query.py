@@ -1,0 +1,119 @@
+"""`POST /query` and friends against the real app, the real model and the demo SQLite database."""
+
+import asyncio
+
+import pytest
+
+from app.sql.guard import guard_sql
+
+pytestmark = pytest.mark.slow
+
+
+async def test_question_returns_guarded_sql_and_rows(client):
+    r = await client.post("/query", json={"question": "How many customers are there?"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ok", body
+    assert body["sql"].upper().startswith(("SELECT", "WITH"))
+    assert guard_sql(body["sql"], row_limit=200).sql  # what ran is what the guard accepts
+    assert body["row_count"] >= 1 and body["rows"] and body["columns"]
+    assert body["truncated"] is False
+    for k in ("generate_ms", "execute_ms", "total_ms"):
+        assert body[k] is not None and body[k] >= 0
+    assert body["total_ms"] >= body["generate_ms"]
+    assert body["model_id"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ({}, "question"),
+        ({"question": ""}, "question"),
+        ({"question": "   "}, "question"),
+        ({"question": 42}, "question"),
+        ({"question": ["a"]}, "question"),
+        ({"question": "x" * 600}, "too long"),
+        ({"question": "ok", "extra": 1}, "extra"),
+    ],
+)
+async def test_invalid_bodies_get_422_with_a_message(client, payload, fragment):
+    r = await client.post("/query", json=payload)
+    assert r.status_code == 422
+    assert fragment in r.json()["detail"].lower()
+
+
+async def test_malformed_json_gets_422(client):
+    r = await client.post("/query", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+async def test_refused_sql_is_never_executed(client):
+    before = (await client.get("/api/schema")).json()
+    r = await client.post("/sql", json={"sql": "DROP TABLE customers"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "refused" and body["rows"] == [] and body["execute_ms"] is None
+    assert "read-only" in body["message"].lower() or "drop" in body["message"].lower()
+    after = (await client.get("/api/schema")).json()
+    assert before == after
+
+
+async def test_edited_sql_runs_through_the_guard_with_row_cap(client):
+    r = await client.post("/sql", json={"sql": "SELECT customer_id FROM customers"})
+    body = r.json()
+    assert body["status"] == "ok" and body["row_count"] == 200 and body["truncated"] is True
+    assert "LIMIT 200" in body["sql"].upper()
+
+
+async def test_health_ready_metrics_docs(client):
+    assert (await client.get("/healthz")).json() == {"status": "alive"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    await client.post("/sql", json={"sql": "SELECT 1"})
+    metrics = (await client.get("/metrics")).text
+    assert "querywise_requests_total" in metrics and "querywise_request_seconds" in metrics
+    assert (await client.get("/openapi.json")).json()["paths"]["/query"]["post"]
+    assert (await client.get("/docs")).status_code == 200
+
+
+async def test_every_request_is_logged_and_dashboard_reads_it(client):
+    await client.post("/sql", json={"sql": "SELECT 1"})
+    await client.post("/sql", json={"sql": "DELETE FROM orders"})
+    await client.post("/sql", json={"sql": "SELECT nope FROM customers"})
+    d = (await client.get("/api/dashboard")).json()
+    assert d["requests"] == 3
+    cats = dict(d["top_errors"])
+    assert cats.get("refused") == 1 and cats.get("unknown_column") == 1
+    assert d["p50_ms"] is not None and d["p95_ms"] is not None
+    assert 0 < d["success_rate"] < 1
+
+
+async def test_schema_and_examples(client):
+    s = (await client.get("/api/schema")).json()
+    names = {t["name"] for t in s["tables"]}
+    assert {"customers", "orders", "order_items", "products", "payments", "employees"} <= names
+    assert "customers(" in s["prompt_text"]
+    ex = (await client.get("/api/examples")).json()["examples"]
+    assert len(ex) >= 3
+
+
+async def test_concurrent_questions_decode_in_shared_batches_with_the_same_answers(client):
+    questions = [
+        "How many customers are there?",
+        "How many products are there?",
+        "How many orders are there?",
+        "How many employees are there?",
+        "List the names of all regions.",
+        "How many suppliers are there?",
+    ]
+    alone = []
+    for q in questions:
+        alone.append((await client.post("/query", json={"question": q})).json())
+    before = (await client.get("/api/stats")).json()["batching"]
+    together = await asyncio.gather(*(client.post("/query", json={"question": q}) for q in questions))
+    after = (await client.get("/api/stats")).json()["batching"]
+    batches = after["batches"] - before["batches"]
+    assert after["requests"] - before["requests"] == len(questions)
+    assert batches < len(questions)
+    assert max(r.json()["batch_size"] for r in together) > 1
+    assert [r.json()["sql"] for r in together] == [a["sql"] for a in alone]

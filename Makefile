@@ -72,3 +72,6 @@ train: setup $(BASE_MODEL) ## train the first adapter preset (hours on a CPU; re
 
 clean:
 	rm -rf build
+
+bench: setup model demo-db ## end-to-end /query latency of demo questions (reports/bench/)
+	$(PY) -m bench.latency

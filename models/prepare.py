@@ -19,7 +19,26 @@ from models.data import SPIDER_DIR, encode, spider_splits, write_jsonl
 spider_dir = SPIDER_DIR
 out_dir = BUILD_DIR / "data"
 sample_values = 0
+synth_n = (
+    800  # pairs in synth_demo.jsonl (0 = none): templated pairs on the demo database, never the suite's structures
+)
 max_len = 512  # examples longer than this are dropped from train/val (counted in meta.json)
+
+
+def write_synth(tok, out_dir: Path, sample_values: int, max_len: int) -> dict:
+    """Synthetic pairs on the demo database, encoded with the same prompt builder as Spider."""
+    from app.db.demo import build_sqlite
+    from models.data import Pair
+    from models.synth import generate_pairs
+
+    db_root = out_dir / "demo_db"
+    build_sqlite(db_root / "demo" / "demo.sqlite")
+    pairs = [Pair("demo", r["question"], r["query"], "train") for r in generate_pairs(synth_n)]
+    rows = [encode(tok, pr, db_root, sample_values) | {"question": pr.question, "sql": pr.sql} for pr in pairs]
+    rows = [r for r in rows if len(r["ids"]) <= max_len]
+    n = write_jsonl(out_dir / "synth_demo.jsonl", rows)
+    print(f"synth {n:6d} examples on the demo database")
+    return {"examples": n, "databases": 1, "tokens": sum(len(r["ids"]) for r in rows)}
 
 
 def main() -> None:
@@ -28,6 +47,7 @@ def main() -> None:
     p.add_argument("--out-dir", type=Path, default=out_dir)
     p.add_argument("--sample-values", type=int, default=sample_values)
     p.add_argument("--max-len", type=int, default=max_len)
+    p.add_argument("--no-synth", action="store_true")
     p.add_argument("--no-report", action="store_true")
     a = p.parse_args()
 
@@ -51,6 +71,8 @@ def main() -> None:
             "over_max_len": len(too_long),
         }
         print(f"{name:5s} {n:6d} examples {tokens:9d} tokens ({len(too_long)} over {a.max_len})")
+    if synth_n and not a.no_synth:
+        meta["splits"]["synth_demo"] = write_synth(tok, a.out_dir, a.sample_values, a.max_len)
     (a.out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     if not a.no_report:
         from models.report import write_data_report

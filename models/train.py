@@ -32,6 +32,7 @@ import torch.nn.functional as F
 # ---------------------------------------------------------------- defaults (override by preset / --key=value)
 out_dir = "models/runs/default"
 data_dir = "build/data"
+train_files = ["train.jsonl"]  # JSONL files in data_dir, concatenated (e.g. + "synth_demo.jsonl")
 base_dir = "build/base"
 method = "lora"  # lora | full
 lora_r = 16
@@ -171,8 +172,27 @@ class HiddenCache:
     def batch(self, idx: list[int], T: int) -> torch.Tensor:
         out = torch.zeros((len(idx), T, self.mm.shape[1]))
         for j, i in enumerate(idx):
-            a, b = self.offsets[i], self.offsets[i + 1]
-            out[j, : b - a] = torch.from_numpy(np.array(self.mm[a:b]))
+            out[j, : self.offsets[i + 1] - self.offsets[i]] = self.row(i)
+        return out
+
+    def row(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.mm[self.offsets[i] : self.offsets[i + 1]]))
+
+
+class CacheSet:
+    """Several caches (one per training file) addressed by one index over the concatenated rows, so adding a
+    file to a mixture does not recompute the caches of the others."""
+
+    def __init__(self, parts: list[tuple[int, HiddenCache]]):
+        self.parts = parts  # (first global index, cache)
+
+    def batch(self, idx: list[int], T: int) -> torch.Tensor:
+        first = self.parts[0][1]
+        out = torch.zeros((len(idx), T, first.mm.shape[1]))
+        for j, i in enumerate(idx):
+            start, cache = next((s, c) for s, c in reversed(self.parts) if i >= s)
+            r = cache.row(i - start)
+            out[j, : r.shape[0]] = r
         return out
 
 
@@ -214,7 +234,8 @@ def main(argv: list[str]) -> None:
     from models.base import load_tokenizer
 
     pad_id = load_tokenizer(cfg["base_dir"]).pad_token_id
-    train = load_rows(Path(cfg["data_dir"]) / "train.jsonl", cfg["limit_train"], cfg["max_len"])
+    files = [load_rows(Path(cfg["data_dir"]) / f, cfg["limit_train"], cfg["max_len"]) for f in cfg["train_files"]]
+    train = [r for rows in files for r in rows]
     val = load_rows(Path(cfg["data_dir"]) / "val.jsonl", cfg["limit_val"], cfg["max_len"])
     model, split = build_model(cfg)
     bb = Backbone(model, split)
@@ -225,10 +246,11 @@ def main(argv: list[str]) -> None:
         cdir = Path(cfg["data_dir"]) / "cache"
         cdir.mkdir(exist_ok=True)
         tag = f"{split}_{cfg['max_len']}_{cfg['limit_train']}_{cfg['limit_val']}"
-        caches = {
-            "train": HiddenCache(cdir / f"train_{tag}.f32", train, bb, dim, pad_id),
-            "val": HiddenCache(cdir / f"val_{tag}.f32", val, bb, dim, pad_id),
-        }
+        parts, start = [], 0
+        for name, rows in zip(cfg["train_files"], files, strict=True):
+            parts.append((start, HiddenCache(cdir / f"{Path(name).stem}_{tag}.f32", rows, bb, dim, pad_id)))
+            start += len(rows)
+        caches = {"train": CacheSet(parts), "val": HiddenCache(cdir / f"val_{tag}.f32", val, bb, dim, pad_id)}
 
     def inputs(split_name: str, rows: list[dict], idx: list[int]):
         ids, tmask = collate([rows[i] for i in idx], pad_id)

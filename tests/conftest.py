@@ -122,3 +122,51 @@ def postgres_readonly_url(postgres_server: dict) -> str:
         conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {PG_READER}")
         conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {PG_READER}")
     return f"postgresql+psycopg://{PG_READER}@{s['host']}:{s['port']}/{s['database']}"
+
+
+# --- the real model and the real app ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def generator():
+    """The exported ONNX model, loaded once per session and shared by every app the tests build."""
+    from tests_support import MODEL_DIR
+
+    from app.nl2sql.engine import OnnxGenerator
+
+    if not (MODEL_DIR / "model.onnx").exists():
+        pytest.fail(f"no model at {MODEL_DIR}: `make model` builds it (make test does)", pytrace=False)
+    return OnnxGenerator(MODEL_DIR)
+
+
+@pytest.fixture(scope="session")
+def demo_db(tmp_path_factory) -> Path:
+    from app.db.demo import build_sqlite
+
+    return build_sqlite(tmp_path_factory.mktemp("demo") / "demo.sqlite")
+
+
+@pytest.fixture
+def settings_for(tmp_path):
+    """Settings for an app on `database_url`, with its own query log in tmp_path."""
+    from tests_support import MODEL_DIR
+
+    from app.core.config import Settings
+
+    def make(database_url: str, **kw):
+        return Settings(
+            database_url=database_url,
+            querylog_url=f"sqlite:///{tmp_path / 'querylog.sqlite'}",
+            model_dir=MODEL_DIR,
+            **kw,
+        )
+
+    return make
+
+
+@pytest.fixture
+async def client(settings_for, demo_db, generator):
+    from tests_support import app_client
+
+    async with app_client(settings_for(f"sqlite:///{demo_db}"), generator) as c:
+        yield c

@@ -46,18 +46,20 @@ def bar_chart(columns: list[str], rows: list[list], max_bars: int = 30) -> dict 
 
 
 def line_chart(values: list[float | None], width: int = 600, height: int = 140, top: float | None = None) -> dict:
-    """Polyline points (SVG coordinates) for a series; gaps (None) break the line into segments."""
+    """Polyline segments and point markers (SVG coordinates) for a series; gaps (None) break the line."""
     known = [x for x in values if x is not None]
     top = top or (max(known) if known else 1.0) or 1.0
     n = max(len(values) - 1, 1)
-    segments, cur = [], []
+    segments, cur, points = [], [], []
     for i, x in enumerate(values):
         if x is None:
             if cur:
                 segments.append(" ".join(cur))
             cur = []
             continue
-        cur.append(f"{i * width / n:.1f},{height - (x / top) * (height - 10):.1f}")
+        px, py = round(i * width / n, 1), round(height - (x / top) * (height - 10), 1)
+        cur.append(f"{px},{py}")
+        points.append((px, py))
     if cur:
         segments.append(" ".join(cur))
-    return {"segments": segments, "top": round(top, 3), "width": width, "height": height}
+    return {"segments": segments, "points": points, "top": round(top, 3), "width": width, "height": height}

@@ -1,0 +1,104 @@
+"""The browser UI in Debian's Chromium driven by Playwright: ask, see rows and SQL, open dashboards and schema.
+
+The app is served by a real uvicorn on a free loopback port, with the real model; screenshots go to reports/.
+"""
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from app.main import create_app
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+CHROMIUM = "/usr/bin/chromium"
+REPORTS = Path(__file__).resolve().parents[2] / "reports"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, demo_db, generator):
+    from tests_support import MODEL_DIR
+
+    from app.core.config import Settings
+
+    log = tmp_path_factory.mktemp("ui") / "querylog.sqlite"
+    settings = Settings(database_url=f"sqlite:///{demo_db}", querylog_url=f"sqlite:///{log}", model_dir=MODEL_DIR)
+    port = _free_port()
+    srv = uvicorn.Server(
+        uvicorn.Config(create_app(settings, generator), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not srv.started:
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def page():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium", pytrace=False)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        pg = browser.new_page(viewport={"width": 1200, "height": 900})
+        yield pg
+        browser.close()
+
+
+def test_ask_a_question_and_see_rows_sql_and_timing(server, page):
+    REPORTS.mkdir(exist_ok=True)
+    page.goto(server + "/")
+    assert page.locator("#examples .example").count() >= 3
+    page.fill("#question", "How many customers are there?")
+    page.click("#ask-button")
+    page.wait_for_selector("#result-card", timeout=120_000)
+    assert page.locator("#result-card .badge.ok").count() == 1, page.inner_text("#result")
+    assert page.locator("#rows tbody tr").count() >= 1
+    sql = page.input_value("textarea#sql")
+    assert sql.upper().startswith("SELECT") and "customers" in sql.lower()
+    assert "ms total" in page.inner_text("#timing")
+    page.screenshot(path=str(REPORTS / "ui_ask.png"), full_page=True)
+
+
+def test_edit_sql_and_rerun_through_the_guard(server, page):
+    page.goto(server + "/")
+    page.fill("#question", "How many customers are there?")
+    page.click("#ask-button")
+    page.wait_for_selector("textarea#sql", timeout=120_000)
+    page.fill("textarea#sql", "SELECT segment, COUNT(*) AS customers FROM customers GROUP BY segment")
+    page.click("form.sql button")
+    page.wait_for_selector("#chart .bar-row")
+    assert page.locator("#rows tbody tr").count() >= 2
+    page.fill("textarea#sql", "DROP TABLE customers")
+    page.click("form.sql button")
+    page.wait_for_selector("#result-card .badge.refused")
+    assert "read-only" in page.inner_text("#result-message").lower()
+
+
+def test_dashboards_and_schema_pages(server, page):
+    page.goto(server + "/dashboards")
+    assert int(page.inner_text("#stat-requests")) >= 3
+    assert page.locator("#chart-success circle").count() >= 1
+    assert page.locator("#chart-latency circle").count() >= 2
+    assert "refused" in page.inner_text("#top-errors")
+    page.screenshot(path=str(REPORTS / "ui_dashboards.png"), full_page=True)
+    page.goto(server + "/schema")
+    assert page.locator("#schema-tables .tcard").count() == 9
+    page.screenshot(path=str(REPORTS / "ui_schema.png"), full_page=True)

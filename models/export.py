@@ -76,7 +76,11 @@ def export_onnx(src: Path, out_dir: Path) -> Path:
 
 
 def quantize(fp32_dir: Path, out_dir: Path, bits: int = 8, block_size: int = 32) -> Path:
+    import logging
+
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
 
     print(f"quantizing weights to int{bits} (MatMulNBits, block {block_size}) ...", flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)

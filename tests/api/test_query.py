@@ -117,3 +117,18 @@ async def test_concurrent_questions_decode_in_shared_batches_with_the_same_answe
     assert batches < len(questions)
     assert max(r.json()["batch_size"] for r in together) > 1
     assert [r.json()["sql"] for r in together] == [a["sql"] for a in alone]
+
+
+async def test_full_queue_answers_503_with_retry_after(settings_for, demo_db, generator):
+    from tests_support import app_client
+
+    settings = settings_for(f"sqlite:///{demo_db}", queue_max_size=1, batch_max_size=1, max_new_tokens=16)
+    async with app_client(settings, generator) as c:
+        rs = await asyncio.gather(*(c.post("/query", json={"question": f"How many orders in {y}?"})
+                                    for y in range(2000, 2008)))
+        codes = [r.status_code for r in rs]
+        assert 503 in codes and 200 in codes
+        shed = next(r for r in rs if r.status_code == 503)
+        assert shed.headers["retry-after"].isdigit()
+        assert "busy" in shed.json()["detail"].lower()
+        assert "querywise_shed_total 0.0" not in (await c.get("/metrics")).text

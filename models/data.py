@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,7 +19,17 @@ import sqlalchemy as sa
 from app.db.schema import Schema, introspect
 from app.nl2sql.prompt import build_prompt, build_target, format_schema
 
-SPIDER_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spider"
+
+
+def _spider_dir() -> Path:
+    """`SPIDER_DIR` if set, else the workplace's shared copy beside the checkout (or at /work/shared)."""
+    if os.environ.get("SPIDER_DIR"):
+        return Path(os.environ["SPIDER_DIR"])
+    candidates = [Path(__file__).resolve().parents[2] / "shared" / "data" / "spider", Path("/work/shared/data/spider")]
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
+SPIDER_DIR = _spider_dir()
 VAL_FRACTION = 0.05
 
 

@@ -33,14 +33,17 @@ def write_data_report(splits: dict[str, list[Pair]], data_dir: Path, out_dir: Pa
         "of databases (validation, for early stopping); dev = the examples whose database exists "
         "(wta_1 is absent: 62 dev examples cannot run).",
         "",
-        "| split | examples | databases | prompt tokens p50 / p90 | SQL tokens p50 / p90 |",
-        "|---|---:|---:|---|---|",
+        "Token lengths are of the encoded examples: train/val drop those over the length cap (512 tokens), so "
+        "`tokenized` can be below `examples`; the demo-database synthetic pairs are in build/data/meta.json.",
+        "",
+        "| split | examples | tokenized | databases | prompt tokens p50 / p90 | SQL tokens p50 / p90 |",
+        "|---|---:|---:|---:|---|---|",
     ]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
     for split, pairs in splits.items():
         p_len, t_len = _lengths(data_dir, split)
         lines.append(
-            f"| {split} | {len(pairs)} | {len({p.db_id for p in pairs})} | "
+            f"| {split} | {len(pairs)} | {len(p_len)} | {len({p.db_id for p in pairs})} | "
             f"{np.percentile(p_len, 50):.0f} / {np.percentile(p_len, 90):.0f} | "
             f"{np.percentile(t_len, 50):.0f} / {np.percentile(t_len, 90):.0f} |"
         )

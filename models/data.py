@@ -20,7 +20,6 @@ from app.db.schema import Schema, introspect
 from app.nl2sql.prompt import build_prompt, build_target, format_schema
 
 
-
 def _spider_dir() -> Path:
     """`SPIDER_DIR` if set, else the workplace's shared copy beside the checkout (or at /work/shared)."""
     if os.environ.get("SPIDER_DIR"):

@@ -129,7 +129,9 @@ def batches(items: list[dict], size: int) -> Iterator[list[dict]]:
         yield items[i : i + size]
 
 
-def run(items: list[dict], generator, out_jsonl: Path, size: int, sample_values: int = 0) -> None:
+def run(
+    items: list[dict], generator, out_jsonl: Path, size: int, new_tokens: int = max_new_tokens, sample_values: int = 0
+) -> None:
     done = {r["id"] for r in read_jsonl(out_jsonl)} if out_jsonl.exists() else set()
     todo = [it for it in items if it["id"] not in done]
     if done:
@@ -143,7 +145,7 @@ def run(items: list[dict], generator, out_jsonl: Path, size: int, sample_values:
                 for it in batch
             ]
             g0 = time.perf_counter()
-            gens = generator.generate(prompts, max_new_tokens)
+            gens = generator.generate(prompts, new_tokens)
             gen_ms = (time.perf_counter() - g0) * 1000 / len(batch)
             for it, g in zip(batch, gens, strict=True):
                 f.write(json.dumps(judge(it, g.text) | {"gen_ms": round(gen_ms, 1), "new_tokens": g.new_tokens}) + "\n")
@@ -246,9 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", choices=("onnx", "torch"), default=engine)
     p.add_argument("--model-dir", type=Path, default=model_dir)
     p.add_argument("--adapter", type=Path, help="LoRA adapter for --engine torch")
-    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--limit", type=int, default=0, help="N questions spread evenly over the dataset (0 = all)")
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     p.add_argument("--fresh", action="store_true", help="discard earlier results of this run instead of resuming")
     a = p.parse_args(argv)
 
@@ -264,8 +267,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         items, missing = spider_items(a.questions, a.db_root, a.tables if a.tables.exists() else None)
         dataset = str(a.questions)
-    if a.limit:
-        items = items[: a.limit]
+    available = len(items)
+    if a.limit and a.limit < len(items):
+        # spread over the whole dataset (every database and hardness level), not the first N
+        items = [items[i * len(items) // a.limit] for i in range(a.limit)]
     if not items:
         print("no questions to evaluate", file=sys.stderr)
         return 2
@@ -277,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.fresh:
         out_jsonl.unlink(missing_ok=True)
     t0 = time.time()
-    run(items, generator, out_jsonl, a.batch_size)
-    note = f"; {missing} skipped: database absent" if missing else ""
+    run(items, generator, out_jsonl, a.batch_size, a.max_new_tokens)
+    note = f" of {available}, spread evenly" if len(items) < available else ""
+    note += f"; {missing} skipped: database absent" if missing else ""
     summary = summarize(
         out_jsonl,
         {

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
 
     # Schema shown to the model.
     schema_sample_values: int = Field(0, ge=0, le=10)
+    # Above this many tokens the schema is cut to the tables the question needs (schema linking); below, shown whole.
+    schema_token_budget: int = Field(1200, ge=100, le=8000)
 
 
 @lru_cache

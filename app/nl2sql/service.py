@@ -18,7 +18,8 @@ from app.nl2sql.batcher import Batcher
 from app.nl2sql.engine import OnnxGenerator
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
-from app.nl2sql.prompt import build_prompt
+from app.nl2sql.linking import link_schema
+from app.nl2sql.prompt import build_prompt, format_schema
 from app.querylog.store import LogEntry, QueryLog
 from app.sql.executor import ExecutionError, Executor
 from app.sql.guard import GuardError, guard_sql
@@ -82,7 +83,15 @@ class QueryService:
 
     def prompt_for(self, question: str) -> str:
         examples = () if self.generator.fine_tuned else EXAMPLES
-        return build_prompt(self.catalog.text, question, examples)
+        return build_prompt(self.schema_text_for(question), question, examples)
+
+    def schema_text_for(self, question: str) -> str:
+        """The whole cached schema text when it fits the token budget, else the part linked to `question`."""
+        budget, count = self.settings.schema_token_budget, self.generator.count_tokens
+        total = self.catalog.token_count(count)
+        if total <= budget:
+            return self.catalog.text  # untouched: the fine-tuned model was trained on whole schemas
+        return format_schema(link_schema(self.catalog.schema, question, budget, count, total_tokens=total))
 
     def _generate_batch(self, prompts: list[str]) -> list[_Generated]:
         t0 = time.perf_counter()

@@ -124,8 +124,9 @@ async def test_full_queue_answers_503_with_retry_after(settings_for, demo_db, ge
 
     settings = settings_for(f"sqlite:///{demo_db}", queue_max_size=1, batch_max_size=1, max_new_tokens=16)
     async with app_client(settings, generator) as c:
-        rs = await asyncio.gather(*(c.post("/query", json={"question": f"How many orders in {y}?"})
-                                    for y in range(2000, 2008)))
+        rs = await asyncio.gather(
+            *(c.post("/query", json={"question": f"How many orders in {y}?"}) for y in range(2000, 2008))
+        )
         codes = [r.status_code for r in rs]
         assert 503 in codes and 200 in codes
         shed = next(r for r in rs if r.status_code == 503)

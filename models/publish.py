@@ -1,0 +1,49 @@
+"""Stage 5, publish: copy a run's best adapter into models/adapters/<name> for committing and serving.
+
+    python -m models.publish models/runs/lora_top12            # → models/adapters/querywise-sql
+
+The LoRA weights are stored in float16 (half the bytes; the merge upcasts them), with the run's training
+config and log beside them, so the committed adapter says how it was made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from models.export import DEFAULT_ADAPTER
+
+
+def publish(run_dir: Path, dest: Path = DEFAULT_ADAPTER) -> Path:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    best = run_dir / "best"
+    if not (best / "adapter_model.safetensors").exists():
+        sys.exit(f"no best adapter in {run_dir} (expected {best}/adapter_model.safetensors)")
+    dest.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.to(torch.float16) for k, v in load_file(best / "adapter_model.safetensors").items()}
+    save_file(weights, dest / "adapter_model.safetensors", metadata={"format": "pt"})
+    shutil.copy(best / "adapter_config.json", dest / "adapter_config.json")
+    shutil.copy(best / "train_config.json", dest / "train_config.json")
+    if (run_dir / "log.json").exists():
+        log = json.loads((run_dir / "log.json").read_text())
+        (dest / "train_log.json").write_text(json.dumps(log, indent=2))
+    size = (dest / "adapter_model.safetensors").stat().st_size
+    print(f"published {best} → {dest} ({size / 1e6:.1f} MB, float16)")
+    return dest
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--dest", type=Path, default=DEFAULT_ADAPTER)
+    a = p.parse_args()
+    publish(a.run_dir, a.dest)
+
+
+if __name__ == "__main__":
+    main()

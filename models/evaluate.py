@@ -27,6 +27,7 @@ from pathlib import Path
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
 from app.nl2sql.prompt import build_prompt, format_schema
+from app.sql.executor import categorize
 from app.sql.guard import GuardError, guard_sql
 from models.data import SPIDER_DIR, read_jsonl, schema_at, sqlite_path
 from models.exec_match import execute_sqlite, order_matters, results_match
@@ -73,19 +74,6 @@ def suite_items(suite_dir: Path, db_path: Path) -> list[dict]:
     ]
 
 
-def categorize_sqlite(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    msg = str(exc).lower()
-    if "no such table" in msg:
-        return "unknown_table"
-    if "no such column" in msg or "ambiguous column" in msg:
-        return "unknown_column"
-    if "syntax error" in msg or "incomplete input" in msg or "unrecognized token" in msg:
-        return "syntax_error"
-    return "execution_error"
-
-
 def judge(item: dict, text: str) -> dict:
     """Run the prediction next to the gold SQL and say whether it is right, and if not, why."""
     sql = extract_sql(text)
@@ -112,7 +100,7 @@ def judge(item: dict, text: str) -> dict:
     try:
         pred_rows = execute_sqlite(item["db_path"], sql, timeout_s)
     except (sqlite3.Error, TimeoutError) as exc:
-        return rec | {"ok": False, "valid": False, "category": categorize_sqlite(exc), "error": str(exc)[:200]}
+        return rec | {"ok": False, "valid": False, "category": categorize(exc), "error": str(exc)[:200]}
     try:
         gold_rows = execute_sqlite(item["db_path"], item["gold"], timeout_s)
     except (sqlite3.Error, TimeoutError) as exc:

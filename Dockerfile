@@ -1,6 +1,6 @@
 # Querywise: CPU-only, two stages. The builder installs the training extras (torch CPU wheel) to export the model
-# (base + committed LoRA adapter → ONNX → int8); the runtime image carries only onnxruntime and the web app.
-
+# (base + committed LoRA adapter → ONNX fp32, the served model, and weight-only int8); the runtime image carries only
+# onnxruntime and the web app.
 FROM python:3.11-slim-bookworm AS builder
 ENV PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 WORKDIR /src
@@ -14,13 +14,13 @@ RUN python -m models.base && python -m models.export && python -m app.db.demo --
 
 FROM python:3.11-slim-bookworm AS runtime
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 HOST=0.0.0.0 PORT=8000 \
-    MODEL_DIR=/app/build/onnx/int8 DATABASE_URL=sqlite:////app/build/demo.sqlite \
+    MODEL_DIR=/app/build/onnx/fp32 DATABASE_URL=sqlite:////app/build/demo.sqlite \
     QUERYLOG_URL=sqlite:////data/querylog.sqlite
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY app ./app
 RUN pip install . && useradd --system --uid 10001 --home /app querywise && mkdir /data && chown querywise /data
-COPY --from=builder /src/build/onnx/int8 ./build/onnx/int8
+COPY --from=builder /src/build/onnx/fp32 ./build/onnx/fp32
 COPY --from=builder /src/build/demo.sqlite ./build/demo.sqlite
 USER querywise
 EXPOSE 8000

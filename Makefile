@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 
 STAMP_DEPS  := $(VENV)/.deps-installed
 BASE_MODEL  := build/base/model.safetensors
-MODEL       := build/onnx/int8/model.onnx
+MODEL       := build/onnx/fp32/model.onnx
 DEMO_DB     := build/demo.sqlite
 ADAPTER     := $(wildcard models/adapters/querywise-sql/adapter_model.safetensors)
 

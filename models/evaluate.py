@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+from app.core.config import get_settings
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
 from app.nl2sql.prompt import build_prompt, format_schema
@@ -35,7 +36,7 @@ from models.hardness import hardness
 
 # defaults
 engine = "onnx"
-model_dir = Path("build/onnx/int8")
+model_dir = get_settings().model_dir  # the engine the service uses
 batch_size = 8
 max_new_tokens = 160
 timeout_s = 5.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.core.config import get_settings
 from app.nl2sql.engine import Generation, OnnxGenerator
 from models.base import BASE_DIR, load_tokenizer
 
@@ -65,7 +66,7 @@ class TorchGenerator:
 
 def make_generator(engine: str, model_dir: Path | None = None, adapter: Path | None = None, threads: int = 0):
     if engine == "onnx":
-        return OnnxGenerator(model_dir or Path("build/onnx/int8"), threads)
+        return OnnxGenerator(model_dir or get_settings().model_dir, threads)
     if engine == "torch":
         return TorchGenerator(adapter, threads)
     raise ValueError(f"unknown engine {engine!r} (onnx or torch)")

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from app.core.config import ROOT, Settings
+from app.core.config import Settings, get_settings
 from app.main import create_app
 from app.nl2sql.engine import OnnxGenerator
 
-MODEL_DIR = ROOT / "build" / "onnx" / "int8"
+MODEL_DIR = get_settings().model_dir  # what the service serves by default
 
 
 @contextlib.asynccontextmanager

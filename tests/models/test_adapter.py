@@ -32,6 +32,6 @@ def test_committed_adapter_loads_and_merges():
 
 
 def test_serving_export_is_built_from_the_committed_adapter():
-    manifest = read_manifest(BASE_DIR.parent / "onnx" / "int8")
+    manifest = read_manifest(BASE_DIR.parent / "onnx" / "fp32")
     assert manifest.get("adapter") == DEFAULT_ADAPTER.name
     assert manifest.get("stamp") == _stamp(DEFAULT_ADAPTER, 8, 32)

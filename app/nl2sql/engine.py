@@ -9,7 +9,6 @@ position ids count real tokens only, so each answer is the same as decoding that
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,9 +130,3 @@ class OnnxGenerator:
             Generation(self.tokenizer.decode(t, skip_special_tokens=True), len(e), len(t))
             for t, e in zip(out_tokens, encoded, strict=True)
         ]
-
-
-def timed_generate(gen: OnnxGenerator, prompts: list[str], max_new_tokens: int) -> tuple[list[Generation], float]:
-    t0 = time.perf_counter()
-    out = gen.generate(prompts, max_new_tokens)
-    return out, (time.perf_counter() - t0) * 1000

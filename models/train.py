@@ -53,6 +53,7 @@ limit_train = 0  # 0 = all
 limit_val = 200
 eval_interval = 100
 patience = 4
+resume_from = ""  # a run's `last` dir to continue from (new schedule, same weights/optimizer) when out_dir has none
 threads = 2
 seed = 1337
 log_interval = 10
@@ -297,13 +298,16 @@ def main(argv: list[str]) -> None:
         "target_tokens": 0,
     }
     last = out / "last"
-    if (last / "state.pt").exists():
-        ck = torch.load(last / "state.pt", weights_only=False)
+    source = last if (last / "state.pt").exists() else Path(cfg["resume_from"]) if cfg["resume_from"] else None
+    if source is not None and not (source / "state.pt").exists():
+        sys.exit(f"resume_from: no state.pt in {source}")
+    if source is not None:
+        ck = torch.load(source / "state.pt", weights_only=False)
         model.load_state_dict(ck["trainable"], strict=False)
         opt.load_state_dict(ck["opt"])
         state = ck["state"]
         rng.setstate(ck["rng"])
-        print(f"resumed from step {state['step']} (best val {state['best_val']:.4f})")
+        print(f"resumed from {source} at step {state['step']} (best val {state['best_val']:.4f})")
 
     def checkpoint(batches) -> None:
         last.mkdir(parents=True, exist_ok=True)
@@ -337,7 +341,7 @@ def main(argv: list[str]) -> None:
     model.train()
     batches = (
         ck["batches"]
-        if (last / "state.pt").exists() and "batches" in ck
+        if source is not None and "batches" in ck
         else make_batches(lengths, cfg["batch_tokens"], rng)
     )
     status = "max_steps"

@@ -19,7 +19,8 @@ class Settings(BaseSettings):
     querylog_url: str = f"sqlite:///{BUILD_DIR / 'querylog.sqlite'}"
 
     # Model artifacts (built by `make model`).
-    model_dir: Path = BUILD_DIR / "onnx" / "int8"
+    # fp32 is served: the int8 MatMulNBits kernels make an answer depend on its batch companions (models/card.md).
+    model_dir: Path = BUILD_DIR / "onnx" / "fp32"
     model_id: str = ""  # reported by the API; defaults to what the export wrote
 
     # SQL guard and execution.
@@ -35,6 +36,15 @@ class Settings(BaseSettings):
 
     # Request validation.
     question_max_chars: int = Field(500, ge=10, le=10_000)
+    max_body_bytes: int = Field(64_000, ge=1_000, le=10_000_000)
+
+    # Access control. API keys are stored hashed in `api_keys_file` (managed with `python -m app.keys`);
+    # `auth_disabled` turns them off for local use only, and the log warns about it at every start.
+    auth_disabled: bool = False
+    api_keys_file: Path = BUILD_DIR / "api_keys.json"
+    rate_limit_per_minute: int = Field(60, ge=1, le=100_000)  # per key (or per client address with auth off)
+    rate_limit_burst: int = Field(20, ge=1, le=10_000)
+    cors_origins: list[str] = []  # closed by default: no cross-origin browser access
 
     # Schema shown to the model.
     schema_sample_values: int = Field(0, ge=0, le=10)

@@ -3,7 +3,7 @@
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(60, ge=1, le=100_000)  # per key (or per client address with auth off)
     rate_limit_burst: int = Field(20, ge=1, le=10_000)
     cors_origins: list[str] = []  # closed by default: no cross-origin browser access
+    # Signs UI session cookies. Empty: a random secret kept next to the keys file (`<api_keys_file>.session-secret`).
+    session_secret: SecretStr = SecretStr("")
+    session_ttl_hours: int = Field(12, ge=1, le=24 * 30)
 
     # Schema shown to the model.
     schema_sample_values: int = Field(0, ge=0, le=10)

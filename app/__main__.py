@@ -1,6 +1,6 @@
 """`python -m app`: check the model artifact, then serve on http://127.0.0.1:8000 (HOST / PORT to change).
 
-A missing or corrupt model is reported in one line and the process exits non-zero instead of starting.
+A missing or corrupt model (or keys file) is reported in one line and the process exits non-zero instead of starting.
 """
 
 import logging
@@ -9,6 +9,7 @@ import sys
 
 import uvicorn
 
+from app.auth.keys import KeyFileError, KeyStore
 from app.core.config import get_settings
 from app.nl2sql.engine import ModelLoadError, OnnxGenerator
 
@@ -16,6 +17,11 @@ from app.nl2sql.engine import ModelLoadError, OnnxGenerator
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    if not settings.auth_disabled:
+        try:
+            KeyStore(settings.api_keys_file).load()
+        except KeyFileError as exc:
+            sys.exit(f"querywise: cannot start: {exc}")
     try:
         generator = OnnxGenerator(settings.model_dir, settings.ort_threads)
     except ModelLoadError as exc:

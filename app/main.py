@@ -8,13 +8,18 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from app.api.routes import health, info, query, ui
+from app.api.middleware import BodySizeLimit, SecurityHeaders
+from app.api.routes import health, info, login, query, ui
+from app.auth.principal import Authenticator, LoginRequired, RateLimited
+from app.auth.ratelimit import retry_after_header
 from app.core.config import Settings, get_settings
 from app.core.metrics import Metrics
 from app.db.catalog import SchemaCatalog
@@ -39,8 +44,11 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        auth = Authenticator(settings)
+        auth.log_startup()  # a broken keys file stops the start here, before the model is loaded
         service = build_service(settings, generator)
         app.state.settings, app.state.service, app.state.metrics = settings, service, service.metrics
+        app.state.auth = auth
         try:
             service.catalog.refresh()
         except Exception as exc:  # the database may come up later; /readyz says so meanwhile
@@ -60,7 +68,40 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
     app.include_router(health.router)
     app.include_router(info.router)
     app.include_router(ui.router)
+    app.include_router(login.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    # Outermost last: security headers see every response (413s and CORS answers too).
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:  # closed by default: without the middleware no response carries CORS headers
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            allow_credentials=False,  # API clients send keys in headers; the UI cookie stays same-site
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeaders)
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        if request.headers.get("hx-request"):  # htmx follows HX-Redirect even on a 401
+            return Response("Log in first.", status_code=401, headers={"HX-Redirect": "/login"})
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(request: Request, exc: RateLimited) -> Response:
+        p, retry = exc.principal, retry_after_header(exc.wait_s)
+        message = (
+            f"Rate limit exceeded: at most {p.per_minute} requests per minute (bursts of {p.burst}) per "
+            f"{'client' if p.via == 'open' else 'key'}. Retry in {retry} s."
+        )
+        headers = {"Retry-After": retry}
+        if request.url.path.startswith("/ui/"):
+            return ui.error_fragment(request, message, status_code=429, headers=headers)
+        return JSONResponse({"detail": message}, status_code=429, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

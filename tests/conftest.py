@@ -148,12 +148,24 @@ def demo_db(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def settings_for(tmp_path):
-    """Settings for an app on `database_url`, with its own query log in tmp_path."""
+    """Settings for an app on `database_url`, with its own query log and keys file in tmp_path.
+
+    Access control is off and the rate limit out of reach unless the test passes them (`auth_disabled=False`,
+    `rate_limit_burst=...`): tests that are not about them should not trip over them. Auth tests get a key from
+    `tests_support.with_key(settings)`.
+    """
     from tests_support import MODEL_DIR
 
     from app.core.config import Settings
 
     def make(database_url: str, **kw):
+        kw = {
+            "auth_disabled": True,
+            "api_keys_file": tmp_path / "api_keys.json",
+            "rate_limit_per_minute": 100_000,
+            "rate_limit_burst": 10_000,
+            **kw,
+        }
         return Settings(
             database_url=database_url,
             querylog_url=f"sqlite:///{tmp_path / 'querylog.sqlite'}",

@@ -1,17 +1,41 @@
-"""Helpers shared by tests (fixtures live in conftest.py): the real app served in-process through httpx."""
+"""Helpers shared by tests (fixtures live in conftest.py): the real app served in-process through httpx.
+
+Access control: `settings_for(...)` (conftest) builds settings with auth off. For a test that needs it on,
+`settings, key = with_key(settings_for(url))` turns it on with a fresh key in the test's own keys file; send the key
+as `headers=auth_headers(key)`.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import httpx
 
+from app.auth.keys import KeyStore
 from app.core.config import Settings, get_settings
 from app.main import create_app
 from app.nl2sql.engine import OnnxGenerator
 
 MODEL_DIR = get_settings().model_dir  # what the service serves by default
+
+
+def with_key(
+    settings: Settings,
+    name: str = "tester",
+    tables: Sequence[str] | None = None,
+    rate_limit_per_minute: int | None = None,
+    rate_limit_burst: int | None = None,
+) -> tuple[Settings, str]:
+    """`settings` with auth on and a new key `name` in its keys file (created if missing); returns the plaintext."""
+    new = KeyStore(settings.api_keys_file).create(
+        name, list(tables) if tables is not None else None, rate_limit_per_minute, rate_limit_burst
+    )
+    return settings.model_copy(update={"auth_disabled": False}), new.key
+
+
+def auth_headers(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 @contextlib.asynccontextmanager

@@ -1,12 +1,20 @@
-"""FastAPI dependencies as `Annotated` aliases: the app's long-lived components live on `app.state`."""
+"""FastAPI dependencies as `Annotated` aliases: the app's long-lived components live on `app.state`.
+
+Access control: `PrincipalDep` (API: 401 without a valid key), `UiPrincipalDep` (UI: redirect to /login), and the
+rate-limited variants for the routes that run queries (`LimitedPrincipalDep`, `UiLimitedPrincipalDep`: 429).
+"""
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 
+from app.auth.principal import SAFE_METHODS, Authenticator, LoginRequired, Principal, RateLimited, same_origin
 from app.core.config import Settings
 from app.core.metrics import Metrics
 from app.nl2sql.service import QueryService
+
+UNAUTHENTICATED = "Authentication required: send an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`."
+INVALID_KEY = "The API key is not valid (unknown or revoked)."
 
 
 def get_service(request: Request) -> QueryService:
@@ -21,6 +29,63 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def get_auth(request: Request) -> Authenticator:
+    return request.app.state.auth
+
+
 ServiceDep = Annotated[QueryService, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+AuthDep = Annotated[Authenticator, Depends(get_auth)]
+
+
+def _check_csrf(request: Request, principal: Principal) -> None:
+    if principal.via == "session" and request.method not in SAFE_METHODS and not same_origin(request):
+        raise HTTPException(403, "Cross-origin request refused.")
+
+
+async def require_principal(request: Request, auth: AuthDep, metrics: MetricsDep) -> Principal:
+    principal = auth.authenticate(request)
+    if principal is None:
+        metrics.auth_failures.inc()
+        detail = UNAUTHENTICATED if auth.presented_key(request) is None else INVALID_KEY
+        raise HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+    _check_csrf(request, principal)
+    return principal
+
+
+async def require_ui_principal(request: Request, auth: AuthDep, metrics: MetricsDep) -> Principal:
+    principal = auth.authenticate(request)
+    if principal is None:
+        if auth.presented_key(request) is not None:
+            metrics.auth_failures.inc()
+        raise LoginRequired()
+    _check_csrf(request, principal)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(require_principal)]
+UiPrincipalDep = Annotated[Principal, Depends(require_ui_principal)]
+
+
+def _limited(request: Request, principal: Principal, auth: Authenticator, metrics: Metrics) -> Principal:
+    wait = auth.rate_limit(principal)
+    if wait > 0:
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        metrics.rate_limited.labels(route).inc()
+        raise RateLimited(wait, principal)
+    return principal
+
+
+async def limited_principal(request: Request, principal: PrincipalDep, auth: AuthDep, metrics: MetricsDep) -> Principal:
+    return _limited(request, principal, auth, metrics)
+
+
+async def ui_limited_principal(
+    request: Request, principal: UiPrincipalDep, auth: AuthDep, metrics: MetricsDep
+) -> Principal:
+    return _limited(request, principal, auth, metrics)
+
+
+LimitedPrincipalDep = Annotated[Principal, Depends(limited_principal)]
+UiLimitedPrincipalDep = Annotated[Principal, Depends(ui_limited_principal)]

@@ -26,6 +26,15 @@ class Metrics:
         )
         self.queue_depth = Gauge("querywise_queue_depth", "Requests waiting for the model", registry=self.registry)
         self.shed = Counter("querywise_shed", "Requests refused because the queue was full", registry=self.registry)
+        self.rate_limited = Counter(
+            "querywise_rate_limited",
+            "Requests refused with 429 by the per-key rate limit",
+            ["route"],
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "querywise_auth_failures", "Requests refused with 401: no key, or a wrong one", registry=self.registry
+        )
         self.log_failures = Counter(
             "querywise_querylog_failures", "Query-log rows that could not be written", registry=self.registry
         )

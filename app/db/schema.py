@@ -7,7 +7,8 @@ model sees one schema format everywhere (see `app.nl2sql.prompt`).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 import sqlalchemy as sa
 
@@ -43,6 +44,16 @@ class Schema:
     def table(self, name: str) -> Table | None:
         lowered = name.lower()
         return next((t for t in self.tables if t.name.lower() == lowered), None)
+
+    def restricted(self, names: Iterable[str]) -> Schema:
+        """Only the tables in `names` (case-insensitive), without foreign keys that point at the others."""
+        keep = {n.lower() for n in names}
+        tables = tuple(
+            replace(t, foreign_keys=tuple(f for f in t.foreign_keys if f.ref_table.lower() in keep))
+            for t in self.tables
+            if t.name.lower() in keep
+        )
+        return replace(self, tables=tables)
 
 
 def normalize_type(raw: object) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 
 from anyio import to_thread
@@ -14,6 +15,7 @@ from anyio import to_thread
 from app.core.config import Settings
 from app.core.metrics import Metrics
 from app.db.catalog import SchemaCatalog
+from app.db.schema import Schema
 from app.nl2sql.batcher import Batcher
 from app.nl2sql.engine import OnnxGenerator
 from app.nl2sql.extract import extract_sql
@@ -49,6 +51,20 @@ class Outcome:
         return asdict(self)
 
 
+class InvalidQuestion(ValueError):
+    """A question the service will not send to the model (empty or too long); the message is for the user."""
+
+
+def check_question(question: str, max_chars: int) -> str:
+    """The question, stripped; the one place its length limit is enforced (API and UI both go through `ask`)."""
+    question = question.strip()
+    if not question:
+        raise InvalidQuestion("The question is empty: type a question first.")
+    if len(question) > max_chars:
+        raise InvalidQuestion(f"The question is too long: {len(question)} characters, at most {max_chars}.")
+    return question
+
+
 @dataclass(frozen=True)
 class _Generated:
     text: str
@@ -81,13 +97,25 @@ class QueryService:
             on_batch=metrics.batch_size.observe,
         )
 
-    def prompt_for(self, question: str) -> str:
+    def prompt_for(self, question: str, allowed_tables: Collection[str] | None = None) -> str:
         examples = () if self.generator.fine_tuned else EXAMPLES
-        return build_prompt(self.schema_text_for(question), question, examples)
+        return build_prompt(self.schema_text_for(question, allowed_tables), question, examples)
 
-    def schema_text_for(self, question: str) -> str:
-        """The whole cached schema text when it fits the token budget, else the part linked to `question`."""
+    def schema_for(self, allowed_tables: Collection[str] | None = None) -> Schema:
+        """The cached schema, or only the tables a key may read (foreign keys to hidden tables dropped)."""
+        schema = self.catalog.schema
+        return schema if allowed_tables is None else schema.restricted(allowed_tables)
+
+    def schema_text_for(self, question: str, allowed_tables: Collection[str] | None = None) -> str:
+        """The whole cached schema text when it fits the token budget, else the part linked to `question`.
+
+        With `allowed_tables` (a key's allow-list) the model sees only those tables: it cannot be led to write SQL
+        for tables the guard would refuse, and their names and columns are not revealed through the prompt.
+        """
         budget, count = self.settings.schema_token_budget, self.generator.count_tokens
+        if allowed_tables is not None:
+            schema = self.schema_for(allowed_tables)
+            return format_schema(link_schema(schema, question, budget, count))
         total = self.catalog.token_count(count)
         if total <= budget:
             return self.catalog.text  # untouched: the fine-tuned model was trained on whole schemas
@@ -99,27 +127,31 @@ class QueryService:
         ms = (time.perf_counter() - t0) * 1000
         return [_Generated(g.text, ms, len(prompts)) for g in gens]
 
-    async def ask(self, question: str) -> Outcome:
+    async def ask(self, question: str, allowed_tables: Collection[str] | None = None) -> Outcome:
+        """Raises InvalidQuestion (empty or too long) before any work, and QueueFull when the model queue is full."""
+        question = check_question(question, self.settings.question_max_chars)
         t0 = time.perf_counter()
-        prompt = await to_thread.run_sync(self.prompt_for, question)
+        prompt = await to_thread.run_sync(self.prompt_for, question, allowed_tables)
         self.metrics.queue_depth.set(self.batcher.depth)
         gen: _Generated = await self.batcher.submit(prompt)
         self.metrics.latency.labels("generate").observe(gen.generate_ms / 1000)
-        out = await self._guard_and_execute(extract_sql(gen.text), t0)
+        out = await self._guard_and_execute(extract_sql(gen.text), t0, allowed_tables)
         out.question, out.generated_sql = question, gen.text
         out.generate_ms, out.batch_size = round(gen.generate_ms, 1), gen.batch_size
         return await self._finish(out, "question", t0)
 
-    async def run_sql(self, sql: str) -> Outcome:
+    async def run_sql(self, sql: str, allowed_tables: Collection[str] | None = None) -> Outcome:
         t0 = time.perf_counter()
-        out = await self._guard_and_execute(sql, t0)
+        out = await self._guard_and_execute(sql, t0, allowed_tables)
         return await self._finish(out, "sql", t0)
 
-    async def _guard_and_execute(self, sql: str, t0: float) -> Outcome:
+    async def _guard_and_execute(self, sql: str, t0: float, allowed_tables: Collection[str] | None = None) -> Outcome:
         if not sql.strip():
             return Outcome("error", "no_sql", sql=sql, message="The model did not write a SQL query for this question.")
         try:
-            guarded = guard_sql(sql, dialect=self.executor.dialect, row_limit=self.settings.row_limit)
+            guarded = guard_sql(
+                sql, dialect=self.executor.dialect, row_limit=self.settings.row_limit, allowed_tables=allowed_tables
+            )
         except GuardError as exc:
             status = "refused" if exc.category == "refused" else "error"
             return Outcome(status, exc.category, sql=sql, message=exc.message)

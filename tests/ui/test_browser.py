@@ -1,6 +1,8 @@
-"""The browser UI in Debian's Chromium driven by Playwright: ask, see rows and SQL, open dashboards and schema.
+"""The browser UI in Debian's Chromium driven by Playwright: log in with an API key, ask, see rows and SQL, open
+dashboards and schema, log out.
 
-The app is served by a real uvicorn on a free loopback port, with the real model; screenshots go to reports/.
+The app is served by a real uvicorn on a free loopback port, with the real model and access control on; screenshots
+go to reports/. The page fails a test if the browser reports a Content-Security-Policy violation.
 """
 
 import socket
@@ -30,10 +32,18 @@ def _free_port() -> int:
 def server(tmp_path_factory, demo_db, generator):
     from tests_support import MODEL_DIR
 
+    from app.auth.keys import KeyStore
     from app.core.config import Settings
 
-    log = tmp_path_factory.mktemp("ui") / "querylog.sqlite"
-    settings = Settings(database_url=f"sqlite:///{demo_db}", querylog_url=f"sqlite:///{log}", model_dir=MODEL_DIR)
+    tmp = tmp_path_factory.mktemp("ui")
+    settings = Settings(
+        database_url=f"sqlite:///{demo_db}",
+        querylog_url=f"sqlite:///{tmp / 'querylog.sqlite'}",
+        model_dir=MODEL_DIR,
+        auth_disabled=False,
+        api_keys_file=tmp / "api_keys.json",
+    )
+    key = KeyStore(settings.api_keys_file).create("browser").key
     port = _free_port()
     srv = uvicorn.Server(
         uvicorn.Config(create_app(settings, generator), host="127.0.0.1", port=port, log_level="warning")
@@ -44,7 +54,7 @@ def server(tmp_path_factory, demo_db, generator):
     while not srv.started:
         assert time.time() < deadline, "server did not start"
         time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}", key
     srv.should_exit = True
     thread.join(30)
 
@@ -58,13 +68,32 @@ def page():
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         pg = browser.new_page(viewport={"width": 1200, "height": 900})
+        pg.csp_violations = []
+        pg.on("console", lambda m: "Content Security Policy" in m.text and pg.csp_violations.append(m.text))
         yield pg
+        assert pg.csp_violations == []
         browser.close()
 
 
+def test_login_with_a_key(server, page):
+    url, key = server
+    page.goto(url + "/")
+    assert page.url.startswith(url + "/login")  # redirected: not logged in
+    page.fill("#key", "qw_not-a-key")
+    page.click("#login-button")
+    assert "not valid" in page.inner_text("#login-error")
+    page.fill("#key", key)
+    page.click("#login-button")
+    page.wait_for_selector("#ask-form")
+    assert page.url == url + "/"
+    assert page.inner_text("#logout-form .who") == "browser"
+    assert page.csp_violations == []
+
+
 def test_ask_a_question_and_see_rows_sql_and_timing(server, page):
+    url, _ = server
     REPORTS.mkdir(exist_ok=True)
-    page.goto(server + "/")
+    page.goto(url + "/")
     assert page.locator("#examples .example").count() >= 3
     page.fill("#question", "How many customers are there?")
     page.click("#ask-button")
@@ -78,7 +107,8 @@ def test_ask_a_question_and_see_rows_sql_and_timing(server, page):
 
 
 def test_edit_sql_and_rerun_through_the_guard(server, page):
-    page.goto(server + "/")
+    url, _ = server
+    page.goto(url + "/")
     page.fill("#question", "How many customers are there?")
     page.click("#ask-button")
     page.wait_for_selector("textarea#sql", timeout=120_000)
@@ -92,13 +122,42 @@ def test_edit_sql_and_rerun_through_the_guard(server, page):
     assert "read-only" in page.inner_text("#result-message").lower()
 
 
+def test_an_example_question_fills_the_box_and_asks_it(server, page):
+    url, _ = server
+    page.goto(url + "/")
+    example = page.locator("#examples .example").first
+    text = example.inner_text().strip()
+    example.click()
+    page.wait_for_selector("#result-card", timeout=120_000)
+    assert page.input_value("#question") == text  # done by /static/ui.js: no inline handler
+
+
 def test_dashboards_and_schema_pages(server, page):
-    page.goto(server + "/dashboards")
+    url, _ = server
+    page.goto(url + "/dashboards")
     assert int(page.inner_text("#stat-requests")) >= 3
     assert page.locator("#chart-success circle").count() >= 1
     assert page.locator("#chart-latency circle").count() >= 2
     assert "refused" in page.inner_text("#top-errors")
     page.screenshot(path=str(REPORTS / "ui_dashboards.png"), full_page=True)
-    page.goto(server + "/schema")
+    page.goto(url + "/schema")
     assert page.locator("#schema-tables .tcard").count() == 9
     page.screenshot(path=str(REPORTS / "ui_schema.png"), full_page=True)
+
+
+def test_logout_then_htmx_posts_send_the_page_to_login(server, page):
+    url, key = server
+    page.goto(url + "/")
+    page.click("#logout-button")
+    page.wait_for_selector("#login-form")
+    page.goto(url + "/schema")
+    assert page.url.startswith(url + "/login")
+    page.fill("#key", key)
+    page.click("#login-button")
+    page.wait_for_selector("#schema-tables")  # back where it was going
+    # The session ends (a logout in another tab) while the ask page is open: its next htmx post goes to /login.
+    page.goto(url + "/")
+    page.context.clear_cookies()
+    page.fill("#question", "How many customers are there?")
+    page.click("#ask-button")
+    page.wait_for_url(url + "/login", timeout=30_000)

@@ -1,27 +1,37 @@
-"""The connected database's schema, example questions, batching stats and dashboard data, as JSON."""
+"""The connected database's schema, example questions, batching stats and dashboard data, as JSON.
+
+Every route needs an API key (or a UI session); a key with a table allow-list sees only its tables.
+"""
 
 from anyio import to_thread
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 
-from app.api.deps import ServiceDep
+from app.api.deps import PrincipalDep, ServiceDep, require_principal
 from app.nl2sql.examples import example_questions
+from app.nl2sql.prompt import format_schema
 
-router = APIRouter(prefix="/api", tags=["info"])
+router = APIRouter(
+    prefix="/api",
+    tags=["info"],
+    dependencies=[Depends(require_principal)],
+    responses={401: {"description": "No API key, or a wrong one"}},
+)
 
 
-async def _schema(service, refresh: bool = False):
+async def _schema(service, refresh: bool = False, tables: frozenset[str] | None = None):
     try:
-        return await to_thread.run_sync(service.catalog.refresh if refresh else lambda: service.catalog.schema)
+        s = await to_thread.run_sync(service.catalog.refresh if refresh else lambda: service.catalog.schema)
     except Exception:
         raise HTTPException(503, "The database is unavailable: its schema cannot be read.") from None
+    return s if tables is None else s.restricted(tables)
 
 
 @router.get("/schema")
-async def schema(service: ServiceDep) -> dict:
-    s = await _schema(service)
+async def schema(service: ServiceDep, principal: PrincipalDep) -> dict:
+    s = await _schema(service, tables=principal.tables)
     return {
         "dialect": s.dialect,
-        "prompt_text": service.catalog.text,
+        "prompt_text": service.catalog.text if principal.tables is None else format_schema(s),
         "tables": [
             {
                 "name": t.name,
@@ -36,14 +46,14 @@ async def schema(service: ServiceDep) -> dict:
 
 
 @router.post("/schema/refresh")
-async def refresh_schema(service: ServiceDep) -> dict:
-    s = await _schema(service, refresh=True)
+async def refresh_schema(service: ServiceDep, principal: PrincipalDep) -> dict:
+    s = await _schema(service, refresh=True, tables=principal.tables)
     return {"tables": len(s.tables)}
 
 
 @router.get("/examples")
-async def examples(service: ServiceDep) -> dict:
-    return {"examples": example_questions(await _schema(service))}
+async def examples(service: ServiceDep, principal: PrincipalDep) -> dict:
+    return {"examples": example_questions(await _schema(service, tables=principal.tables))}
 
 
 @router.get("/stats")

@@ -3,12 +3,18 @@
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from app.api.deps import MetricsDep, ServiceDep, SettingsDep
+from app.api.deps import LimitedPrincipalDep, MetricsDep, ServiceDep
 from app.api.errors import queue_full, raise_for_unavailable
 from app.nl2sql.batcher import QueueFull
-from app.nl2sql.service import Outcome
+from app.nl2sql.service import InvalidQuestion, Outcome
 
-router = APIRouter(tags=["query"])
+# Both routes need an API key (401 otherwise) and count against its rate limit (429 + Retry-After).
+AUTH_RESPONSES = {
+    401: {"description": "No API key, or a wrong one"},
+    413: {"description": "Body too large"},
+    429: {"description": "Rate limit of this key exceeded (see Retry-After)"},
+}
+router = APIRouter(tags=["query"], responses=AUTH_RESPONSES)
 
 
 class QueryRequest(BaseModel):
@@ -58,13 +64,13 @@ def _response(out: Outcome) -> QueryResponse:
     response_model=QueryResponse,
     responses={422: {"description": "Invalid body"}, 503: {"description": "Busy or database down"}},
 )
-async def query(body: QueryRequest, service: ServiceDep, settings: SettingsDep, metrics: MetricsDep) -> QueryResponse:
-    if len(body.question) > settings.question_max_chars:
-        raise HTTPException(
-            422, f"The question is too long: {len(body.question)} characters, at most {settings.question_max_chars}."
-        )
+async def query(
+    body: QueryRequest, service: ServiceDep, metrics: MetricsDep, principal: LimitedPrincipalDep
+) -> QueryResponse:
     try:
-        out = await service.ask(body.question)
+        out = await service.ask(body.question, principal.tables)
+    except InvalidQuestion as exc:
+        raise HTTPException(422, str(exc)) from None
     except QueueFull:
         metrics.shed.inc()
         raise queue_full() from None
@@ -72,5 +78,5 @@ async def query(body: QueryRequest, service: ServiceDep, settings: SettingsDep, 
 
 
 @router.post("/sql", response_model=QueryResponse, responses={422: {"description": "Invalid body"}})
-async def run_sql(body: SqlRequest, service: ServiceDep) -> QueryResponse:
-    return _response(await service.run_sql(body.sql))
+async def run_sql(body: SqlRequest, service: ServiceDep, principal: LimitedPrincipalDep) -> QueryResponse:
+    return _response(await service.run_sql(body.sql, principal.tables))

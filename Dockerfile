@@ -15,7 +15,7 @@ RUN python -m models.base && python -m models.export && python -m app.db.demo --
 FROM python:3.11-slim-bookworm AS runtime
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 HOST=0.0.0.0 PORT=8000 \
     MODEL_DIR=/app/build/onnx/fp32 DATABASE_URL=sqlite:////app/build/demo.sqlite \
-    QUERYLOG_URL=sqlite:////data/querylog.sqlite
+    QUERYLOG_URL=sqlite:////data/querylog.sqlite API_KEYS_FILE=/data/api_keys.json
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY app ./app
@@ -26,4 +26,5 @@ USER querywise
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s \
   CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz').status != 200)"
+# API keys live (hashed) on /data: `docker run -v qwdata:/data IMAGE python -m app.keys create --name NAME`.
 CMD ["python", "-m", "app"]

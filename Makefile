@@ -18,7 +18,9 @@ ADAPTER     := $(wildcard models/adapters/querywise-sql/adapter_model.safetensor
 .PHONY: run setup model demo-db test test-fast lint format system-deps train eval bench clean
 
 run: setup model demo-db ## set up everything and serve the app
-	@echo "==> serving on http://127.0.0.1:$${PORT:-8000}"
+	@# first run: an API key named `local`, printed and kept in build/local-api-key.txt (0600); later runs say where
+	$(PY) -m app.keys ensure-local
+	@echo "==> serving on http://127.0.0.1:$${PORT:-8000} (log in with the key above)"
 	$(PY) -m app
 
 setup: $(STAMP_DEPS)

@@ -4,12 +4,15 @@
     python -m models.evaluate --run dev-torch --engine torch --adapter models/adapters/querywise-sql
     python -m models.evaluate --run biz-int8 --suite models/scenarios          # business suite on the demo DB
     python -m models.evaluate --questions q.json --tables t.json --db-root dbs/ --run mine
+    python -m models.evaluate --run dev-guided --candidates 4                 # execution-guided decoding
     python -m models.evaluate compare reports/eval/a.json reports/eval/b.json
 
 Predictions are generated in batches through the same engine the service uses (ONNX int8 by default), executed
 read-only with a timeout next to the gold SQL, compared as Spider does (multisets; ordered only when the gold has
 ORDER BY), and streamed to reports/eval/<run>.jsonl as they come, so memory stays flat and an interrupted run
-resumes where it stopped. The summary (overall, per hardness or scenario, error categories with examples) goes to
+resumes where it stopped. With `--candidates N`, a prediction that fails to run (or returns no rows) is replaced as
+the service replaces it (`app.nl2sql.guided`): N seeded samples, the first that runs with rows wins; the gold SQL is
+never consulted for that choice. The summary (overall, per hardness or scenario, error categories with examples) goes to
 reports/eval/<run>.json and .md.
 """
 
@@ -27,6 +30,7 @@ from pathlib import Path
 from app.core.config import get_settings
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
+from app.nl2sql.guided import best_index, candidate_sampling, wants_candidates
 from app.nl2sql.prompt import build_prompt, format_schema
 from app.sql.executor import categorize
 from app.sql.guard import GuardError, guard_sql
@@ -40,6 +44,7 @@ model_dir = get_settings().model_dir  # the engine the service uses
 batch_size = 8
 max_new_tokens = 160
 timeout_s = 5.0
+temperature = 0.7  # execution-guided candidates (the service's default)
 out_root = Path("reports/eval")
 DEMO_DB = Path("build/demo.sqlite")
 
@@ -111,6 +116,41 @@ def judge(item: dict, text: str) -> dict:
     return rec | {"ok": ok, "valid": True, "category": category}
 
 
+def probe(item: dict, text: str) -> str:
+    """What the service would see of a prediction, without the gold SQL: ok (rows), empty, refused or error."""
+    sql = extract_sql(text)
+    if not sql:
+        return "error"
+    try:
+        guard_sql(sql, dialect="sqlite", row_limit=10**9)
+    except GuardError:
+        return "refused"
+    try:
+        rows = execute_sqlite(item["db_path"], sql, timeout_s)
+    except (sqlite3.Error, TimeoutError):
+        return "error"
+    return "ok" if rows else "empty"
+
+
+def guided(generator, prompt: str, item: dict, text: str, n: int, new_tokens: int) -> tuple[str, bool]:
+    """Execution-guided choice between the greedy text and n sampled candidates; (text, rescued)."""
+    first = probe(item, text)
+    if not wants_candidates(first):
+        return text, False
+    texts, statuses, seen = [text], [first], {extract_sql(text)}
+    for g in generator.generate([prompt] * n, new_tokens, candidate_sampling(prompt, n, temperature)):
+        sql = extract_sql(g.text)
+        if sql in seen:
+            continue
+        seen.add(sql)
+        texts.append(g.text)
+        statuses.append(probe(item, g.text))
+        if not wants_candidates(statuses[-1]):
+            break
+    i = best_index(statuses)
+    return texts[i], i > 0
+
+
 def batches(items: list[dict], size: int) -> Iterator[list[dict]]:
     # Same-database questions together: similar prompt lengths, little padding.
     items = sorted(items, key=lambda it: (it["db_id"], it["id"]))
@@ -119,7 +159,13 @@ def batches(items: list[dict], size: int) -> Iterator[list[dict]]:
 
 
 def run(
-    items: list[dict], generator, out_jsonl: Path, size: int, new_tokens: int = max_new_tokens, sample_values: int = 0
+    items: list[dict],
+    generator,
+    out_jsonl: Path,
+    size: int,
+    new_tokens: int = max_new_tokens,
+    sample_values: int = 0,
+    candidates: int = 0,
 ) -> None:
     done = {r["id"] for r in read_jsonl(out_jsonl)} if out_jsonl.exists() else set()
     todo = [it for it in items if it["id"] not in done]
@@ -135,9 +181,16 @@ def run(
             ]
             g0 = time.perf_counter()
             gens = generator.generate(prompts, new_tokens)
+            texts, rescued = [g.text for g in gens], [False] * len(batch)
+            if candidates:
+                for i, (it, prompt) in enumerate(zip(batch, prompts, strict=True)):
+                    texts[i], rescued[i] = guided(generator, prompt, it, texts[i], candidates, new_tokens)
             gen_ms = (time.perf_counter() - g0) * 1000 / len(batch)
-            for it, g in zip(batch, gens, strict=True):
-                f.write(json.dumps(judge(it, g.text) | {"gen_ms": round(gen_ms, 1), "new_tokens": g.new_tokens}) + "\n")
+            for it, g, text, r in zip(batch, gens, texts, rescued, strict=True):
+                extra = {"gen_ms": round(gen_ms, 1), "new_tokens": g.new_tokens} | (
+                    {"rescued": r} if candidates else {}
+                )
+                f.write(json.dumps(judge(it, text) | extra) + "\n")
             f.flush()
             n += len(batch)
             rate = n / (time.time() - t0)
@@ -150,9 +203,10 @@ def summarize(out_jsonl: Path, meta: dict) -> dict:
     groups: dict[str, Counter] = defaultdict(Counter)
     cats: Counter = Counter()
     examples: dict[str, list] = defaultdict(list)
-    gen_ms = 0.0
+    gen_ms, rescued = 0.0, 0
     for r in read_jsonl(out_jsonl):
         total += 1
+        rescued += r.get("rescued", False)
         ok += r["ok"]
         valid += r["valid"]
         gen_ms += r.get("gen_ms", 0.0)
@@ -167,6 +221,7 @@ def summarize(out_jsonl: Path, meta: dict) -> dict:
         "ex": pct(ok, total),
         "valid_sql": pct(valid, total),
         "mean_gen_ms_per_question": round(gen_ms / total, 1) if total else None,
+        "rescued_by_candidates": rescued,
         "groups": {g: {"n": c["n"], "ex": pct(c["ok"], c["n"])} for g, c in sorted(groups.items())},
         "categories": dict(cats.most_common()),
         "error_examples": dict(examples),
@@ -181,6 +236,13 @@ def markdown(s: dict) -> str:
         f"- engine: {s['engine']} · model: {s['model_id']}",
         f"- EX **{s['ex']}%** · valid SQL {s['valid_sql']}%"
         f" · {s['mean_gen_ms_per_question']} ms generation per question (batched) · wall {s['wall_s']} s",
+        *(
+            [
+                f"- execution-guided decoding: {s['candidates']} candidates; {s['rescued_by_candidates']} answers replaced"
+            ]
+            if s.get("candidates")
+            else []
+        ),
         "",
         "| group | n | EX % |",
         "|---|---:|---:|",
@@ -241,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--candidates", type=int, default=0, help="execution-guided decoding: N sampled candidates")
     p.add_argument("--fresh", action="store_true", help="discard earlier results of this run instead of resuming")
     a = p.parse_args(argv)
 
@@ -265,13 +328,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from models.generators import make_generator
 
+    if a.candidates and a.engine != "onnx":
+        print(
+            "--candidates needs --engine onnx (the serving engine samples; torch here is greedy only)", file=sys.stderr
+        )
+        return 2
     generator = make_generator(a.engine, a.model_dir, a.adapter, a.threads)
     out_root.mkdir(parents=True, exist_ok=True)
     out_jsonl = out_root / f"{a.run}.jsonl"
     if a.fresh:
         out_jsonl.unlink(missing_ok=True)
     t0 = time.time()
-    run(items, generator, out_jsonl, a.batch_size, a.max_new_tokens)
+    run(items, generator, out_jsonl, a.batch_size, a.max_new_tokens, candidates=a.candidates)
     note = f" of {available}, spread evenly" if len(items) < available else ""
     note += f"; {missing} skipped: database absent" if missing else ""
     summary = summarize(
@@ -281,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             "dataset": dataset,
             "note": note,
             "engine": a.engine,
+            "candidates": a.candidates,
             "model_id": generator.model_id,
             "wall_s": round(time.time() - t0, 1),
         },

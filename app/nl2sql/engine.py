@@ -1,14 +1,20 @@
 """ONNX Runtime text generation: greedy decoding with the KV cache, several prompts at once.
 
-The model is the optimum export (`text-generation-with-past`) of SmolLM2, weight-only int8 by default. Prompts are
-prefilled one by one and decoded together with left-padded KV caches; the attention mask hides the padding and
-position ids count real tokens only, so each answer is the same as decoding that prompt alone. Decoding stops at
-`<|im_end|>` (end of SQL).
+The model is the optimum export (`text-generation-with-past`) of SmolLM2 (fp32 served; weight-only int8 built too).
+Prompts are prefilled one by one and decoded together with left-padded KV caches; the attention mask hides the
+padding and position ids count real tokens only, so each answer is the same as decoding that prompt alone. Decoding
+stops at `<|im_end|>` (end of SQL).
+
+Prefix caching: every prompt for one database starts with the same instructions and schema, so the KV cache of
+recent prompts is kept and a new prompt prefills only the tokens after its longest shared prefix.
+Rows may ask for sampling (temperature > 0, seeded) instead of greedy: execution-guided decoding draws candidates.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +36,80 @@ class Generation:
     new_tokens: int
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How one row picks its next token: temperature 0 is greedy; otherwise top-k sampling from its own seed."""
+
+    temperature: float = 0.0
+    top_k: int = 40
+    seed: int = 0
+
+
+GREEDY = Sampling()
+
+
+class PrefixCache:
+    """KV caches of the last few prompts; a lookup returns the longest cached prefix of a token sequence.
+
+    Causal attention makes the keys and values at position i depend on tokens 0..i only, so the cached KV of any
+    prompt is exact for every other prompt that shares its first n tokens.
+    """
+
+    def __init__(self, max_entries: int = 4, min_tokens: int = 32):
+        self.max_entries, self.min_tokens = max_entries, min_tokens
+        self._entries: OrderedDict[tuple[int, ...], list[np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = self.tokens_saved = 0
+
+    def lookup(self, ids: list[int]) -> tuple[int, list[np.ndarray] | None]:
+        best_n, best_key = 0, None
+        with self._lock:
+            for key in self._entries:
+                n = _common_prefix(key, ids)
+                if n > best_n:
+                    best_n, best_key = n, key
+            best_n = min(best_n, len(ids) - 1)  # at least one token is run to get the next-token logits
+            if best_key is None or best_n < self.min_tokens:
+                self.misses += 1
+                return 0, None
+            self._entries.move_to_end(best_key)
+            self.hits += 1
+            self.tokens_saved += best_n
+            return best_n, [np.ascontiguousarray(kv[:, :, :best_n]) for kv in self._entries[best_key]]
+
+    def store(self, ids: list[int], kv: list[np.ndarray]) -> None:
+        if self.max_entries <= 0 or len(ids) < self.min_tokens:
+            return
+        with self._lock:
+            self._entries[tuple(ids)] = kv
+            self._entries.move_to_end(tuple(ids))
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def _common_prefix(a: tuple[int, ...], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    x, y = np.asarray(a[:n]), np.asarray(b[:n])
+    diff = np.flatnonzero(x != y)
+    return int(diff[0]) if diff.size else n
+
+
+def _pick(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator | None) -> int:
+    if sampling.temperature <= 0 or rng is None:
+        return int(logits.argmax())
+    k = min(sampling.top_k, logits.shape[-1])
+    top = np.argpartition(logits, -k)[-k:]
+    z = logits[top].astype(np.float64) / sampling.temperature
+    p = np.exp(z - z.max())
+    return int(top[rng.choice(k, p=p / p.sum())])
+
+
 class OnnxGenerator:
-    def __init__(self, model_dir: Path, threads: int = 0):
+    def __init__(self, model_dir: Path, threads: int = 0, prefix_cache_entries: int = 4):
         model_dir = Path(model_dir)
         onnx_path = model_dir / "model.onnx"
         if not onnx_path.exists():
@@ -55,6 +133,7 @@ class OnnxGenerator:
         self.kv_heads, self.head_dim = int(shape[1]), int(shape[3])
         self.stop_ids = {self.tokenizer.token_to_id(t) for t in STOP_TOKENS} - {None}
         self.pad_id = self.tokenizer.token_to_id("<|endoftext|>") or 0
+        self.prefix_cache = PrefixCache(prefix_cache_entries)
 
     @property
     def model_id(self) -> str:
@@ -68,18 +147,23 @@ class OnnxGenerator:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def _prefill(self, ids: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One prompt alone: last-position logits and its KV cache."""
+        """One prompt alone: last-position logits and its KV cache (only the part after a cached prefix is run)."""
         n = len(ids)
-        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32)
+        done, past = self.prefix_cache.lookup(ids)
+        if past is None:
+            past = [np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32)] * len(self.kv_names)
         feed = {
-            "input_ids": np.array([ids], dtype=np.int64),
+            "input_ids": np.array([ids[done:]], dtype=np.int64),
             "attention_mask": np.ones((1, n), dtype=np.int64),
-            "position_ids": np.arange(n, dtype=np.int64)[None],
-        } | dict.fromkeys(self.kv_names, empty)
+            "position_ids": np.arange(done, n, dtype=np.int64)[None],
+        } | dict(zip(self.kv_names, past, strict=True))
         logits, *present = self.session.run(None, feed)
+        self.prefix_cache.store(ids, present)
         return logits[0, -1], present
 
-    def generate(self, prompts: list[str], max_new_tokens: int = 160) -> list[Generation]:
+    def generate(
+        self, prompts: list[str], max_new_tokens: int = 160, sampling: list[Sampling] | None = None
+    ) -> list[Generation]:
         """Greedy decoding of several prompts together.
 
         Each prompt is prefilled alone (prefill is compute-bound, so batching it gains little), then the KV caches
@@ -90,12 +174,14 @@ class OnnxGenerator:
         """
         encoded = [self.tokenizer.encode(p, add_special_tokens=False).ids for p in prompts]
         B = len(encoded)
+        sampling = sampling or [GREEDY] * B
+        rngs = [np.random.default_rng(s.seed) if s.temperature > 0 else None for s in sampling]
         lengths = [len(e) for e in encoded]
         T = max(lengths)
         first, caches = [], []
         for e in encoded:
             logits, present = self._prefill(e)
-            first.append(int(logits.argmax()))
+            first.append(_pick(logits, sampling[len(first)], rngs[len(first)]))
             caches.append(present)
         kv = []
         for k in range(len(self.kv_names)):
@@ -124,7 +210,7 @@ class OnnxGenerator:
             feed = {"input_ids": tokens, "attention_mask": mask, "position_ids": next_pos}
             feed |= dict(zip(self.kv_names, kv, strict=True))
             logits, *kv = self.session.run(None, feed)
-            nxt = logits[:, -1, :].argmax(axis=-1)
+            nxt = np.array([_pick(logits[i, -1], sampling[i], rngs[i]) for i in range(B)], dtype=np.int64)
             next_pos = next_pos + 1
         return [
             Generation(self.tokenizer.decode(t, skip_special_tokens=True), len(e), len(t))

@@ -164,55 +164,111 @@ class OnnxGenerator:
     def generate(
         self, prompts: list[str], max_new_tokens: int = 160, sampling: list[Sampling] | None = None
     ) -> list[Generation]:
-        """Greedy decoding of several prompts together.
+        """Decode several prompts together (greedy unless `sampling` says otherwise for a row).
 
         Each prompt is prefilled alone (prefill is compute-bound, so batching it gains little), then the KV caches
         are left-padded to one length and decoded together (decoding is bandwidth-bound: a batch of 8 costs little
         more than one). Padding never enters a weight matmul, only masked attention over zero keys, so every answer
-        is identical to decoding that prompt alone, with int8 MatMulNBits kernels too (whose rounding depends on the
-        rows they see when padded prompts are prefilled together).
+        is identical to decoding that prompt alone (in fp32; the int8 MatMulNBits kernels are not batch-invariant).
         """
-        encoded = [self.tokenizer.encode(p, add_special_tokens=False).ids for p in prompts]
-        B = len(encoded)
-        sampling = sampling or [GREEDY] * B
-        rngs = [np.random.default_rng(s.seed) if s.temperature > 0 else None for s in sampling]
-        lengths = [len(e) for e in encoded]
-        T = max(lengths)
-        first, caches = [], []
-        for e in encoded:
-            logits, present = self._prefill(e)
-            first.append(_pick(logits, sampling[len(first)], rngs[len(first)]))
-            caches.append(present)
-        kv = []
-        for k in range(len(self.kv_names)):
-            buf = np.zeros((B, self.kv_heads, T, self.head_dim), dtype=np.float32)
-            for i, c in enumerate(caches):
-                buf[i, :, T - lengths[i] :] = c[k][0]
-            kv.append(buf)
-        mask = np.zeros((B, T), dtype=np.int64)
-        for i, n in enumerate(lengths):
-            mask[i, T - n :] = 1
-        next_pos = np.array(lengths, dtype=np.int64)[:, None]
-        nxt = np.array(first, dtype=np.int64)
-        out_tokens: list[list[int]] = [[] for _ in range(B)]
-        done = np.zeros(B, dtype=bool)
-        for step in range(max_new_tokens):
-            for i in range(B):
-                if not done[i]:
-                    if int(nxt[i]) in self.stop_ids:
-                        done[i] = True
-                    else:
-                        out_tokens[i].append(int(nxt[i]))
-            if done.all() or step == max_new_tokens - 1:
-                break
-            tokens = np.where(done, self.pad_id, nxt)[:, None].astype(np.int64)
-            mask = np.concatenate([mask, np.ones((B, 1), dtype=np.int64)], axis=1)
-            feed = {"input_ids": tokens, "attention_mask": mask, "position_ids": next_pos}
-            feed |= dict(zip(self.kv_names, kv, strict=True))
-            logits, *kv = self.session.run(None, feed)
-            nxt = np.array([_pick(logits[i, -1], sampling[i], rngs[i]) for i in range(B)], dtype=np.int64)
-            next_pos = next_pos + 1
-        return [
-            Generation(self.tokenizer.decode(t, skip_special_tokens=True), len(e), len(t))
-            for t, e in zip(out_tokens, encoded, strict=True)
-        ]
+        sampling = sampling or [GREEDY] * len(prompts)
+        batch = DecodeBatch(self)
+        results: dict[int, Generation] = {}
+        for i, (prompt, s) in enumerate(zip(prompts, sampling, strict=True)):
+            finished = batch.add(i, prompt, max_new_tokens, s)
+            if finished is not None:
+                results[i] = finished
+        while len(batch):
+            results.update(batch.step())
+        return [results[i] for i in range(len(prompts))]
+
+
+@dataclass
+class _Row:
+    key: object
+    prompt_tokens: int
+    max_new_tokens: int
+    sampling: Sampling
+    rng: np.random.Generator | None
+    pos: int  # position id of the pending token
+    tokens: list[int]  # generated so far; the last one is pending (not yet fed to the model)
+
+
+class DecodeBatch:
+    """Rows decoding together. A row joins at a step boundary (prefilled alone, its KV merged, left-padded) and
+    leaves as soon as it finishes, so the others stop paying for it; this is what continuous batching builds on."""
+
+    def __init__(self, gen: OnnxGenerator):
+        self.gen = gen
+        self.rows: list[_Row] = []
+        self.kv: list[np.ndarray] = []
+        self.mask = np.zeros((0, 0), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _generation(self, row: _Row) -> Generation:
+        text = self.gen.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        return Generation(text, row.prompt_tokens, len(row.tokens))
+
+    def add(self, key: object, prompt: str, max_new_tokens: int, sampling: Sampling = GREEDY) -> Generation | None:
+        """Prefill `prompt` and join the batch; returns its Generation at once if it is already finished."""
+        ids = self.gen.tokenizer.encode(prompt, add_special_tokens=False).ids
+        rng = np.random.default_rng(sampling.seed) if sampling.temperature > 0 else None
+        logits, present = self.gen._prefill(ids)
+        first = _pick(logits, sampling, rng)
+        row = _Row(key, len(ids), max_new_tokens, sampling, rng, len(ids), [])
+        if first in self.gen.stop_ids or max_new_tokens < 1:
+            return self._generation(row)
+        row.tokens.append(first)
+        if len(row.tokens) >= max_new_tokens:
+            return self._generation(row)
+        n, T = len(ids), self.mask.shape[1]
+        if self.rows and n > T:  # the newcomer is longer: pad everyone else on the left
+            self.kv = [
+                np.concatenate([np.zeros(k.shape[:2] + (n - T, k.shape[3]), k.dtype), k], axis=2) for k in self.kv
+            ]
+            self.mask = np.concatenate([np.zeros((len(self.rows), n - T), np.int64), self.mask], axis=1)
+        T = max(T, n)
+        padded = [np.concatenate([np.zeros(p.shape[:2] + (T - n, p.shape[3]), p.dtype), p], axis=2) for p in present]
+        self.kv = (
+            padded if not self.rows else [np.concatenate([k, p], axis=0) for k, p in zip(self.kv, padded, strict=True)]
+        )
+        row_mask = np.concatenate([np.zeros((1, T - n), np.int64), np.ones((1, n), np.int64)], axis=1)
+        self.mask = row_mask if not self.rows else np.concatenate([self.mask, row_mask], axis=0)
+        self.rows.append(row)
+        return None
+
+    def step(self) -> dict[object, Generation]:
+        """Feed every row its pending token, pick the next ones; finished rows leave. Returns {key: Generation}."""
+        B = len(self.rows)
+        self.mask = np.concatenate([self.mask, np.ones((B, 1), np.int64)], axis=1)
+        feed = {
+            "input_ids": np.array([[r.tokens[-1]] for r in self.rows], dtype=np.int64),
+            "attention_mask": self.mask,
+            "position_ids": np.array([[r.pos] for r in self.rows], dtype=np.int64),
+        } | dict(zip(self.gen.kv_names, self.kv, strict=True))
+        logits, *self.kv = self.gen.session.run(None, feed)
+        finished, keep = {}, []
+        for i, r in enumerate(self.rows):
+            r.pos += 1
+            tok = _pick(logits[i, -1], r.sampling, r.rng)
+            if tok not in self.gen.stop_ids:
+                r.tokens.append(tok)
+            if tok in self.gen.stop_ids or len(r.tokens) >= r.max_new_tokens:
+                finished[r.key] = self._generation(r)
+            else:
+                keep.append(i)
+        if finished:
+            self._keep(keep)
+        return finished
+
+    def _keep(self, idx: list[int]) -> None:
+        self.rows = [self.rows[i] for i in idx]
+        if not idx:
+            self.kv, self.mask = [], np.zeros((0, 0), dtype=np.int64)
+            return
+        mask = self.mask[idx]
+        start = int(mask.any(axis=0).argmax())  # columns that are padding for every remaining row go too
+        self.mask = np.ascontiguousarray(mask[:, start:])
+        self.kv = [np.ascontiguousarray(k[idx][:, :, start:]) for k in self.kv]

@@ -15,7 +15,7 @@ MODEL       := build/onnx/fp32/model.onnx
 DEMO_DB     := build/demo.sqlite
 ADAPTER     := $(wildcard models/adapters/querywise-sql/adapter_model.safetensors)
 
-.PHONY: run setup model demo-db test test-fast lint format system-deps train eval bench clean
+.PHONY: run setup model demo-db test test-fast lint format system-deps train eval bench load clean
 
 run: setup model demo-db ## set up everything and serve the app
 	@# first run: an API key named `local`, printed and kept in build/local-api-key.txt (0600); later runs say where
@@ -77,3 +77,6 @@ clean:
 
 bench: setup model demo-db ## end-to-end /query latency of demo questions (reports/bench/)
 	$(PY) -m bench.latency
+
+load: setup model demo-db ## bounded load test: 2,000 requests at concurrency 32, sheds with 503 (reports/bench/)
+	$(PY) -m bench.load

@@ -7,8 +7,6 @@ import logging
 import os
 import sys
 
-import uvicorn
-
 from app.auth.keys import KeyFileError, KeyStore
 from app.core.config import get_settings
 from app.nl2sql.engine import ModelLoadError, OnnxGenerator
@@ -27,9 +25,10 @@ def main() -> None:
     except ModelLoadError as exc:
         sys.exit(f"querywise: cannot start: {exc}")
     from app.main import create_app
+    from app.server import serve
 
     host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
-    uvicorn.run(create_app(settings, generator), host=host, port=port, log_level="info", timeout_graceful_shutdown=20)
+    serve(create_app(settings, generator), host=host, port=port)
 
 
 if __name__ == "__main__":

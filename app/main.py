@@ -10,12 +10,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from app.api.errors import document_validation_errors
 from app.api.middleware import BodySizeLimit, SecurityHeaders
 from app.api.routes import health, info, login, query, ui
 from app.auth.principal import Authenticator, LoginRequired, RateLimited
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
         log.info("Querywise ready: model %s, database %s", service.model_id, service.executor.dialect)
         yield
         await service.batcher.stop()
+        await to_thread.run_sync(service.querylog.close)  # write what the log database could not take yet
 
     app = FastAPI(
         title="Querywise",
@@ -102,6 +105,8 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
         if request.url.path.startswith("/ui/"):
             return ui.error_fragment(request, message, status_code=429, headers=headers)
         return JSONResponse({"detail": message}, status_code=429, headers=headers)
+
+    document_validation_errors(app)  # the 422 schema says what `validation_error` below answers
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

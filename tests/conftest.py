@@ -6,14 +6,7 @@ Missing binaries are a failure, not a skip: the PostgreSQL path is part of what 
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,82 +18,21 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-PG_SUPERUSER = "postgres"
+from pg_cluster import PgCluster  # noqa: E402  (tests/ is on sys.path, like tests_support)
+
 PG_DATABASE = "querywise_test"
 PG_READER = "qw_reader"
-
-
-def _pg_bin_dir() -> Path:
-    initdb = shutil.which("initdb")
-    if initdb and shutil.which("pg_ctl"):
-        return Path(initdb).resolve().parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
-    if candidates:
-        return Path(candidates[-1]).parent
-    pytest.fail(
-        "PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH or under /usr/lib/postgresql/*/bin. "
-        "Install them (Debian: apt-get install -y postgresql) to run the PostgreSQL tests.",
-        pytrace=False,
-    )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _as_server_user() -> tuple[list[str], str | None]:
-    """initdb refuses to run as root: run the server tools as the `postgres` OS user then."""
-    if os.geteuid() != 0:
-        return [], None
-    try:
-        pwd.getpwnam(PG_SUPERUSER)
-    except KeyError:
-        pytest.fail("Running as root, and there is no `postgres` OS user to run initdb/pg_ctl as.", pytrace=False)
-    runuser = shutil.which("runuser")
-    if runuser is None:
-        pytest.fail("Running as root, and `runuser` is missing: cannot start PostgreSQL as `postgres`.", pytrace=False)
-    return [runuser, "-u", PG_SUPERUSER, "--"], PG_SUPERUSER
-
-
-def _run(cmd: list[str], cwd: Path) -> None:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[dict]:
     """A running PostgreSQL server with trust auth on 127.0.0.1 and the `querywise_test` database."""
-    bin_dir = _pg_bin_dir()
-    prefix, owner = _as_server_user()
-    # Not pytest's tmp_path: that sits under a root-only 0700 directory the `postgres` user cannot enter.
-    base = Path(tempfile.mkdtemp(prefix="querywise-pg-"))
-    if owner:
-        entry = pwd.getpwnam(owner)
-        os.chown(base, entry.pw_uid, entry.pw_gid)
-    data, log = base / "data", base / "server.log"
-    port = _free_port()
-    pg_ctl = [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data)]
-    started = False
+    cluster = PgCluster()
     try:
-        _run(
-            [*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", PG_SUPERUSER, "-A", "trust", "-E", "UTF8",
-             "--no-sync", "--no-instructions"],
-            base,
-        )  # fmt: skip
-        opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c full_page_writes=off"
-        _run([*pg_ctl, "-l", str(log), "-o", opts, "-w", "-t", "60", "start"], base)
-        started = True
-        admin = f"host=127.0.0.1 port={port} user={PG_SUPERUSER} dbname=postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {PG_DATABASE}")
-        yield {"host": "127.0.0.1", "port": port, "user": PG_SUPERUSER, "database": PG_DATABASE}
+        cluster.init().create_database(PG_DATABASE)
+        yield {"host": cluster.host, "port": cluster.port, "user": cluster.user, "database": PG_DATABASE}
     finally:
-        if started:
-            subprocess.run([*pg_ctl, "-m", "immediate", "stop"], cwd=base, capture_output=True, timeout=60)
-        shutil.rmtree(base, ignore_errors=True)
+        cluster.destroy()
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,10 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(160, ge=8, le=1024)
     batch_max_size: int = Field(8, ge=1, le=64)
     batch_max_wait_ms: float = Field(10.0, ge=0, le=1000)
-    queue_max_size: int = Field(64, ge=1)
+    # Bounded waits on a CPU that decodes a few questions a second: at most 2 batches wait, each for at most
+    # `queue_max_wait_s` before it starts decoding; beyond either bound the answer is 503 + Retry-After at once.
+    queue_max_size: int = Field(16, ge=1)
+    queue_max_wait_s: float = Field(10.0, gt=0, le=600)
     ort_threads: int = Field(0, ge=0)  # 0 = onnxruntime's default (all cores)
 
     # Request validation.

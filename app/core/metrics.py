@@ -36,5 +36,15 @@ class Metrics:
             "querywise_auth_failures", "Requests refused with 401: no key, or a wrong one", registry=self.registry
         )
         self.log_failures = Counter(
-            "querywise_querylog_failures", "Query-log rows that could not be written", registry=self.registry
+            "querywise_querylog_failures",
+            "Query-log rows that could not be written when answered (kept in memory and retried)",
+            registry=self.registry,
+        )
+        self.log_pending = Gauge(
+            "querywise_querylog_pending",
+            "Query-log rows waiting in memory for the log database",
+            registry=self.registry,
+        )
+        self.log_dropped = Gauge(
+            "querywise_querylog_dropped", "Query-log rows lost for good (backlog overflow)", registry=self.registry
         )

@@ -10,13 +10,14 @@ import time
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 
+import sqlalchemy as sa
 from anyio import to_thread
 
 from app.core.config import Settings
 from app.core.metrics import Metrics
 from app.db.catalog import SchemaCatalog
 from app.db.schema import Schema
-from app.nl2sql.batcher import Batcher
+from app.nl2sql.batcher import Batcher, QueueFull
 from app.nl2sql.engine import OnnxGenerator
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
@@ -27,6 +28,7 @@ from app.sql.executor import ExecutionError, Executor
 from app.sql.guard import GuardError, guard_sql
 
 log = logging.getLogger("querywise")
+SCHEMA_UNAVAILABLE = "The database is not reachable right now, so its schema cannot be read."
 
 
 @dataclass
@@ -95,6 +97,7 @@ class QueryService:
             settings.batch_max_wait_ms,
             settings.queue_max_size,
             on_batch=metrics.batch_size.observe,
+            max_queue_wait_s=settings.queue_max_wait_s,
         )
 
     def prompt_for(self, question: str, allowed_tables: Collection[str] | None = None) -> str:
@@ -131,7 +134,14 @@ class QueryService:
         """Raises InvalidQuestion (empty or too long) before any work, and QueueFull when the model queue is full."""
         question = check_question(question, self.settings.question_max_chars)
         t0 = time.perf_counter()
-        prompt = await to_thread.run_sync(self.prompt_for, question, allowed_tables)
+        if self.batcher.full:  # shed at once, before any work for a question that cannot be queued
+            raise QueueFull
+        try:
+            prompt = await to_thread.run_sync(self.prompt_for, question, allowed_tables)
+        except (sa.exc.SQLAlchemyError, OSError):  # the schema could not be read: the database is down
+            log.warning("schema unavailable for a question", exc_info=True)
+            out = Outcome("error", "db_unavailable", question=question, message=SCHEMA_UNAVAILABLE)
+            return await self._finish(out, "question", t0)
         self.metrics.queue_depth.set(self.batcher.depth)
         gen: _Generated = await self.batcher.submit(prompt)
         self.metrics.latency.labels("generate").observe(gen.generate_ms / 1000)
@@ -193,8 +203,10 @@ class QueryService:
             batch_size=out.batch_size,
         )
         try:
-            await to_thread.run_sync(self.querylog.record, entry)
-        except Exception:  # the answer matters more than its log row; the loss is counted and visible
-            self.metrics.log_failures.inc()
+            written = await to_thread.run_sync(self.querylog.record, entry)
+        except Exception:  # the answer matters more than its log row
+            written = False
             log.exception("query log write failed")
+        if not written:  # the row waits in the log's backlog (or is lost): counted and visible on /metrics
+            self.metrics.log_failures.inc()
         return out

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from app.nl2sql.batcher import Batcher, QueueFull
+from app.nl2sql.batcher import Batcher, QueueClosed, QueueFull, QueueTimeout
 
 
 def _slow_upper(items):
@@ -56,4 +56,53 @@ async def test_failing_batch_reaches_every_waiter_and_worker_survives():
     res = await asyncio.gather(b.submit(1), b.submit(2), return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in res)
     assert await b.submit(3) == 3
+    await b.stop()
+
+
+async def test_request_not_started_within_the_deadline_leaves_the_queue():
+    gate = threading.Event()
+    b = Batcher(
+        lambda items: (gate.wait(5), items)[1], max_batch_size=1, max_wait_ms=0, max_queue=8, max_queue_wait_s=0.2
+    )
+    b.start()
+    first = asyncio.ensure_future(b.submit("a"))  # decoding: past the deadline it is still worth waiting for
+    await asyncio.sleep(0.05)
+    t0 = asyncio.get_running_loop().time()
+    with pytest.raises(QueueTimeout):
+        await b.submit("b")
+    assert 0.15 < asyncio.get_running_loop().time() - t0 < 1.0
+    assert b.stats.timed_out == 1
+    gate.set()
+    assert await first == "a"
+    assert await b.submit("c") == "c"  # the timed-out item was skipped, not decoded
+    assert b.stats.requests == 2
+    await b.stop()
+
+
+async def test_drain_answers_queued_requests_at_once_and_the_running_batch_finishes():
+    gate = threading.Event()
+    b = Batcher(lambda items: (gate.wait(5), items)[1], max_batch_size=1, max_wait_ms=0, max_queue=8)
+    b.start()
+    running = asyncio.ensure_future(b.submit("a"))
+    await asyncio.sleep(0.05)
+    queued = [asyncio.ensure_future(b.submit(x)) for x in "bcd"]
+    await asyncio.sleep(0)
+    b.drain()
+    for q in queued:
+        with pytest.raises(QueueClosed):
+            await q
+    assert b.full
+    with pytest.raises(QueueClosed):
+        await b.submit("e")
+    gate.set()
+    assert await running == "a"
+    await b.stop()
+
+
+async def test_retry_after_follows_the_time_a_batch_takes():
+    b = Batcher(lambda items: (threading.Event().wait(0.3), items)[1], max_batch_size=2, max_wait_ms=0)
+    assert b.retry_after_s() == 2  # nothing measured yet
+    b.start()
+    await b.submit(1)
+    assert b.stats.mean_batch_s >= 0.3 and b.retry_after_s() == 1
     await b.stop()

@@ -2,8 +2,9 @@
 
 from anyio import to_thread
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from app.api.deps import MetricsDep, ServiceDep
 
@@ -15,14 +16,35 @@ async def healthz() -> dict:
     return {"status": "alive"}
 
 
-@router.get("/readyz")
+class Readiness(BaseModel):
+    ready: bool = Field(description="The model is loaded and the database answers")
+    model: str
+    model_loaded: bool
+    database: bool = Field(description="The user's database answered `SELECT 1`")
+    querylog_pending: int = Field(description="Query-log rows waiting in memory for the log database (not blocking)")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready: the database does not answer"}},
+)
 async def readyz(service: ServiceDep) -> JSONResponse:
     db_ok = await to_thread.run_sync(service.executor.ping)
-    body = {"ready": db_ok, "model": service.model_id, "model_loaded": True, "database": db_ok}
-    return JSONResponse(body, status_code=200 if db_ok else 503)
+    # The query log is not part of readiness: questions are answered while it is down (rows wait in memory).
+    body = Readiness(
+        ready=db_ok,
+        model=service.model_id,
+        model_loaded=True,
+        database=db_ok,
+        querylog_pending=service.querylog.pending,
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if db_ok else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(metrics: MetricsDep, service: ServiceDep) -> Response:
     metrics.queue_depth.set(service.batcher.depth)
+    metrics.log_pending.set(service.querylog.pending)
+    metrics.log_dropped.set(service.querylog.dropped)
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

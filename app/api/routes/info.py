@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from app.api.deps import PrincipalDep, ServiceDep, require_principal
 from app.nl2sql.examples import example_questions
 from app.nl2sql.prompt import format_schema
+from app.querylog.store import QueryLogUnavailable
 
 router = APIRouter(
     prefix="/api",
@@ -68,4 +69,7 @@ async def stats(service: ServiceDep) -> dict:
 @router.get("/dashboard")
 async def dashboard(service: ServiceDep, hours: int = 24) -> dict:
     hours = max(1, min(hours, 24 * 30))
-    return await to_thread.run_sync(lambda: service.querylog.dashboard(hours=hours))
+    try:
+        return await to_thread.run_sync(lambda: service.querylog.dashboard(hours=hours))
+    except QueryLogUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None

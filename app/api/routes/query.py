@@ -4,7 +4,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from app.api.deps import LimitedPrincipalDep, MetricsDep, ServiceDep
-from app.api.errors import queue_full, raise_for_unavailable
+from app.api.errors import error_responses, queue_full, raise_for_unavailable
 from app.nl2sql.batcher import QueueFull
 from app.nl2sql.service import InvalidQuestion, Outcome
 
@@ -62,7 +62,7 @@ def _response(out: Outcome) -> QueryResponse:
 @router.post(
     "/query",
     response_model=QueryResponse,
-    responses={422: {"description": "Invalid body"}, 503: {"description": "Busy or database down"}},
+    responses=error_responses(400, 503),
 )
 async def query(
     body: QueryRequest, service: ServiceDep, metrics: MetricsDep, principal: LimitedPrincipalDep
@@ -71,12 +71,12 @@ async def query(
         out = await service.ask(body.question, principal.tables)
     except InvalidQuestion as exc:
         raise HTTPException(422, str(exc)) from None
-    except QueueFull:
+    except QueueFull as exc:
         metrics.shed.inc()
-        raise queue_full() from None
+        raise queue_full(exc, service.batcher.retry_after_s()) from None
     return _response(out)
 
 
-@router.post("/sql", response_model=QueryResponse, responses={422: {"description": "Invalid body"}})
+@router.post("/sql", response_model=QueryResponse, responses=error_responses(400, 503))
 async def run_sql(body: SqlRequest, service: ServiceDep, principal: LimitedPrincipalDep) -> QueryResponse:
     return _response(await service.run_sql(body.sql, principal.tables))

@@ -21,7 +21,7 @@ def main() -> None:
         except KeyFileError as exc:
             sys.exit(f"querywise: cannot start: {exc}")
     try:
-        generator = OnnxGenerator(settings.model_dir, settings.ort_threads)
+        generator = OnnxGenerator(settings.model_dir, settings.ort_threads, settings.prefix_cache_entries)
     except ModelLoadError as exc:
         sys.exit(f"querywise: cannot start: {exc}")
     from app.main import create_app

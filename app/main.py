@@ -35,7 +35,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 
 def build_service(settings: Settings, generator: OnnxGenerator | None = None) -> QueryService:
-    generator = generator or OnnxGenerator(settings.model_dir, settings.ort_threads)
+    generator = generator or OnnxGenerator(settings.model_dir, settings.ort_threads, settings.prefix_cache_entries)
     executor = Executor(settings.database_url, settings.statement_timeout_s, settings.row_limit)
     catalog = SchemaCatalog(executor.engine, settings.schema_sample_values)
     return QueryService(settings, generator, executor, catalog, QueryLog(settings.querylog_url), Metrics())

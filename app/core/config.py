@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     queue_max_size: int = Field(16, ge=1)
     queue_max_wait_s: float = Field(10.0, gt=0, le=600)
     ort_threads: int = Field(0, ge=0)  # 0 = onnxruntime's default (all cores)
+    # Requests join the decoding batch at step boundaries and leave when done (false: static batches).
+    continuous_batching: bool = True
+    prefix_cache_entries: int = Field(4, ge=0, le=64)  # KV caches of recent prompts kept for their shared prefix
+    # Execution-guided decoding: when the greedy SQL fails to run or returns no rows, this many sampled candidates
+    # are drawn (0 = off) and the first that runs with rows is answered instead.
+    exec_guided_candidates: int = Field(4, ge=0, le=16)
+    exec_guided_temperature: float = Field(0.7, gt=0, le=2.0)
 
     # Request validation.
     question_max_chars: int = Field(500, ge=10, le=10_000)

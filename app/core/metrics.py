@@ -48,3 +48,9 @@ class Metrics:
         self.log_dropped = Gauge(
             "querywise_querylog_dropped", "Query-log rows lost for good (backlog overflow)", registry=self.registry
         )
+        self.exec_guided = Counter(
+            "querywise_exec_guided",
+            "Execution-guided decoding: answers whose greedy SQL failed, by whether a sampled candidate rescued them",
+            ["result"],
+            registry=self.registry,
+        )

@@ -5,6 +5,7 @@ Also runs SQL a user edited in the UI through the same guard and executor (`run_
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Collection
@@ -18,9 +19,11 @@ from app.core.metrics import Metrics
 from app.db.catalog import SchemaCatalog
 from app.db.schema import Schema
 from app.nl2sql.batcher import Batcher, QueueFull
-from app.nl2sql.engine import OnnxGenerator
+from app.nl2sql.continuous import ContinuousBatcher, GenerationStepper
+from app.nl2sql.engine import GREEDY, OnnxGenerator, Sampling
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
+from app.nl2sql.guided import best_index, candidate_sampling, wants_candidates
 from app.nl2sql.linking import link_schema
 from app.nl2sql.prompt import build_prompt, format_schema
 from app.querylog.store import LogEntry, QueryLog
@@ -48,6 +51,7 @@ class Outcome:
     total_ms: float = 0.0
     model_id: str | None = None
     batch_size: int | None = None
+    candidates: int | None = None  # sampled candidates drawn by execution-guided decoding (None: greedy sufficed)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -91,14 +95,20 @@ class QueryService:
         self.querylog = querylog
         self.metrics = metrics
         self.model_id = settings.model_id or generator.model_id
-        self.batcher = Batcher(
-            self._generate_batch,
-            settings.batch_max_size,
-            settings.batch_max_wait_ms,
-            settings.queue_max_size,
-            on_batch=metrics.batch_size.observe,
-            max_queue_wait_s=settings.queue_max_wait_s,
-        )
+        queue = {
+            "max_batch_size": settings.batch_max_size,
+            "max_wait_ms": settings.batch_max_wait_ms,
+            "max_queue": settings.queue_max_size,
+            "on_batch": metrics.batch_size.observe,
+            "max_queue_wait_s": settings.queue_max_wait_s,
+        }
+        if settings.continuous_batching:
+            stepper = GenerationStepper(
+                generator, settings.max_new_tokens, lambda g, ms, size: _Generated(g.text, ms, size)
+            )
+            self.batcher: Batcher = ContinuousBatcher(stepper, **queue)
+        else:
+            self.batcher = Batcher(self._generate_batch, **queue)
 
     def prompt_for(self, question: str, allowed_tables: Collection[str] | None = None) -> str:
         examples = () if self.generator.fine_tuned else EXAMPLES
@@ -124,9 +134,12 @@ class QueryService:
             return self.catalog.text  # untouched: the fine-tuned model was trained on whole schemas
         return format_schema(link_schema(self.catalog.schema, question, budget, count, total_tokens=total))
 
-    def _generate_batch(self, prompts: list[str]) -> list[_Generated]:
+    def _generate_batch(self, requests: list[str | tuple[str, Sampling]]) -> list[_Generated]:
+        """Queue items are prompts (greedy) or (prompt, sampling) pairs for execution-guided candidates."""
+        pairs = [r if isinstance(r, tuple) else (r, GREEDY) for r in requests]
+        prompts = [p for p, _ in pairs]
         t0 = time.perf_counter()
-        gens = self.generator.generate(prompts, self.settings.max_new_tokens)
+        gens = self.generator.generate(prompts, self.settings.max_new_tokens, [s for _, s in pairs])
         ms = (time.perf_counter() - t0) * 1000
         return [_Generated(g.text, ms, len(prompts)) for g in gens]
 
@@ -148,7 +161,43 @@ class QueryService:
         out = await self._guard_and_execute(extract_sql(gen.text), t0, allowed_tables)
         out.question, out.generated_sql = question, gen.text
         out.generate_ms, out.batch_size = round(gen.generate_ms, 1), gen.batch_size
+        if self.settings.exec_guided_candidates and wants_candidates(out.status):
+            out = await self._execution_guided(prompt, out, t0, allowed_tables)
         return await self._finish(out, "question", t0)
+
+    async def _execution_guided(
+        self, prompt: str, greedy: Outcome, t0: float, allowed_tables: Collection[str] | None
+    ) -> Outcome:
+        """Draw sampled candidates for a failed greedy answer; answer the first that runs with rows, or the best."""
+        samplers = candidate_sampling(
+            prompt, self.settings.exec_guided_candidates, self.settings.exec_guided_temperature
+        )
+        if self.batcher.depth + len(samplers) > self.settings.queue_max_size // 2:
+            self.metrics.exec_guided.labels("skipped_busy").inc()  # under load, answer now: capacity goes first
+            return greedy
+        g0 = time.perf_counter()
+        try:
+            gens = await asyncio.gather(*(self.batcher.submit((prompt, s)) for s in samplers))
+        except QueueFull:  # busy: no room for extra work, the greedy answer stands
+            return greedy
+        tried, outcomes, seen = [greedy], [greedy.status], {extract_sql(greedy.generated_sql or "")}
+        for g in gens:
+            sql = extract_sql(g.text)
+            if sql in seen:
+                continue
+            seen.add(sql)
+            cand = await self._guard_and_execute(sql, t0, allowed_tables)
+            cand.generated_sql = g.text
+            tried.append(cand)
+            outcomes.append(cand.status)
+            if not wants_candidates(cand.status):
+                break
+        chosen = tried[best_index(outcomes)]
+        self.metrics.exec_guided.labels("rescued" if chosen is not greedy else "not_rescued").inc()
+        chosen.question, chosen.batch_size = greedy.question, greedy.batch_size
+        chosen.generate_ms = round((greedy.generate_ms or 0) + (time.perf_counter() - g0) * 1000, 1)
+        chosen.candidates = len(samplers)
+        return chosen
 
     async def run_sql(self, sql: str, allowed_tables: Collection[str] | None = None) -> Outcome:
         t0 = time.perf_counter()

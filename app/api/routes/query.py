@@ -52,6 +52,9 @@ class QueryResponse(BaseModel):
     total_ms: float
     model_id: str | None = None
     batch_size: int | None = None
+    candidates: int | None = Field(
+        None, description="Sampled candidates drawn because the greedy SQL failed (execution-guided decoding)"
+    )
 
 
 def _response(out: Outcome) -> QueryResponse:

@@ -1,0 +1,60 @@
+"""Continuous batching with the real model: late requests join a running decode, every answer equals the answer
+decoded alone, and each response goes to its own request."""
+
+import asyncio
+
+import pytest
+import sqlalchemy as sa
+
+from app.db.catalog import SchemaCatalog
+from app.nl2sql.continuous import ContinuousBatcher, GenerationStepper
+from app.nl2sql.prompt import build_prompt
+from models.scenarios import load_suite
+
+NEW_TOKENS = 40
+
+
+@pytest.fixture(scope="module")
+def prompts(demo_db):
+    text = SchemaCatalog(sa.create_engine(f"sqlite:///{demo_db}")).text
+    return [build_prompt(text, c.question) for c in load_suite()[1::8][:12]]
+
+
+@pytest.fixture(scope="module")
+def alone(generator, prompts):
+    return [generator.generate([p], NEW_TOKENS)[0].text for p in prompts]
+
+
+def _batcher(generator, size=8, queue=32):
+    stepper = GenerationStepper(generator, NEW_TOKENS, lambda g, ms, joined: (g.text, joined))
+    return ContinuousBatcher(stepper, max_batch_size=size, max_wait_ms=0, max_queue=queue)
+
+
+@pytest.mark.slow
+async def test_staggered_requests_join_the_running_batch_and_match_single_decoding(generator, prompts, alone):
+    b = _batcher(generator)
+    b.start()
+    try:
+
+        async def late(i: int):
+            await asyncio.sleep(0.05 * i)  # arrivals spread over the first decode steps of earlier requests
+            return await b.submit(prompts[i])
+
+        results = await asyncio.gather(*(late(i) for i in range(len(prompts))))
+    finally:
+        await b.stop()
+    assert [text for text, _ in results] == alone  # same answers, each to its own request, in request order
+    assert max(joined for _, joined in results) > 1  # some joined a batch that was already decoding
+    assert b.stats.requests == len(prompts)
+
+
+async def test_batch_never_exceeds_its_size_and_the_queue_holds_the_rest(generator, prompts, alone):
+    b = _batcher(generator, size=2)
+    b.start()
+    try:
+        results = await asyncio.gather(*(b.submit(p) for p in prompts[:5]))
+    finally:
+        await b.stop()
+    assert [text for text, _ in results] == alone[:5]
+    assert max(joined for _, joined in results) == 2
+    assert max(int(k) for k in b.stats.as_dict()["sizes"]) <= 2

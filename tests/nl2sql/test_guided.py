@@ -1,0 +1,48 @@
+"""Execution-guided decoding: the choice rule, and the service falling back to the greedy answer when no sampled
+candidate runs (real model, real database)."""
+
+from app.nl2sql.guided import best_index, candidate_sampling, wants_candidates
+
+
+def test_a_candidate_with_rows_beats_an_empty_one_and_greedy_wins_ties():
+    assert best_index(["ok", "ok"]) == 0
+    assert best_index(["error", "empty", "ok"]) == 2
+    assert best_index(["empty", "error", "empty"]) == 0
+    assert best_index(["refused", "error"]) == 0
+    assert [wants_candidates(s) for s in ("ok", "empty", "error", "refused")] == [False, True, True, True]
+
+
+def test_candidate_seeds_are_stable_per_prompt_and_distinct():
+    a = candidate_sampling("prompt one", 4, 0.7)
+    assert a == candidate_sampling("prompt one", 4, 0.7)
+    assert len({s.seed for s in a}) == 4
+    assert {s.seed for s in a} != {s.seed for s in candidate_sampling("prompt two", 4, 0.7)}
+    assert all(s.temperature == 0.7 for s in a)
+
+
+async def test_no_candidate_runs_so_the_greedy_answer_stands(settings_for, demo_db, generator):
+    from tests_support import app_client
+
+    settings = settings_for(
+        f"sqlite:///{demo_db}", auth_disabled=True, exec_guided_candidates=3, max_new_tokens=40
+    )
+    async with app_client(settings, generator) as client:
+        service = client.app.state.service
+        # A key allowed no real table: every SQL the model can write is refused by the guard.
+        out = await service.ask("How many customers are there?", allowed_tables=["no_such_table"])
+        assert out.status == "refused"
+        assert out.candidates == 3
+        assert service.metrics.exec_guided.labels("not_rescued")._value.get() == 1
+        assert service.metrics.exec_guided.labels("rescued")._value.get() == 0
+
+
+async def test_candidates_are_not_drawn_when_greedy_runs_or_when_off(settings_for, demo_db, generator):
+    from tests_support import app_client
+
+    settings = settings_for(f"sqlite:///{demo_db}", auth_disabled=True, exec_guided_candidates=0, max_new_tokens=40)
+    async with app_client(settings, generator) as client:
+        service = client.app.state.service
+        off = await service.ask("How many customers are there?", allowed_tables=["no_such_table"])
+        assert off.status == "refused" and off.candidates is None
+        r = (await client.post("/query", json={"question": "How many customers are there?"})).json()
+        assert r["status"] == "ok" and r["candidates"] is None

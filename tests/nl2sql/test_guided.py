@@ -23,9 +23,7 @@ def test_candidate_seeds_are_stable_per_prompt_and_distinct():
 async def test_no_candidate_runs_so_the_greedy_answer_stands(settings_for, demo_db, generator):
     from tests_support import app_client
 
-    settings = settings_for(
-        f"sqlite:///{demo_db}", auth_disabled=True, exec_guided_candidates=3, max_new_tokens=40
-    )
+    settings = settings_for(f"sqlite:///{demo_db}", auth_disabled=True, exec_guided_candidates=3, max_new_tokens=40)
     async with app_client(settings, generator) as client:
         service = client.app.state.service
         # A key allowed no real table: every SQL the model can write is refused by the guard.

@@ -27,6 +27,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -38,6 +39,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 REPORT_DIR = ROOT / "reports" / "bench"
 _STARTUP_TIMEOUT_S = 180  # model load on a busy 2-core machine
+_TIMEOUTS = ("ReadTimeout", "WriteTimeout", "ConnectTimeout", "PoolTimeout")
 
 
 def _free_port() -> int:
@@ -142,6 +144,43 @@ class ServerProcess:
         self.kill()
 
 
+class RssSampler:
+    """The server's RSS once a second while a run goes on (a background thread): [seconds, MB] pairs."""
+
+    def __init__(self, server: ServerProcess, every_s: float = 1.0) -> None:
+        self.server, self.every_s = server, every_s
+        self.series: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        t0 = time.perf_counter()
+        while not self._stop.is_set():
+            mb = self.server.rss_mb()
+            if mb is not None:
+                self.series.append((round(time.perf_counter() - t0, 1), mb))
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def second_half_growth(self) -> float | None:
+        if len(self.series) < 4:
+            return None
+        return round(self.series[-1][1] - self.series[len(self.series) // 2][1], 1)
+
+    def downsampled(self, points: int = 30) -> list[tuple[float, float]]:
+        out = self.series[:: max(1, len(self.series) // points)]
+        if out and out[-1] != self.series[-1]:
+            out.append(self.series[-1])
+        return out
+
+
 def workload() -> tuple[list[str], list[str]]:
     """Questions and their gold SQL from the business scenarios (models/scenarios)."""
     from models.scenarios import load_suite
@@ -199,7 +238,10 @@ class LoadResult:
             "status_counts": dict(sorted(codes.items())),
             "by_endpoint": dict(sorted(by_kind.items())),
             "http_500": sum(1 for s in self.samples if s.status is not None and s.status >= 500 and s.status != 503),
-            "connection_errors": sum(1 for s in self.samples if s.status is None),
+            # No HTTP answer: refused, reset or closed by the server ...
+            "connection_errors": sum(1 for s in self.samples if s.status is None and s.error not in _TIMEOUTS),
+            # ... or still waiting when the client gave up (`request_timeout_s`)
+            "client_timeouts": sum(1 for s in self.samples if s.status is None and s.error in _TIMEOUTS),
             "errors": dict(Counter(s.error for s in self.samples if s.error)),
             "unexpected_status": sorted({s.status for s in self.samples if s.status not in (200, 429, 503, None)}),
             "shed_without_retry_after": sum(1 for s in shed if not s.retry_after),
@@ -314,7 +356,8 @@ def main() -> None:
         asyncio.run(warm_up(srv.url, questions))
         rss_start = srv.rss_mb()
         rows_before = len(srv.querylog_rows())
-        result = asyncio.run(run_load(srv.url, config, questions, sqls))
+        with RssSampler(srv) as rss_series:
+            result = asyncio.run(run_load(srv.url, config, questions, sqls))
         rss_end = srv.rss_mb()
         stats = server_stats(srv.url)
         logged = len(srv.querylog_rows()) - rows_before
@@ -325,6 +368,9 @@ def main() -> None:
         "summary": summary,
         "rss_mb": {"after_start": rss_started, "after_warmup": rss_start, "end": rss_end},
         "rss_growth_mb": round(rss_end - rss_start, 1) if rss_start and rss_end else None,
+        # A leak keeps growing in the second half; a high-water mark (KV caches reaching full size) does not.
+        "rss_growth_second_half_mb": rss_series.second_half_growth(),
+        "rss_series": rss_series.downsampled(),
         "querylog": {"rows": logged, "answered_200": len(result.answered_ok)},
         "server": stats,
         "server_exit_code": exit_code,
@@ -342,13 +388,14 @@ def print_report(report: dict) -> None:
     print(f"{s['requests']} requests at concurrency {c['concurrency']} in {s['wall_s']} s: {s['requests_per_s']} req/s")
     print(f"status: {s['status_counts']}   by endpoint: {s['by_endpoint']}")
     print(f"HTTP 500: {s['http_500']}   connection errors: {s['connection_errors']}   "
+          f"client timeouts: {s['client_timeouts']}   "
           f"shed without Retry-After: {s['shed_without_retry_after']}")  # fmt: skip
     print(f"{'class':10s} {'n':>6s} {'p50 ms':>9s} {'p95 ms':>9s} {'p99 ms':>9s} {'max ms':>9s}")
     for cls, q in s["latency_ms"].items():
         print(f"{cls:10s} {q['n']:6d} {q['p50']:9.1f} {q['p95']:9.1f} {q['p99']:9.1f} {q['max']:9.1f}")
     rss = report["rss_mb"]
     print(f"RSS MB: after start {rss['after_start']}, after warm-up {rss['after_warmup']}, end {rss['end']} "
-          f"(growth {report['rss_growth_mb']})")  # fmt: skip
+          f"(growth {report['rss_growth_mb']}, in the second half {report['rss_growth_second_half_mb']})")  # fmt: skip
     print(f"batch sizes: {report['server']['batching']['sizes']}   server: {report['server']['metrics']}")
     print(f"query log rows {report['querylog']['rows']} for {report['querylog']['answered_200']} answers (200)")
 

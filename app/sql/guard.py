@@ -53,13 +53,40 @@ _DENIED_FUNCTIONS = frozenset(
         # PostgreSQL: session state, sequences (writes), transaction ids, large objects, other servers.
         "set_config", "current_setting", "nextval", "setval", "currval", "lastval", "copy", "dblink",
         "dblink_exec", "loread", "lowrite", "ts_stat", "ts_rewrite",
+        # Server details, refused like the catalogs: the version, addresses, the role the service connects as.
+        "version", "inet_server_addr", "inet_server_port", "inet_client_addr", "inet_client_port",
+        "current_user", "session_user", "current_role", "system_user", "user",
     }
 )  # fmt: skip
 # Prefixes cover whole families: every pg_* function (files, sleeps, advisory locks, backends, config, catalog
-# helpers); pragma_* table-valued functions; large objects; txid_* (assigns a transaction id); dblink_*.
-_DENIED_PREFIXES = ("pg_", "pragma_", "lo_", "txid_", "dblink_")
+# helpers); pragma_* table-valued functions; large objects; txid_* (assigns a transaction id); dblink_*; sqlite_*
+# (version, source id, compile options).
+_DENIED_PREFIXES = ("pg_", "pragma_", "lo_", "txid_", "dblink_", "sqlite_")
 # query_to_xml and friends run an arbitrary SQL string (or dump a whole table) out of the guard's sight.
 _DENIED_PATTERN = re.compile(r"_to_xml")
+
+# SQLite's printf pads `%.Nc` one character at a time, for any N and even once the result is too large to keep: one
+# call takes seconds that no deadline can interrupt. So printf/format need a literal format without a %c precision.
+_FORMAT_FUNCTIONS = frozenset({"printf", "format"})
+_SLOW_FORMAT = re.compile(r"%[-+ 0#,!*\d]*\.[*\d]*c")
+
+# String searches compare the search text at every position of the subject, in one call no deadline can interrupt
+# (SQLite's instr/replace/trim and PostgreSQL's strpos/replace/split_part alike): with both texts large, minutes. The
+# search text (or trim's character set) must be a literal of at most _MAX_NEEDLE_CHARS characters.
+_MAX_NEEDLE_CHARS = 64
+_NEEDLE_ARGS: dict[type, tuple[str, ...]] = {
+    exp.StrPosition: ("substr",),
+    exp.Replace: ("expression",),
+    exp.Trim: ("expression",),
+    exp.SplitPart: ("delimiter",),
+    exp.Translate: ("from_",),
+    exp.StringToArray: ("expression",),
+}
+_SEARCH_FUNCTIONS = frozenset({"instr", "strpos", "position", "replace", "split_part", "translate", "btrim", "ltrim",
+                               "rtrim", "trim", "string_to_array"})  # fmt: skip
+
+# Unquoted, these are not columns in PostgreSQL but the role: `SELECT user FROM t` (a column in SQLite) names it.
+_ROLE_KEYWORDS = frozenset({"user", "current_user", "session_user", "current_role", "system_user"})
 
 _SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast"})
 # `pragma_*` also works as a bare table name in SQLite (`FROM pragma_database_list` shows file paths); dbstat shows pages.
@@ -203,6 +230,67 @@ def _function_name(node: exp.Func) -> str:
     return node.name if isinstance(node, exp.Anonymous) else node.sql_name()
 
 
+_CALL_NAME = re.compile(r"\s*([A-Za-z_][\w.]*)\s*\(")
+
+
+def _function_names(node: exp.Func, dialect: str) -> list[str]:
+    """Every name a call goes by, lowercased: sqlglot's own for a known function (CURRENT_VERSION) and how SQLite and
+    the target write it (sqlite_version, version), so a deny-listed name cannot hide behind sqlglot's canonical one."""
+    names = [_function_name(node).lower()]
+    if isinstance(node, exp.Anonymous):
+        return names
+    # The call with placeholder arguments: how it is written, without rendering (maybe large) argument subtrees.
+    args = {
+        k: exp.var("x") if isinstance(v, exp.Expr) else [exp.var("x") for _ in v] if isinstance(v, list) else v
+        for k, v in node.args.items()
+    }
+    for d in dict.fromkeys(("sqlite", dialect)):
+        try:
+            written = type(node)(**args).sql(dialect=d)
+        except Exception:  # a generator that needs real arguments: render the call itself
+            try:
+                written = node.sql(dialect=d)
+            except SqlglotError:
+                continue
+        m = _CALL_NAME.match(written)
+        if m and m.group(1).lower() not in names:
+            names.append(m.group(1).lower())
+    return names
+
+
+def _check_search(node: exp.Func, name: str) -> None:
+    if isinstance(node, exp.Anonymous):
+        needles = node.expressions[1:]
+    else:
+        needles = [node.args.get(k) for k in _NEEDLE_ARGS.get(type(node), ())]
+    for needle in needles:
+        if needle is None or isinstance(needle, exp.Null):
+            continue
+        if not (isinstance(needle, exp.Literal) and len(needle.name) <= _MAX_NEEDLE_CHARS):
+            raise GuardError(
+                "refused",
+                f"{name}() needs the text it searches for as a literal of at most {_MAX_NEEDLE_CHARS} characters.",
+            )
+
+
+def _check_format(node: exp.Func, name: str) -> None:
+    fmt = node.this if isinstance(node, exp.Format) else next(iter(node.expressions), None)
+    if not (isinstance(fmt, exp.Literal) and fmt.is_string):
+        raise GuardError("refused", f"{name}() needs a literal format string.")
+    if _SLOW_FORMAT.search(fmt.name.replace("%%", "")):
+        raise GuardError("refused", f"{name}() may not repeat a character by precision (%.Nc).")
+
+
+def _is_role_keyword(column: exp.Column) -> bool:
+    ident = column.this
+    return (
+        not column.table
+        and isinstance(ident, exp.Identifier)
+        and not ident.quoted
+        and ident.name.lower() in _ROLE_KEYWORDS
+    )
+
+
 def _check(tree: exp.Expr, dialect: str, allowed: frozenset[str] | None, first_word: str) -> frozenset[str]:
     """Refuse what the guard does not run; return the real tables read."""
     # An allow-list at the root: whatever sqlglot does not know as a read query (Command, Alias, Pragma…) is refused.
@@ -212,8 +300,22 @@ def _check(tree: exp.Expr, dialect: str, allowed: frozenset[str] | None, first_w
     for node in tree.walk():
         if isinstance(node, _WRITE_NODES):
             raise _refuse(_describe(node))
-        if isinstance(node, exp.Func) and is_denied_function(_function_name(node)):
-            raise GuardError("refused", f"The function {_function_name(node).lower()}() is not allowed.")
+        if isinstance(node, exp.Func):
+            names = _function_names(node, dialect)
+            denied = next((n for n in names if is_denied_function(n)), None)
+            if denied:
+                raise GuardError("refused", f"The function {denied.rsplit('.', 1)[-1]}() is not allowed.")
+            formats = [n for n in names if n in _FORMAT_FUNCTIONS]
+            if formats:
+                _check_format(node, formats[0])
+            if type(node) in _NEEDLE_ARGS or (isinstance(node, exp.Anonymous) and names[0] in _SEARCH_FUNCTIONS):
+                _check_search(node, names[1] if len(names) > 1 else names[0])  # as SQLite writes it
+        if dialect == "postgres" and isinstance(node, exp.Column) and _is_role_keyword(node):
+            raise GuardError(
+                "refused",
+                f"In PostgreSQL {node.name} is the database role, not a column: quote a column of that name "
+                f'("{node.name}").',
+            )
         if isinstance(node, exp.Table) and isinstance(node.this, exp.Identifier):
             name = _table_name(node, dialect)
             if name:
@@ -295,6 +397,8 @@ def guard_sql(
     target, source = _dialect(dialect), _dialect(source_dialect)
     if not sql or not sql.strip():
         raise GuardError("syntax_error", "The query is empty: there is no SQL statement to run.")
+    if "\x00" in sql:  # SQLite refuses it; libpq would cut the text there and run what comes before
+        raise GuardError("syntax_error", "The SQL contains a NUL character (\\0); remove it.")
     if len(sql) > MAX_SQL_CHARS:
         raise GuardError("refused", f"The query is too long ({len(sql)} characters; at most {MAX_SQL_CHARS}).")
     allowed = None if allowed_tables is None else frozenset(t.lower() for t in allowed_tables)

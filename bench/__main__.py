@@ -9,6 +9,7 @@
 and writes reports/bench/<date>.json, .md and PNG plots.
 
     python -m bench                      # ~15 min on 2 idle cores
+    python -m bench --server-env EXEC_GUIDED_CANDIDATES=0      # HTTP sweep with greedy answers only
     python -m bench --ex                 # + EX per engine (cached runs are reused)
     python -m bench --spider 1 --business 1 --engines onnx-fp32 --http-targets onnx-fp32 --concurrency 1 --requests 2
 """
@@ -65,7 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="compute threads of every engine and server (0 = all cores)")
     p.add_argument("--http-targets", nargs="*", default=all_targets, choices=all_targets)
     p.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 8, 16])
-    p.add_argument("--requests", type=int, default=48, help="HTTP requests per concurrency level")
+    p.add_argument("--requests", type=int, default=32, help="HTTP requests per concurrency level")
+    p.add_argument(
+        "--server-env",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="settings for every server of the HTTP sweep, e.g. EXEC_GUIDED_CANDIDATES=0 (default: as served)",
+    )
     p.add_argument("--spider-requests", type=int, default=16, help="concurrency-1 requests on a Spider database")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--ex", action="store_true", help="also EX per engine on --ex-limit dev questions (long; cached)")
@@ -115,7 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.http_targets:
         print(f"==> HTTP sweep (concurrency {a.concurrency}, {a.requests} requests each)", flush=True)
         result["http"] = http_sweep.sweep(
-            a.http_targets, a.concurrency, a.requests, a.spider_requests, threads=a.threads
+            a.http_targets,
+            a.concurrency,
+            a.requests,
+            a.spider_requests,
+            threads=a.threads,
+            server_env=dict(kv.split("=", 1) for kv in a.server_env),
         )
 
     if a.ex:

@@ -223,11 +223,21 @@ def median_spider_db() -> tuple[str, Path, list[str]] | None:
 
 
 def sweep(
-    names: list[str], levels: list[int], requests: int, spider_requests: int = 0, warmup: int = 2, threads: int = 0
+    names: list[str],
+    levels: list[int],
+    requests: int,
+    spider_requests: int = 0,
+    warmup: int = 2,
+    threads: int = 0,
+    server_env: dict[str, str] | None = None,
 ) -> dict:
     questions = business_questions(requests)
-    extra_env = {"ORT_THREADS": str(threads)} if threads else {}
-    out: dict = {"questions": "business suite (models/scenarios) on the demo database", "targets": {}}
+    extra_env = ({"ORT_THREADS": str(threads)} if threads else {}) | (server_env or {})
+    out: dict = {
+        "questions": "business suite (models/scenarios) on the demo database",
+        "server_env": extra_env,
+        "targets": {},
+    }
     with tempfile.TemporaryDirectory(prefix="qw-bench-") as tmp:
         work = Path(tmp)
         for name in names:
@@ -277,7 +287,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--targets", nargs="+", default=list(targets()), choices=list(targets()))
     p.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 8, 16])
-    p.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
+    p.add_argument("--requests", type=int, default=32, help="requests per concurrency level")
     p.add_argument("--spider-requests", type=int, default=16, help="concurrency-1 requests on a Spider database")
     a = p.parse_args()
     print(json.dumps(sweep(a.targets, a.concurrency, a.requests, a.spider_requests), indent=2))

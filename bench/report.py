@@ -99,7 +99,7 @@ def targets(result: dict) -> list[dict]:
     b_ours, b_base = eng.get(SERVED), eng.get("llamacpp-base-q4_1")
     out.append(
         {
-            "target": "engine level, batch of 8 forced 60-token answers: our req/s ≥ llama.cpp on the base GGUF",
+            "target": "engine level, a batch of forced-length answers: our req/s ≥ llama.cpp on the base GGUF",
             "measured": f"{b_ours['batch_req_s']:.2f} vs {b_base['batch_req_s']:.2f} req/s"
             if b_ours and b_base
             else None,
@@ -115,7 +115,7 @@ def plot_engines(engines: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     panels = [
         ("decode_tok_s", "decode tokens/s, batch 1 (higher is better)"),
-        ("batch_tok_s", "tokens/s, batch of 8 prompts (higher is better)"),
+        ("batch_tok_s", "tokens/s, a batch of prompts at once (higher is better)"),
         ("ttft_ms", "time to first token, ms (lower is better)"),
     ]
     for ax, (key, title) in zip(axes, panels, strict=True):
@@ -158,6 +158,7 @@ def _f(v, fmt: str = "{:.0f}") -> str:
 def markdown(result: dict, plots: dict[str, str]) -> str:
     eng, rat, ex = result.get("engines", []), ratios(result.get("engines", [])), result.get("ex") or {}
     host = result.get("host", {})
+    n, b = result["config"]["new_tokens"], result["config"].get("batch", 8)
     lines = [
         f"# Engine benchmark {result['date']}",
         "",
@@ -171,7 +172,8 @@ def markdown(result: dict, plots: dict[str, str]) -> str:
         "",
         "## Headline: ratios against transformers torch fp32 (higher is better)",
         "",
-        "| engine | weights | decode tok/s | time to first token | 60-token latency | batch-8 req/s | size | peak RSS |",
+        f"| engine | weights | decode tok/s | time to first token | {n}-token latency | batch-{b} req/s | size | "
+        "peak RSS |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in eng:
@@ -187,7 +189,7 @@ def markdown(result: dict, plots: dict[str, str]) -> str:
         "## Engines (absolute, medians over the prompts)",
         "",
         "| engine | format | size MB | peak RSS MB | load s | prompt tokens | TTFT ms | decode tok/s | "
-        f"{result['config']['new_tokens']}-token ms | batch-8 req/s | batch-8 tok/s | EX % |",
+        f"{n}-token ms | batch-{b} req/s | batch-{b} tok/s | EX % |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in eng:
@@ -232,6 +234,8 @@ def markdown(result: dict, plots: dict[str, str]) -> str:
             "returned no rows (`with candidates`), and a batch can outnumber the clients. Errors are non-200 answers "
             "(503: shed by the bounded queue).",
         ]
+        if http.get("server_env"):
+            lines.append(f"Server settings changed for this sweep: `{http['server_env']}`.")
         s = http.get("spider_c1")
         if s:
             lines += [

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -232,9 +231,9 @@ def bench_prompts(n_spider: int, n_business: int) -> list[dict]:
     ]
 
 
-def _rss_mb() -> float:
+def _rss_mb(field: str = "VmRSS") -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -275,7 +274,8 @@ def measure(spec: EngineSpec, prompts: list[dict], new_tokens: int = 60, batch: 
         "size_mb": round(size_on_disk(spec) / 1e6, 1),
         "load_s": round(load_s, 2),
         "rss_after_load_mb": round(rss_loaded, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and exec, so a child would report its parent's peak
+        "peak_rss_mb": round(_rss_mb("VmHWM"), 1),
         "n_prompts": len(rows),
         "new_tokens": new_tokens,
         "prompt_tokens_median": med("prompt_tokens"),

@@ -340,9 +340,7 @@ def main(argv: list[str]) -> None:
 
     model.train()
     batches = (
-        ck["batches"]
-        if source is not None and "batches" in ck
-        else make_batches(lengths, cfg["batch_tokens"], rng)
+        ck["batches"] if source is not None and "batches" in ck else make_batches(lengths, cfg["batch_tokens"], rng)
     )
     status = "max_steps"
     t_last, tok_last, loss_acc, loss_n = time.time(), state["tokens"], 0.0, 0

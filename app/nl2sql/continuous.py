@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app.nl2sql.batcher import Batcher, QueueClosed, _Item
-from app.nl2sql.engine import GREEDY, DecodeBatch, Generation, OnnxGenerator, Sampling
+from app.nl2sql.engine import DecodeBatch, Generation, OnnxGenerator, Sampling, as_request
 
 
 class GenerationStepper:
@@ -38,7 +38,7 @@ class GenerationStepper:
         return len(self.batch)
 
     def add(self, key: object, payload: str | tuple[str, Sampling]) -> Any | None:
-        prompt, sampling = payload if isinstance(payload, tuple) else (payload, GREEDY)
+        prompt, sampling = as_request(payload)
         t0 = time.perf_counter()
         done = self.batch.add(key, prompt, self.max_new_tokens, sampling)
         self._joined[key] = (t0, len(self.batch) + (done is not None))

@@ -48,6 +48,11 @@ class Sampling:
 GREEDY = Sampling()
 
 
+def as_request(item: str | tuple[str, Sampling]) -> tuple[str, Sampling]:
+    """A queue item: a bare prompt (greedy) or a (prompt, sampling) pair (an execution-guided candidate)."""
+    return item if isinstance(item, tuple) else (item, GREEDY)
+
+
 class PrefixCache:
     """KV caches of the last few prompts; a lookup returns the longest cached prefix of a token sequence.
 

@@ -20,7 +20,7 @@ from app.db.catalog import SchemaCatalog
 from app.db.schema import Schema
 from app.nl2sql.batcher import Batcher, QueueFull
 from app.nl2sql.continuous import ContinuousBatcher, GenerationStepper
-from app.nl2sql.engine import GREEDY, OnnxGenerator, Sampling
+from app.nl2sql.engine import OnnxGenerator, Sampling, as_request
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
 from app.nl2sql.guided import best_index, candidate_sampling, wants_candidates
@@ -136,7 +136,7 @@ class QueryService:
 
     def _generate_batch(self, requests: list[str | tuple[str, Sampling]]) -> list[_Generated]:
         """Queue items are prompts (greedy) or (prompt, sampling) pairs for execution-guided candidates."""
-        pairs = [r if isinstance(r, tuple) else (r, GREEDY) for r in requests]
+        pairs = [as_request(r) for r in requests]
         prompts = [p for p, _ in pairs]
         t0 = time.perf_counter()
         gens = self.generator.generate(prompts, self.settings.max_new_tokens, [s for _, s in pairs])
@@ -180,7 +180,7 @@ class QueryService:
             gens = await asyncio.gather(*(self.batcher.submit((prompt, s)) for s in samplers))
         except QueueFull:  # busy: no room for extra work, the greedy answer stands
             return greedy
-        tried, outcomes, seen = [greedy], [greedy.status], {extract_sql(greedy.generated_sql or "")}
+        tried, seen = [greedy], {extract_sql(greedy.generated_sql or "")}
         for g in gens:
             sql = extract_sql(g.text)
             if sql in seen:
@@ -189,10 +189,9 @@ class QueryService:
             cand = await self._guard_and_execute(sql, t0, allowed_tables)
             cand.generated_sql = g.text
             tried.append(cand)
-            outcomes.append(cand.status)
             if not wants_candidates(cand.status):
                 break
-        chosen = tried[best_index(outcomes)]
+        chosen = tried[best_index([t.status for t in tried])]
         self.metrics.exec_guided.labels("rescued" if chosen is not greedy else "not_rescued").inc()
         chosen.question, chosen.batch_size = greedy.question, greedy.batch_size
         chosen.generate_ms = round((greedy.generate_ms or 0) + (time.perf_counter() - g0) * 1000, 1)

@@ -135,7 +135,10 @@ class ServerProcess:
     def querylog_rows(self) -> list[dict]:
         with sqlite3.connect(self.querylog_path) as conn:
             conn.row_factory = sqlite3.Row
-            return [dict(r) for r in conn.execute("SELECT source, question, sql, status, category FROM query_log")]
+            return [
+                dict(r)
+                for r in conn.execute("SELECT source, question, sql, status, category FROM query_log ORDER BY id")
+            ]
 
     def __enter__(self) -> ServerProcess:
         return self.start()

@@ -114,7 +114,9 @@ def _pick(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator | Non
 
 
 class OnnxGenerator:
-    def __init__(self, model_dir: Path, threads: int = 0, prefix_cache_entries: int = 4):
+    def __init__(self, model_dir: Path, threads: int = 0, prefix_cache_entries: int = 4, io_binding: bool = True):
+        """`io_binding=False` runs decode steps with `session.run` and numpy feeds (the earlier path, kept for
+        bench.kv_binding to compare against)."""
         model_dir = Path(model_dir)
         onnx_path = model_dir / "model.onnx"
         if not onnx_path.exists():
@@ -136,6 +138,11 @@ class OnnxGenerator:
         self.kv_names = [i.name for i in self.session.get_inputs() if i.name.startswith("past_key_values.")]
         shape = self.session.get_inputs()[3].shape  # [batch, kv_heads, past, head_dim]
         self.kv_heads, self.head_dim = int(shape[1]), int(shape[3])
+        outputs = self.session.get_outputs()  # logits, then present.* in the order of kv_names
+        self.present_names = [o.name for o in outputs[1:]]
+        vocab = outputs[0].shape[-1]
+        self.vocab = vocab if isinstance(vocab, int) else None
+        self.io_binding = io_binding
         self.stop_ids = {self.tokenizer.token_to_id(t) for t in STOP_TOKENS} - {None}
         self.pad_id = self.tokenizer.token_to_id("<|endoftext|>") or 0
         self.prefix_cache = PrefixCache(prefix_cache_entries)
@@ -206,8 +213,10 @@ class DecodeBatch:
     def __init__(self, gen: OnnxGenerator):
         self.gen = gen
         self.rows: list[_Row] = []
-        self.kv: list[np.ndarray] = []
+        self.kv: list[np.ndarray | ort.OrtValue] = []  # OrtValues straight from the last step, arrays after a join
         self.mask = np.zeros((0, 0), dtype=np.int64)
+        self._io: ort.IOBinding | None = None
+        self._logits = np.empty((0, 1, 0), np.float32)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -229,6 +238,7 @@ class DecodeBatch:
         if len(row.tokens) >= max_new_tokens:
             return self._generation(row)
         n, T = len(ids), self.mask.shape[1]
+        self.kv = self._kv_arrays()
         if self.rows and n > T:  # the newcomer is longer: pad everyone else on the left
             self.kv = [
                 np.concatenate([np.zeros(k.shape[:2] + (n - T, k.shape[3]), k.dtype), k], axis=2) for k in self.kv
@@ -248,12 +258,9 @@ class DecodeBatch:
         """Feed every row its pending token, pick the next ones; finished rows leave. Returns {key: Generation}."""
         B = len(self.rows)
         self.mask = np.concatenate([self.mask, np.ones((B, 1), np.int64)], axis=1)
-        feed = {
-            "input_ids": np.array([[r.tokens[-1]] for r in self.rows], dtype=np.int64),
-            "attention_mask": self.mask,
-            "position_ids": np.array([[r.pos] for r in self.rows], dtype=np.int64),
-        } | dict(zip(self.gen.kv_names, self.kv, strict=True))
-        logits, *self.kv = self.gen.session.run(None, feed)
+        ids = np.array([[r.tokens[-1]] for r in self.rows], dtype=np.int64)
+        pos = np.array([[r.pos] for r in self.rows], dtype=np.int64)
+        logits = self._run_bound(ids, pos) if self.gen.io_binding else self._run_feed(ids, pos)
         finished, keep = {}, []
         for i, r in enumerate(self.rows):
             r.pos += 1
@@ -276,4 +283,42 @@ class DecodeBatch:
         mask = self.mask[idx]
         start = int(mask.any(axis=0).argmax())  # columns that are padding for every remaining row go too
         self.mask = np.ascontiguousarray(mask[:, start:])
-        self.kv = [np.ascontiguousarray(k[idx][:, :, start:]) for k in self.kv]
+        self.kv = [np.ascontiguousarray(k[idx][:, :, start:]) for k in self._kv_arrays()]
+
+    def _kv_arrays(self) -> list[np.ndarray]:
+        """The cache as numpy arrays for a join or a leave: views of the step's OrtValues, nothing is copied."""
+        return [k.numpy() if isinstance(k, ort.OrtValue) else k for k in self.kv]
+
+    def _run_feed(self, ids: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """One step through `session.run` with numpy feeds (the path before IO binding)."""
+        feed = {"input_ids": ids, "attention_mask": self.mask, "position_ids": pos}
+        feed |= dict(zip(self.gen.kv_names, self._kv_arrays(), strict=True))
+        logits, *self.kv = self.gen.session.run(None, feed)
+        return logits
+
+    def _run_bound(self, ids: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """One step with IO binding: each present OrtValue is bound as the next step's past as it is, and logits
+        land in a buffer kept for the batch size. (`session.run` on ORT 1.2x+ shares numpy memory both ways as
+        well; the KV copies that remain are in the graph: see models.attention_graph and bench.kv_binding.)"""
+        if self._io is None:
+            self._io = self.gen.session.io_binding()
+        io, B = self._io, len(ids)
+        io.bind_cpu_input("input_ids", ids)
+        io.bind_cpu_input("attention_mask", self.mask)
+        io.bind_cpu_input("position_ids", pos)
+        for name, kv in zip(self.gen.kv_names, self.kv, strict=True):
+            if isinstance(kv, ort.OrtValue):
+                io.bind_ortvalue_input(name, kv)
+            else:
+                io.bind_cpu_input(name, kv)
+        if self.gen.vocab:
+            if self._logits.shape[0] != B:
+                self._logits = np.empty((B, 1, self.gen.vocab), np.float32)
+            io.bind_output("logits", "cpu", 0, np.float32, list(self._logits.shape), self._logits.ctypes.data)
+        else:
+            io.bind_output("logits", "cpu")
+        for name in self.gen.present_names:
+            io.bind_output(name, "cpu")  # sizes change every step: ORT allocates them from its arena
+        self.gen.session.run_with_iobinding(io)
+        logits, *self.kv = io.get_outputs()
+        return self._logits if self.gen.vocab else logits.numpy()

@@ -5,6 +5,7 @@
     python -m models.evaluate --run biz-int8 --suite models/scenarios          # business suite on the demo DB
     python -m models.evaluate --questions q.json --tables t.json --db-root dbs/ --run mine
     python -m models.evaluate --run dev-guided --candidates 4                 # execution-guided decoding
+    python -m models.evaluate --run dev-constrained --constrained             # identifiers limited to the schema
     python -m models.evaluate compare reports/eval/a.json reports/eval/b.json
 
 Predictions are generated in batches through the same engine the service uses (ONNX int8 by default), executed
@@ -12,7 +13,8 @@ read-only with a timeout next to the gold SQL, compared as Spider does (multiset
 ORDER BY), and streamed to reports/eval/<run>.jsonl as they come, so memory stays flat and an interrupted run
 resumes where it stopped. With `--candidates N`, a prediction that fails to run (or returns no rows) is replaced as
 the service replaces it (`app.nl2sql.guided`): N seeded samples, the first that runs with rows wins; the gold SQL is
-never consulted for that choice. The summary (overall, per hardness or scenario, error categories with examples) goes to
+never consulted for that choice. With `--constrained`, decoding keeps identifiers to the names of each question's
+schema (`app.nl2sql.constrain`), as the service does. The summary (overall, per hardness or scenario, error categories with examples) goes to
 reports/eval/<run>.json and .md.
 """
 
@@ -28,6 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from app.core.config import get_settings
+from app.nl2sql.constrain import SchemaNames
+from app.nl2sql.engine import Sampling
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
 from app.nl2sql.guided import best_index, candidate_sampling, wants_candidates
@@ -132,13 +136,15 @@ def probe(item: dict, text: str) -> str:
     return "ok" if rows else "empty"
 
 
-def guided(generator, prompt: str, item: dict, text: str, n: int, new_tokens: int) -> tuple[str, bool]:
+def guided(
+    generator, prompt: str, item: dict, text: str, n: int, new_tokens: int, names: SchemaNames | None = None
+) -> tuple[str, bool]:
     """Execution-guided choice between the greedy text and n sampled candidates; (text, rescued)."""
     first = probe(item, text)
     if not wants_candidates(first):
         return text, False
     texts, statuses, seen = [text], [first], {extract_sql(text)}
-    for g in generator.generate([prompt] * n, new_tokens, candidate_sampling(prompt, n, temperature)):
+    for g in generator.generate([prompt] * n, new_tokens, candidate_sampling(prompt, n, temperature, names)):
         sql = extract_sql(g.text)
         if sql in seen:
             continue
@@ -166,6 +172,7 @@ def run(
     new_tokens: int = max_new_tokens,
     sample_values: int = 0,
     candidates: int = 0,
+    constrained: bool = False,
 ) -> None:
     done = {r["id"] for r in read_jsonl(out_jsonl)} if out_jsonl.exists() else set()
     todo = [it for it in items if it["id"] not in done]
@@ -175,16 +182,20 @@ def run(
     t0, n = time.time(), 0
     with out_jsonl.open("a") as f:
         for batch in batches(todo, size):
+            schemas = [schema_at(it["db_path"], sample_values) for it in batch]
             prompts = [
-                build_prompt(format_schema(schema_at(it["db_path"], sample_values)), it["question"], examples)
-                for it in batch
+                build_prompt(format_schema(s), it["question"], examples) for s, it in zip(schemas, batch, strict=True)
             ]
+            names = [SchemaNames.from_schema(s) if constrained else None for s in schemas]
             g0 = time.perf_counter()
-            gens = generator.generate(prompts, new_tokens)
+            if constrained:
+                gens = generator.generate(prompts, new_tokens, [Sampling(names=n) for n in names])
+            else:
+                gens = generator.generate(prompts, new_tokens)
             texts, rescued = [g.text for g in gens], [False] * len(batch)
             if candidates:
                 for i, (it, prompt) in enumerate(zip(batch, prompts, strict=True)):
-                    texts[i], rescued[i] = guided(generator, prompt, it, texts[i], candidates, new_tokens)
+                    texts[i], rescued[i] = guided(generator, prompt, it, texts[i], candidates, new_tokens, names[i])
             gen_ms = (time.perf_counter() - g0) * 1000 / len(batch)
             for it, g, text, r in zip(batch, gens, texts, rescued, strict=True):
                 extra = {"gen_ms": round(gen_ms, 1), "new_tokens": g.new_tokens} | (
@@ -243,6 +254,7 @@ def markdown(s: dict) -> str:
             if s.get("candidates")
             else []
         ),
+        *(["- schema-constrained decoding: identifiers limited to the schema's names"] if s.get("constrained") else []),
         "",
         "| group | n | EX % |",
         "|---|---:|---:|",
@@ -304,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     p.add_argument("--candidates", type=int, default=0, help="execution-guided decoding: N sampled candidates")
+    p.add_argument("--constrained", action="store_true", help="schema-constrained decoding (identifiers must exist)")
     p.add_argument("--fresh", action="store_true", help="discard earlier results of this run instead of resuming")
     a = p.parse_args(argv)
 
@@ -328,9 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from models.generators import make_generator
 
-    if a.candidates and a.engine != "onnx":
+    if (a.candidates or a.constrained) and a.engine != "onnx":
         print(
-            "--candidates needs --engine onnx (the serving engine samples; torch here is greedy only)", file=sys.stderr
+            "--candidates and --constrained need --engine onnx (the serving engine; torch here is plain greedy)",
+            file=sys.stderr,
         )
         return 2
     generator = make_generator(a.engine, a.model_dir, a.adapter, a.threads)
@@ -339,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.fresh:
         out_jsonl.unlink(missing_ok=True)
     t0 = time.time()
-    run(items, generator, out_jsonl, a.batch_size, a.max_new_tokens, candidates=a.candidates)
+    run(items, generator, out_jsonl, a.batch_size, a.max_new_tokens, candidates=a.candidates, constrained=a.constrained)
     note = f" of {available}, spread evenly" if len(items) < available else ""
     note += f"; {missing} skipped: database absent" if missing else ""
     summary = summarize(
@@ -350,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             "note": note,
             "engine": a.engine,
             "candidates": a.candidates,
+            "constrained": a.constrained,
             "model_id": generator.model_id,
             "wall_s": round(time.time() - t0, 1),
         },

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # are drawn (0 = off) and the first that runs with rows is answered instead.
     exec_guided_candidates: int = Field(4, ge=0, le=16)
     exec_guided_temperature: float = Field(0.7, gt=0, le=2.0)
+    # Schema-constrained decoding: the model may only write table and column names of the schema it was shown.
+    schema_constrained: bool = True
 
     # Request validation.
     question_max_chars: int = Field(500, ge=10, le=10_000)

@@ -8,6 +8,7 @@ stops at `<|im_end|>` (end of SQL).
 Prefix caching: every prompt for one database starts with the same instructions and schema, so the KV cache of
 recent prompts is kept and a new prompt prefills only the tokens after its longest shared prefix.
 Rows may ask for sampling (temperature > 0, seeded) instead of greedy: execution-guided decoding draws candidates.
+A row may also be constrained to the names of a schema (app.nl2sql.constrain): its identifiers must exist.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from app.nl2sql.constrain import IdentifierConstraint, SchemaNames, pick_allowed, token_texts
+
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>")
+CONSTRAINED_TOP_K = 64  # how far down the model's ranking a constrained row looks for an allowed token
 
 
 class ModelLoadError(RuntimeError):
@@ -38,11 +42,13 @@ class Generation:
 
 @dataclass(frozen=True)
 class Sampling:
-    """How one row picks its next token: temperature 0 is greedy; otherwise top-k sampling from its own seed."""
+    """How one row picks its next token: temperature 0 is greedy; otherwise top-k sampling from its own seed.
+    With `names`, only tokens that keep the SQL's identifiers inside that schema are taken (while any is in reach)."""
 
     temperature: float = 0.0
     top_k: int = 40
     seed: int = 0
+    names: SchemaNames | None = None
 
 
 GREEDY = Sampling()
@@ -103,14 +109,32 @@ def _common_prefix(a: tuple[int, ...], b: list[int]) -> int:
     return int(diff[0]) if diff.size else n
 
 
-def _pick(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator | None) -> int:
+def _pick(
+    logits: np.ndarray,
+    sampling: Sampling,
+    rng: np.random.Generator | None,
+    constraint: IdentifierConstraint | None = None,
+) -> int:
     if sampling.temperature <= 0 or rng is None:
-        return int(logits.argmax())
-    k = min(sampling.top_k, logits.shape[-1])
-    top = np.argpartition(logits, -k)[-k:]
-    z = logits[top].astype(np.float64) / sampling.temperature
-    p = np.exp(z - z.max())
-    return int(top[rng.choice(k, p=p / p.sum())])
+        tok = int(logits.argmax())
+        if constraint is not None and not constraint.allows(tok):
+            k = min(CONSTRAINED_TOP_K, logits.shape[-1])
+            top = np.argpartition(logits, -k)[-k:]
+            order = top[np.argsort(-logits[top], kind="stable")]
+            tok = pick_allowed(map(int, order), constraint.allows) or tok  # none allowed: the model's own choice
+    else:
+        k = min(sampling.top_k, logits.shape[-1])
+        top = np.argpartition(logits, -k)[-k:]
+        z = logits[top].astype(np.float64) / sampling.temperature
+        p = np.exp(z - z.max())
+        tok = int(top[rng.choice(k, p=p / p.sum())])
+        if constraint is not None and not constraint.allows(tok):
+            p = p * np.array([constraint.allows(int(t)) for t in top])
+            if p.sum() > 0:
+                tok = int(top[rng.choice(k, p=p / p.sum())])
+    if constraint is not None:
+        constraint.advance(tok)
+    return tok
 
 
 class OnnxGenerator:
@@ -146,6 +170,7 @@ class OnnxGenerator:
         self.stop_ids = {self.tokenizer.token_to_id(t) for t in STOP_TOKENS} - {None}
         self.pad_id = self.tokenizer.token_to_id("<|endoftext|>") or 0
         self.prefix_cache = PrefixCache(prefix_cache_entries)
+        self._token_texts: list[str] | None = None
 
     @property
     def model_id(self) -> str:
@@ -154,6 +179,13 @@ class OnnxGenerator:
     @property
     def fine_tuned(self) -> bool:
         return bool(self.manifest.get("adapter"))
+
+    @property
+    def token_texts(self) -> list[str]:
+        """The text of every token (for schema-constrained decoding), computed on first use."""
+        if self._token_texts is None:
+            self._token_texts = token_texts(self.tokenizer)
+        return self._token_texts
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
@@ -202,6 +234,7 @@ class _Row:
     max_new_tokens: int
     sampling: Sampling
     rng: np.random.Generator | None
+    constraint: IdentifierConstraint | None
     pos: int  # position id of the pending token
     tokens: list[int]  # generated so far; the last one is pending (not yet fed to the model)
 
@@ -229,9 +262,12 @@ class DecodeBatch:
         """Prefill `prompt` and join the batch; returns its Generation at once if it is already finished."""
         ids = self.gen.tokenizer.encode(prompt, add_special_tokens=False).ids
         rng = np.random.default_rng(sampling.seed) if sampling.temperature > 0 else None
+        constraint = (
+            IdentifierConstraint(sampling.names, self.gen.token_texts, self.gen.stop_ids) if sampling.names else None
+        )
         logits, present = self.gen._prefill(ids)
-        first = _pick(logits, sampling, rng)
-        row = _Row(key, len(ids), max_new_tokens, sampling, rng, len(ids), [])
+        first = _pick(logits, sampling, rng, constraint)
+        row = _Row(key, len(ids), max_new_tokens, sampling, rng, constraint, len(ids), [])
         if first in self.gen.stop_ids or max_new_tokens < 1:
             return self._generation(row)
         row.tokens.append(first)
@@ -264,7 +300,7 @@ class DecodeBatch:
         finished, keep = {}, []
         for i, r in enumerate(self.rows):
             r.pos += 1
-            tok = _pick(logits[i, -1], r.sampling, r.rng)
+            tok = _pick(logits[i, -1], r.sampling, r.rng, r.constraint)
             if tok not in self.gen.stop_ids:
                 r.tokens.append(tok)
             if tok in self.gen.stop_ids or len(r.tokens) >= r.max_new_tokens:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
+from app.nl2sql.constrain import SchemaNames
 from app.nl2sql.engine import Sampling
 
 # Lower is better. "empty" ran but returned no rows: often a wrong filter, so a candidate with rows is preferred.
@@ -26,10 +27,11 @@ def wants_candidates(status: str) -> bool:
     return rank(status) > 0
 
 
-def candidate_sampling(prompt: str, n: int, temperature: float) -> list[Sampling]:
-    """n seeded samplers; seeds derive from the prompt so the same question draws the same candidates."""
+def candidate_sampling(prompt: str, n: int, temperature: float, names: SchemaNames | None = None) -> list[Sampling]:
+    """n seeded samplers; seeds derive from the prompt so the same question draws the same candidates. With `names`
+    the candidates are schema-constrained like the greedy answer."""
     base = zlib.crc32(prompt.encode())
-    return [Sampling(temperature=temperature, seed=base + i) for i in range(n)]
+    return [Sampling(temperature=temperature, seed=base + i, names=names) for i in range(n)]
 
 
 def best_index(statuses: Sequence[str]) -> int:

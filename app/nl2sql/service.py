@@ -19,6 +19,7 @@ from app.core.metrics import Metrics
 from app.db.catalog import SchemaCatalog
 from app.db.schema import Schema
 from app.nl2sql.batcher import Batcher, QueueFull
+from app.nl2sql.constrain import SchemaNames
 from app.nl2sql.continuous import ContinuousBatcher, GenerationStepper
 from app.nl2sql.engine import OnnxGenerator, Sampling, as_request
 from app.nl2sql.extract import extract_sql
@@ -95,6 +96,7 @@ class QueryService:
         self.querylog = querylog
         self.metrics = metrics
         self.model_id = settings.model_id or generator.model_id
+        self._names: tuple[Schema, SchemaNames] | None = None
         queue = {
             "max_batch_size": settings.batch_max_size,
             "max_wait_ms": settings.batch_max_wait_ms,
@@ -113,6 +115,17 @@ class QueryService:
     def prompt_for(self, question: str, allowed_tables: Collection[str] | None = None) -> str:
         examples = () if self.generator.fine_tuned else EXAMPLES
         return build_prompt(self.schema_text_for(question, allowed_tables), question, examples)
+
+    def names_for(self, allowed_tables: Collection[str] | None = None) -> SchemaNames | None:
+        """What schema-constrained decoding lets the model name (None when it is off): the tables the key may read."""
+        if not self.settings.schema_constrained:
+            return None
+        if allowed_tables is not None:
+            return SchemaNames.from_schema(self.schema_for(allowed_tables))
+        schema = self.catalog.schema
+        if self._names is None or self._names[0] is not schema:  # rebuilt when the catalog reloads the schema
+            self._names = (schema, SchemaNames.from_schema(schema))
+        return self._names[1]
 
     def schema_for(self, allowed_tables: Collection[str] | None = None) -> Schema:
         """The cached schema, or only the tables a key may read (foreign keys to hidden tables dropped)."""
@@ -151,26 +164,32 @@ class QueryService:
             raise QueueFull
         try:
             prompt = await to_thread.run_sync(self.prompt_for, question, allowed_tables)
+            names = self.names_for(allowed_tables)
         except (sa.exc.SQLAlchemyError, OSError):  # the schema could not be read: the database is down
             log.warning("schema unavailable for a question", exc_info=True)
             out = Outcome("error", "db_unavailable", question=question, message=SCHEMA_UNAVAILABLE)
             return await self._finish(out, "question", t0)
         self.metrics.queue_depth.set(self.batcher.depth)
-        gen: _Generated = await self.batcher.submit(prompt)
+        gen: _Generated = await self.batcher.submit((prompt, Sampling(names=names)) if names else prompt)
         self.metrics.latency.labels("generate").observe(gen.generate_ms / 1000)
         out = await self._guard_and_execute(extract_sql(gen.text), t0, allowed_tables)
         out.question, out.generated_sql = question, gen.text
         out.generate_ms, out.batch_size = round(gen.generate_ms, 1), gen.batch_size
         if self.settings.exec_guided_candidates and wants_candidates(out.status):
-            out = await self._execution_guided(prompt, out, t0, allowed_tables)
+            out = await self._execution_guided(prompt, out, t0, allowed_tables, names)
         return await self._finish(out, "question", t0)
 
     async def _execution_guided(
-        self, prompt: str, greedy: Outcome, t0: float, allowed_tables: Collection[str] | None
+        self,
+        prompt: str,
+        greedy: Outcome,
+        t0: float,
+        allowed_tables: Collection[str] | None,
+        names: SchemaNames | None = None,
     ) -> Outcome:
         """Draw sampled candidates for a failed greedy answer; answer the first that runs with rows, or the best."""
         samplers = candidate_sampling(
-            prompt, self.settings.exec_guided_candidates, self.settings.exec_guided_temperature
+            prompt, self.settings.exec_guided_candidates, self.settings.exec_guided_temperature, names
         )
         if self.batcher.depth + len(samplers) > self.settings.queue_max_size // 2:
             self.metrics.exec_guided.labels("skipped_busy").inc()  # under load, answer now: capacity goes first

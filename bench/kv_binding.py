@@ -153,6 +153,9 @@ def run(model_dir: Path, steps: int, repeats: int, batches: list[int], threads: 
     t0 = time.perf_counter()
     base = OnnxGenerator(model_dir, threads, prefix_cache_entries=2 * max(batches))
     gens = {"feed": base, "iobind": base}
+    if bcast and base.manifest.get("attention"):  # exports carry the rewrite now (models/export.py)
+        print(f"{model_dir} already runs the rewritten attention: no separate iobind+bcast path", flush=True)
+        bcast = False
     if bcast:
         gens["iobind+bcast"] = OnnxGenerator(bcast_model(model_dir), threads, prefix_cache_entries=2 * max(batches))
     load_s = time.perf_counter() - t0

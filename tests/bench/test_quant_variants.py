@@ -136,6 +136,10 @@ def test_a_variant_is_rebuilt_when_the_fp32_export_or_its_recipe_changes(monkeyp
     stamp = qv.variant_stamp(v)
     assert stamp != qv.variant_stamp(dataclasses.replace(v, block_size=128))
     assert stamp == qv.variant_stamp(dataclasses.replace(v, note="reworded"))  # words do not rebuild
+    built = qv.build_stamp(v)
+    upgraded = qv.read_manifest(qv.FP32_DIR) | {"attention": "another graph"}  # same stamp, same answers
+    monkeypatch.setattr(qv, "read_manifest", lambda d: upgraded if d == qv.FP32_DIR else {})
+    assert qv.variant_stamp(v) == stamp and qv.build_stamp(v) != built  # rebuilt, its EX kept
     monkeypatch.setattr(qv, "fp32_stamp", lambda: "another-export")
     assert qv.variant_stamp(v) != stamp
     assert qv.build(qv.BY_NAME["fp32"]) == qv.FP32_DIR  # the reference is used in place

@@ -55,6 +55,14 @@ def _profile(model_dir: Path, new_tokens: int) -> dict:
     return json.loads(proc.stdout)
 
 
+def _step_cost(model_dir: Path, threads: int) -> dict:
+    cmd = [sys.executable, "-m", "bench.step_cost", "--model-dir", str(model_dir), "--threads", str(threads)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        return {"error": " | ".join(proc.stderr.strip().splitlines()[-2:])[-300:]}
+    return json.loads(proc.stdout)
+
+
 def main(argv: list[str] | None = None) -> int:
     all_engines, all_targets = list(eng.specs()), list(http_sweep.targets())
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -66,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="compute threads of every engine and server (0 = all cores)")
     p.add_argument("--http-targets", nargs="*", default=all_targets, choices=all_targets)
     p.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 8, 16])
-    p.add_argument("--requests", type=int, default=32, help="HTTP requests per concurrency level")
+    p.add_argument("--requests", type=int, default=64, help="HTTP requests per concurrency level")
     p.add_argument(
         "--server-env",
         nargs="*",
@@ -119,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             spec = eng.specs()[name]
             if name in a.engines and not eng.missing_reason(spec):
                 result["profile"][name] = _profile(Path(spec.path), a.new_tokens)
+        spec = eng.specs()["onnx-fp32"]
+        if not eng.missing_reason(spec):
+            print("==> decode step cost by batch and context (served model)", flush=True)
+            result["step_cost"] = _step_cost(Path(spec.path), a.threads)
 
     if a.http_targets:
         print(f"==> HTTP sweep (concurrency {a.concurrency}, {a.requests} requests each)", flush=True)

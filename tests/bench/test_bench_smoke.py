@@ -76,3 +76,18 @@ def test_http_sweep_through_a_real_server() -> None:
         # sampled candidates of execution-guided decoding join batches too: a batch can outnumber the clients
         assert lv["batches"] >= 1 and lv["mean_batch"] >= 1 and lv["max_batch"] >= 1
     assert out["targets"]["onnx-fp32"]["server_peak_rss_mb"] > 100
+
+
+def test_step_cost_table_on_the_real_model() -> None:
+    from bench import step_cost
+
+    result = step_cost.measure(batches=(1, 3), contexts=(12, 48), steps=2)
+    assert [(c["batch"], c["context"]) for c in result["cells"]] == [(1, 12), (3, 12), (1, 48), (3, 48)]
+    assert all(c["step_ms"] > 0 for c in result["cells"])
+    ms = {(c["batch"], c["context"]): c["step_ms"] for c in result["cells"]}
+    for g in result["gain"]:  # gain = rows per step-cost, against the one-row step at the same context
+        assert g["batch"] == 3 and g["step_cost"] == pytest.approx(ms[3, g["context"]] / ms[1, g["context"]], abs=0.01)
+        assert g["decode_gain"] == pytest.approx(3 / g["step_cost"], abs=0.02)
+    minimal = {"date": "today", "host": {}, "config": {"requests": 0, "new_tokens": 6}, "prompts": {"summary": ""}}
+    md = report.markdown(minimal | {"engines": [], "step_cost": result}, {})
+    assert "| 48 | 3 |" in md and "What batching can buy" in md

@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="settings for every server of the HTTP sweep, e.g. EXEC_GUIDED_CANDIDATES=0 (default: as served)",
     )
-    p.add_argument("--spider-requests", type=int, default=16, help="concurrency-1 requests on a Spider database")
+    p.add_argument(
+        "--spider-requests", type=int, default=45, help="concurrency-1 requests on a Spider database (it has 45)"
+    )
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--ex", action="store_true", help="also EX per engine on --ex-limit dev questions (long; cached)")
     p.add_argument("--ex-limit", type=int, default=200)

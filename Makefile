@@ -15,7 +15,7 @@ MODEL       := build/onnx/fp32/model.onnx
 DEMO_DB     := build/demo.sqlite
 ADAPTER     := $(wildcard models/adapters/querywise-sql/adapter_model.safetensors)
 
-.PHONY: run setup model demo-db test test-fast lint format system-deps train eval bench bench-deps load clean quant-bench
+.PHONY: run setup model demo-db test test-fast lint format system-deps train eval bench bench-deps load clean quant-bench session-bench
 
 run: setup model demo-db ## set up everything and serve the app
 	@# first run: an API key named `local`, printed and kept in build/local-api-key.txt (0600); later runs say where
@@ -96,3 +96,6 @@ load: setup model demo-db ## bounded load test: 2,000 requests at concurrency 32
 # QUANT_ARGS="--variants fp32 nbits8-b32-acc4 --ex-limit 0" for a subset; EX runs are cached in reports/eval/quant-*
 quant-bench: setup model ## int8/int4 quantization variants side by side: size, speed, batch invariance, EX (~40 min)
 	$(PY) -m bench.quant_variants $(QUANT_ARGS)
+
+session-bench: setup model ## ONNX Runtime session settings side by side: threads, spinning, graph optimizations (~3 min)
+	$(PY) -m bench.ort_session

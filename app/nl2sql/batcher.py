@@ -121,15 +121,19 @@ class Batcher:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
             raise QueueFull from None
-        if self.max_queue_wait_s is None:
+        try:
+            if self.max_queue_wait_s is None:
+                return await item.future
+            # Wait for the answer, but give up on the queue (not on a batch already decoding) at the deadline.
+            done, _ = await asyncio.wait({item.future}, timeout=self.max_queue_wait_s)
+            if not done and not item.started:
+                item.future.cancel()  # the worker skips cancelled items
+                self.stats.timed_out += 1
+                raise QueueTimeout
             return await item.future
-        # Wait for the answer, but give up on the queue (not on a batch already decoding) at the deadline.
-        done, _ = await asyncio.wait({item.future}, timeout=self.max_queue_wait_s)
-        if not done and not item.started:
-            item.future.cancel()  # the worker skips cancelled items
-            self.stats.timed_out += 1
-            raise QueueTimeout
-        return await item.future
+        except asyncio.CancelledError:
+            item.future.cancel()  # the waiter went away: the worker skips it (continuous batching drops its row)
+            raise
 
     async def _next_live(self, timeout: float | None) -> _Item | None:  # None only when timeout is given
         """The next queued item whose waiter still waits (timed-out ones are dropped here), or None at `timeout`."""

@@ -44,6 +44,11 @@ class GenerationStepper:
         self._joined[key] = (t0, len(self.batch) + (done is not None))
         return None if done is None else self._result(key, done)
 
+    def drop(self, keys: set[object]) -> None:
+        self.batch.drop(keys)
+        for key in keys:
+            self._joined.pop(key, None)
+
     def step(self) -> dict[object, Any]:
         return {k: self._result(k, g) for k, g in self.batch.step().items()}
 
@@ -59,8 +64,10 @@ class ContinuousBatcher(Batcher):
         super().__init__(run_batch=lambda payloads: [], **kw)
         self.stepper = stepper
 
-    def _advance(self, new: list[tuple[int, Any]]) -> dict[object, Any]:
-        """In the generation thread: let `new` requests join, then one decode step for everyone."""
+    def _advance(self, new: list[tuple[int, Any]], gone: set[object] = frozenset()) -> dict[object, Any]:
+        """In the generation thread: rows nobody waits for leave, `new` requests join, one decode step for all."""
+        if gone:
+            self.stepper.drop(gone)
         finished = {}
         for key, payload in new:
             done = self.stepper.add(key, payload)
@@ -88,8 +95,13 @@ class ContinuousBatcher(Batcher):
                 self.stats.last_size = len(active)
                 if self._on_batch:
                     self._on_batch(len(active))
+            # a waiter that went away (a cancelled execution-guided candidate) stops costing decode steps
+            gone = {key for key, item in active.items() if item.future.done()}
+            for key in gone:
+                del active[key]
             try:
-                finished = await loop.run_in_executor(self._pool, self._advance, [(id(i), i.payload) for i in new])
+                payloads = [(id(i), i.payload) for i in new]
+                finished = await loop.run_in_executor(self._pool, self._advance, payloads, gone)
             except asyncio.CancelledError:  # stop(): nobody may hang on a decode that will not finish
                 self._fail(active, QueueClosed())
                 raise

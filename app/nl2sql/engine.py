@@ -333,6 +333,13 @@ class DecodeBatch:
             self._keep(keep)
         return finished
 
+    def drop(self, keys: set[object]) -> None:
+        """Rows whose answer nobody waits for any more (a cancelled candidate) leave now; the others go on as they
+        were (rows never mix in the graph, so their answers do not change)."""
+        idx = [i for i, r in enumerate(self.rows) if r.key not in keys]
+        if len(idx) < len(self.rows):
+            self._keep(idx)
+
     def _keep(self, idx: list[int]) -> None:
         self.rows = [self.rows[i] for i in idx]
         if not idx:

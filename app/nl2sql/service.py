@@ -195,21 +195,29 @@ class QueryService:
             self.metrics.exec_guided.labels("skipped_busy").inc()  # under load, answer now: capacity goes first
             return greedy
         g0 = time.perf_counter()
-        try:
-            gens = await asyncio.gather(*(self.batcher.submit((prompt, s)) for s in samplers))
-        except QueueFull:  # busy: no room for extra work, the greedy answer stands
-            return greedy
+        # all candidates decode together; each is judged as soon as it and those before it are done, and the first
+        # that runs with rows is answered at once: the ones after it are cancelled and leave the batch. The choice
+        # is the one waiting for all of them would make (the first, in order, that returns rows).
+        tasks = [asyncio.ensure_future(self.batcher.submit((prompt, s))) for s in samplers]
         tried, seen = [greedy], {extract_sql(greedy.generated_sql or "")}
-        for g in gens:
-            sql = extract_sql(g.text)
-            if sql in seen:
-                continue
-            seen.add(sql)
-            cand = await self._guard_and_execute(sql, t0, allowed_tables)
-            cand.generated_sql = g.text
-            tried.append(cand)
-            if not wants_candidates(cand.status):
-                break
+        try:
+            for task in tasks:
+                try:
+                    g = await task
+                except QueueFull:  # busy: no room for extra work; what was tried so far stands
+                    break
+                sql = extract_sql(g.text)
+                if sql in seen:
+                    continue
+                seen.add(sql)
+                cand = await self._guard_and_execute(sql, t0, allowed_tables)
+                cand.generated_sql = g.text
+                tried.append(cand)
+                if not wants_candidates(cand.status):
+                    break
+        finally:
+            for task in tasks:
+                task.cancel()  # no-op for finished ones
         chosen = tried[best_index([t.status for t in tried])]
         self.metrics.exec_guided.labels("rescued" if chosen is not greedy else "not_rescued").inc()
         chosen.question, chosen.batch_size = greedy.question, greedy.batch_size

@@ -58,3 +58,26 @@ async def test_batch_never_exceeds_its_size_and_the_queue_holds_the_rest(generat
     assert [text for text, _ in results] == alone[:5]
     assert max(joined for _, joined in results) == 2
     assert max(int(k) for k in b.stats.as_dict()["sizes"]) <= 2
+
+
+async def test_a_cancelled_request_leaves_the_decoding_batch_and_the_others_answer_as_alone(generator, prompts, alone):
+    long_ = sorted(range(len(prompts)), key=lambda i: -len(alone[i]))[:2]  # two answers that take many steps
+    b = _batcher(generator)
+    steps = []
+    step = b.stepper.step
+    b.stepper.step = lambda: steps.append(len(b.stepper)) or step()
+    b.start()
+    try:
+        kept = asyncio.ensure_future(b.submit(prompts[long_[0]]))
+        gone = asyncio.ensure_future(b.submit(prompts[long_[1]]))
+        while len(b.stepper) < 2:
+            await asyncio.sleep(0.005)
+        at_cancel = len(steps)
+        gone.cancel()
+        text, _ = await kept
+    finally:
+        await b.stop()
+    assert text == alone[long_[0]]  # the neighbour's leaving changed nothing
+    assert gone.cancelled()
+    assert 2 not in steps[at_cancel + 2 :]  # it left within a step, not after decoding its whole answer
+    assert len(steps) - at_cancel > 10  # (the kept answer went on for many steps after that)

@@ -47,20 +47,20 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _profile(model_dir: Path, new_tokens: int) -> dict:
-    cmd = [sys.executable, "-m", "bench.profile_ort", "--model-dir", str(model_dir), "--new-tokens", str(new_tokens)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+def _in_own_process(module: str, *args: str) -> dict:
+    """Run `python -m module args` (a fresh process: its own session, arena and peak RSS); its stdout is JSON."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         return {"error": " | ".join(proc.stderr.strip().splitlines()[-2:])[-300:]}
     return json.loads(proc.stdout)
+
+
+def _profile(model_dir: Path, new_tokens: int) -> dict:
+    return _in_own_process("bench.profile_ort", "--model-dir", str(model_dir), "--new-tokens", str(new_tokens))
 
 
 def _step_cost(model_dir: Path, threads: int) -> dict:
-    cmd = [sys.executable, "-m", "bench.step_cost", "--model-dir", str(model_dir), "--threads", str(threads)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        return {"error": " | ".join(proc.stderr.strip().splitlines()[-2:])[-300:]}
-    return json.loads(proc.stdout)
+    return _in_own_process("bench.step_cost", "--model-dir", str(model_dir), "--threads", str(threads))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from bench import engines as eng
 from bench import gguf_export, http_sweep, report
+from bench.child import run_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,20 +47,12 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _in_own_process(module: str, *args: str) -> dict:
-    """Run `python -m module args` (a fresh process: its own session, arena and peak RSS); its stdout is JSON."""
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        return {"error": " | ".join(proc.stderr.strip().splitlines()[-2:])[-300:]}
-    return json.loads(proc.stdout)
-
-
 def _profile(model_dir: Path, new_tokens: int) -> dict:
-    return _in_own_process("bench.profile_ort", "--model-dir", str(model_dir), "--new-tokens", str(new_tokens))
+    return run_json("bench.profile_ort", "--model-dir", str(model_dir), "--new-tokens", str(new_tokens))
 
 
 def _step_cost(model_dir: Path, threads: int) -> dict:
-    return _in_own_process("bench.step_cost", "--model-dir", str(model_dir), "--threads", str(threads))
+    return run_json("bench.step_cost", "--model-dir", str(model_dir), "--threads", str(threads))
 
 
 def main(argv: list[str] | None = None) -> int:

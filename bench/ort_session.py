@@ -16,12 +16,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from bench.child import run_json
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "reports" / "bench"
@@ -120,12 +121,9 @@ def run(variants: list[Variant], model_dir: Path, rounds: int = 2) -> dict:
     for r in range(rounds):
         order = variants if r % 2 == 0 else variants[::-1]
         for v in order:
-            cmd = [sys.executable, "-m", "bench.ort_session", "--one", v.name, "--model-dir", str(model_dir)]
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-            if proc.returncode != 0:
-                runs[v.name].append({"error": " | ".join(proc.stderr.strip().splitlines()[-2:])[-300:]})
-            else:
-                runs[v.name].append(json.loads(proc.stdout))
+            runs[v.name].append(
+                run_json("bench.ort_session", "--one", v.name, "--model-dir", str(model_dir), timeout_s=900)
+            )
             print(f"  round {r + 1}: {v.name}: {_brief(runs[v.name][-1])}", flush=True)
     served = next((x for x in runs.get("served", []) if "answers" in x), None)
     rows = []

@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -45,6 +44,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from app.nl2sql.prompt import build_prompt, format_schema  # noqa: E402
+from bench.child import run_json  # noqa: E402
 from bench.engines import ROOT, EngineSpec, bench_prompts, forced, no_prefix_reuse  # noqa: E402
 from models.export import MANIFEST, ONNX_DIR, read_manifest, write_manifest  # noqa: E402
 
@@ -507,14 +507,9 @@ def ex_fields(summary_path: Path) -> dict:
 
 def _child(args: list[str], timeout_s: float) -> dict:
     """`python -m bench.quant_variants --child ...` in a fresh process: its last stdout line, or {"error": ...}."""
-    cmd = [sys.executable, "-m", "bench.quant_variants", *args]
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout_s:.0f} s (a partial EX run resumes next time)"}
-    if proc.returncode != 0:
-        return {"error": " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])[-500:]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json(
+        "bench.quant_variants", *args, timeout_s=timeout_s, on_timeout=" (a partial EX run resumes next time)"
+    )
 
 
 def run_variant(

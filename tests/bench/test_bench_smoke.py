@@ -91,3 +91,13 @@ def test_step_cost_table_on_the_real_model() -> None:
     minimal = {"date": "today", "host": {}, "config": {"requests": 0, "new_tokens": 6}, "prompts": {"summary": ""}}
     md = report.markdown(minimal | {"engines": [], "step_cost": result}, {})
     assert "| 48 | 3 |" in md and "What batching can buy" in md
+
+
+def test_stages_in_their_own_process_give_their_json_or_the_reason_they_failed(tmp_path: Path) -> None:
+    from bench.__main__ import _profile
+    from bench.child import run_json
+
+    prof = _profile(engines.specs()["onnx-fp32"].path, 3)  # prints its result as indented JSON
+    assert prof["new_tokens"] == 3 and prof["decode"]["runs"] >= 1, prof
+    failed = run_json("bench.step_cost", "--model-dir", str(tmp_path))
+    assert set(failed) == {"error"} and "no model at" in failed["error"]

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 from app.core.config import BUILD_DIR
 from app.nl2sql.prompt import build_prompt, format_schema
 from bench import gguf_export
+from bench.child import run_json
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAPTER = ROOT / "models" / "adapters" / "querywise-sql"
@@ -314,20 +314,13 @@ def run_engines(
             results.append(asdict(spec) | {"skipped": reason})
             continue
         print(f"  {name}: measuring ...", flush=True)
-        cmd = [sys.executable, "-m", "bench.engines", "--engine", name, "--spider", str(n_spider)]
-        cmd += ["--business", str(n_business), "--new-tokens", str(new_tokens), "--batch", str(batch)]
-        cmd += ["--threads", str(threads)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
-        except subprocess.TimeoutExpired:
-            results.append(asdict(spec) | {"error": f"timed out after {timeout_s:.0f} s"})
+        args = ["--engine", name, "--spider", str(n_spider), "--business", str(n_business)]
+        args += ["--new-tokens", str(new_tokens), "--batch", str(batch), "--threads", str(threads)]
+        r = run_json("bench.engines", *args, timeout_s=timeout_s)
+        if "error" in r:
+            print(f"  {name}: failed: {r['error']}", flush=True)
+            results.append(asdict(spec) | r)
             continue
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            print(f"  {name}: failed: {' | '.join(tail)}", flush=True)
-            results.append(asdict(spec) | {"error": " | ".join(tail)[-500:]})
-            continue
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
         print(
             f"  {name}: ttft {r['ttft_ms']:.0f} ms · {r['decode_tok_s']:.0f} tok/s · {new_tokens} tokens in "
             f"{r['latency_ms']:.0f} ms · batch of {r['batch']}: {r['batch_req_s']:.2f} req/s · "

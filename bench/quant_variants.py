@@ -46,10 +46,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from app.nl2sql.prompt import build_prompt, format_schema  # noqa: E402
 from bench.child import run_json  # noqa: E402
 from bench.engines import ROOT, EngineSpec, bench_prompts, forced, no_prefix_reuse  # noqa: E402
-from models.export import MANIFEST, ONNX_DIR, read_manifest, write_manifest  # noqa: E402
+from models.bases import get_base  # noqa: E402
+from models.export import MANIFEST, read_manifest, write_manifest  # noqa: E402
 
-FP32_DIR = ONNX_DIR / "fp32"
-VARIANTS_DIR = ONNX_DIR / "variants"
+FP32_DIR = get_base().onnx_dir / "fp32"
+VARIANTS_DIR = get_base().onnx_dir / "variants"
 EVAL_DIR = ROOT / "reports" / "eval"
 REPORT_DIR = ROOT / "reports" / "bench"
 RECIPE_VERSION = "v1"  # bump when the build code changes what a recipe produces

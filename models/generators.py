@@ -10,7 +10,8 @@ from pathlib import Path
 
 from app.core.config import get_settings
 from app.nl2sql.engine import Generation, OnnxGenerator
-from models.base import BASE_DIR, load_tokenizer
+from models.base import load_tokenizer
+from models.bases import get_base
 
 
 class TorchGenerator:
@@ -22,13 +23,14 @@ class TorchGenerator:
 
         if threads:
             torch.set_num_threads(threads)
-        model = AutoModelForCausalLM.from_pretrained(BASE_DIR, dtype=torch.float32)
+        base_dir = get_base().model_dir
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
         if adapter:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
         self.model = model.eval()
-        self.tok = load_tokenizer()
+        self.tok = load_tokenizer(base_dir)
         self.tok.padding_side = "left"
         self.adapter = adapter
         self.stop_ids = [self.tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>", "<|im_start|>")]

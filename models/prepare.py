@@ -1,7 +1,10 @@
-"""Stage 1, prepare: Spider → tokenized train / val / dev JSONL under build/data, plus the exploration report.
+"""Stage 1, prepare: Spider → tokenized train / val / dev JSONL under build/data/<base>, plus the exploration report.
 
-python -m models.prepare                      # defaults below
+python -m models.prepare                      # defaults below, tokenized for the base named by BASE_MODEL
 python -m models.prepare --sample-values 3    # schema prompts with 3 example values per text column
+
+Besides one row per example it writes `packed.jsonl`: Spider train and the synthetic demo pairs packed per
+database (`models.data.pack`, sequences of at most `pack_len` tokens), what the Qwen presets train on.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from pathlib import Path
 
 from app.core.config import BUILD_DIR
 from models.base import load_tokenizer
-from models.data import SPIDER_DIR, encode, spider_splits, write_jsonl
+from models.bases import get_base
+from models.data import SPIDER_DIR, encode, pack, spider_splits, write_jsonl
 
 # defaults
 spider_dir = SPIDER_DIR
-out_dir = BUILD_DIR / "data"
+out_dir = BUILD_DIR / "data" / get_base().name
+pack_len = 1024  # tokens per packed sequence
 sample_values = 0
 synth_n = (
     800  # pairs in synth_demo.jsonl (0 = none): templated pairs on the demo database, never the suite's structures
@@ -25,8 +30,8 @@ synth_n = (
 max_len = 512  # examples longer than this are dropped from train/val (counted in meta.json)
 
 
-def write_synth(tok, out_dir: Path, sample_values: int, max_len: int) -> dict:
-    """Synthetic pairs on the demo database, encoded with the same prompt builder as Spider."""
+def write_synth(tok, out_dir: Path, sample_values: int, max_len: int) -> tuple[dict, list[dict]]:
+    """Synthetic pairs on the demo database, encoded with the same prompt builder as Spider; also their packing."""
     from app.db.demo import build_sqlite
     from models.data import Pair
     from models.synth import generate_pairs
@@ -38,7 +43,8 @@ def write_synth(tok, out_dir: Path, sample_values: int, max_len: int) -> dict:
     rows = [r for r in rows if len(r["ids"]) <= max_len]
     n = write_jsonl(out_dir / "synth_demo.jsonl", rows)
     print(f"synth {n:6d} examples on the demo database")
-    return {"examples": n, "databases": 1, "tokens": sum(len(r["ids"]) for r in rows)}
+    packed = pack(tok, pairs, db_root, pack_len, sample_values=sample_values)
+    return {"examples": n, "databases": 1, "tokens": sum(len(r["ids"]) for r in rows)}, packed
 
 
 def main() -> None:
@@ -56,6 +62,7 @@ def main() -> None:
     splits = spider_splits(a.spider_dir)
     db_root = a.spider_dir / "database"
     meta = {"spider_dir": str(a.spider_dir), "sample_values": a.sample_values, "max_len": a.max_len, "splits": {}}
+    packed = pack(tok, splits["train"], db_root, pack_len, sample_values=a.sample_values)
     for name, pairs in splits.items():
         rows = [encode(tok, pr, db_root, a.sample_values) | {"question": pr.question, "sql": pr.sql} for pr in pairs]
         too_long = [r for r in rows if len(r["ids"]) > a.max_len]
@@ -72,7 +79,16 @@ def main() -> None:
         }
         print(f"{name:5s} {n:6d} examples {tokens:9d} tokens ({len(too_long)} over {a.max_len})")
     if synth_n and not a.no_synth:
-        meta["splits"]["synth_demo"] = write_synth(tok, a.out_dir, a.sample_values, a.max_len)
+        meta["splits"]["synth_demo"], synth_packed = write_synth(tok, a.out_dir, a.sample_values, a.max_len)
+        packed += synth_packed
+    write_jsonl(a.out_dir / "packed.jsonl", packed)
+    meta["splits"]["packed"] = {
+        "sequences": len(packed),
+        "examples": sum(len(r["spans"]) for r in packed),
+        "tokens": sum(len(r["ids"]) for r in packed),
+        "target_tokens": sum(e - s for r in packed for s, e in r["spans"]),
+    }
+    print(f"packed {len(packed)} sequences, {meta['splits']['packed']['tokens']} tokens")
     (a.out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     if not a.no_report:
         from models.report import write_data_report

@@ -1,6 +1,7 @@
 """Stage 5, publish: copy a run's best adapter into models/adapters/<name> for committing and serving.
 
-    python -m models.publish models/runs/lora_top12            # → models/adapters/querywise-sql
+    python -m models.publish models/runs/qwen_packed_top8      # → models/adapters/<the run's base's adapter>
+    python -m models.publish models/runs/lora_top12 --dest models/adapters/querywise-sql
 
 The LoRA weights are stored in float16 (half the bytes; the merge upcasts them), with the run's training
 config and log beside them, so the committed adapter says how it was made.
@@ -14,16 +15,22 @@ import shutil
 import sys
 from pathlib import Path
 
-from models.export import DEFAULT_ADAPTER
+from models.bases import BaseModelError, get_base
 
 
-def publish(run_dir: Path, dest: Path = DEFAULT_ADAPTER) -> Path:
+def publish(run_dir: Path, dest: Path | None = None) -> Path:
     import torch
     from safetensors.torch import load_file, save_file
 
     best = run_dir / "best"
     if not (best / "adapter_model.safetensors").exists():
         sys.exit(f"no best adapter in {run_dir} (expected {best}/adapter_model.safetensors)")
+    if dest is None:  # the adapter slot of the base the run trained (models.bases)
+        cfg = json.loads((best / "train_config.json").read_text())["config"]
+        try:
+            dest = get_base(cfg.get("base") or "smollm2-135m").adapter_dir
+        except BaseModelError as exc:
+            sys.exit(str(exc))
     dest.mkdir(parents=True, exist_ok=True)
     weights = {k: v.to(torch.float16) for k, v in load_file(best / "adapter_model.safetensors").items()}
     save_file(weights, dest / "adapter_model.safetensors", metadata={"format": "pt"})
@@ -40,7 +47,7 @@ def publish(run_dir: Path, dest: Path = DEFAULT_ADAPTER) -> Path:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--dest", type=Path, default=DEFAULT_ADAPTER)
+    p.add_argument("--dest", type=Path, default=None, help="default: the committed adapter slot of the run's base")
     a = p.parse_args()
     publish(a.run_dir, a.dest)
 

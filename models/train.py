@@ -1,10 +1,13 @@
-"""Stage 2, train: fine-tune SmolLM2-135M-Instruct for NL→SQL on the CPU (LoRA or full), nanoGPT style.
+"""Stage 2, train: fine-tune a registered base (`models.bases`) for NL→SQL on the CPU (LoRA or full), nanoGPT style.
 
     python -m models.train models/configs/lora_top12.py            # a preset (a small file of assignments)
     python -m models.train models/configs/tiny.py --max_steps=5    # presets and --key=value overrides
 
 Speed levers (measured in models/card.md):
-- logits and loss only at target (SQL) positions: the 49k-vocabulary head is skipped for prompt tokens;
+- logits and loss only at target (SQL) positions: the vocabulary head (49k SmolLM2, 152k Qwen) is skipped for prompt
+  tokens;
+- in-context packing (`models.data.pack`, `train_files = ["packed.jsonl"]`): one sequence per chunk of a database's
+  questions, the schema written once and loss on every SQL turn;
 - length-grouped micro-batches under a token budget: almost no padding;
 - `train_layers = k` puts LoRA on the top k decoder layers only; the frozen lower layers' outputs never change,
   so they are computed once, cached on disk (float32 memmap), and each step runs only the top k layers.
@@ -29,11 +32,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.data import target_spans
+
 # ---------------------------------------------------------------- defaults (override by preset / --key=value)
 out_dir = "models/runs/default"
-data_dir = "build/data"
+data_dir = ""  # "" = build/data/<base> (tokenized for that base by models.prepare)
 train_files = ["train.jsonl"]  # JSONL files in data_dir, concatenated (e.g. + "synth_demo.jsonl")
-base_dir = "build/base"
+base = ""  # registry name (models.bases); "" = BASE_MODEL or the default base
+base_dir = ""  # "" = the registry base's converted directory
 method = "lora"  # lora | full
 lora_r = 16
 lora_alpha = 32
@@ -55,6 +61,7 @@ eval_interval = 100
 patience = 4
 resume_from = ""  # a run's `last` dir to continue from (new schedule, same weights/optimizer) when out_dir has none
 threads = 2
+autocast = ""  # "bf16": matmuls in bfloat16 (AVX512-BF16 CPUs: ~4x the fp32 speed here), trained weights stay fp32
 seed = 1337
 log_interval = 10
 # ---------------------------------------------------------------------------------------------------------------
@@ -110,8 +117,9 @@ def make_batches(lengths: list[int], budget: int, rng: random.Random) -> list[li
 class Backbone:
     """The split model: frozen lower layers (run once, cached) and the trained top layers."""
 
-    def __init__(self, model, split: int):
+    def __init__(self, model, split: int, autocast: str = ""):
         self.model = model
+        self.autocast = autocast == "bf16"
         self.inner = model.get_base_model().model if hasattr(model, "get_base_model") else model.model
         self.lm_head = (model.get_base_model() if hasattr(model, "get_base_model") else model).lm_head
         self.split = split
@@ -124,15 +132,20 @@ class Backbone:
             h = out[0] if isinstance(out, tuple) else out
         return h
 
+    def _cast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast)
+
     @torch.no_grad()
     def lower(self, ids: torch.Tensor) -> torch.Tensor:
-        return self._run(self.inner.embed_tokens(ids), self.inner.layers[: self.split])
+        with self._cast():
+            return self._run(self.inner.embed_tokens(ids), self.inner.layers[: self.split]).float()
 
     def loss(self, h: torch.Tensor, ids: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over target tokens; logits computed only where the next token is a target."""
-        h = self.inner.norm(self._run(h, self.inner.layers[self.split :]))
-        sel = tmask[:, 1:]
-        logits = self.lm_head(h[:, :-1][sel])
+        with self._cast():
+            h = self.inner.norm(self._run(h, self.inner.layers[self.split :]))
+            sel = tmask[:, 1:]
+            logits = self.lm_head(h[:, :-1][sel])
         return F.cross_entropy(logits.float(), ids[:, 1:][sel])
 
 
@@ -142,7 +155,8 @@ def collate(rows: list[dict], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     tmask = torch.zeros((len(rows), T), dtype=torch.bool)
     for i, r in enumerate(rows):
         ids[i, : len(r["ids"])] = torch.tensor(r["ids"])
-        tmask[i, r["start"] : len(r["ids"])] = True
+        for start, end in target_spans(r):
+            tmask[i, start:end] = True
     return ids, tmask
 
 
@@ -228,6 +242,15 @@ def save_adapter(model, path: Path, cfg: dict, extra: dict) -> None:
 
 def main(argv: list[str]) -> None:
     cfg = configure(argv)
+    if not cfg["base_dir"]:
+        from models.bases import get_base
+
+        cfg["base_dir"] = str(get_base(cfg["base"] or None).model_dir)
+    if not cfg["data_dir"]:
+        from app.core.config import BUILD_DIR
+        from models.bases import get_base
+
+        cfg["data_dir"] = str(BUILD_DIR / "data" / get_base(cfg["base"] or None).name)
     torch.manual_seed(cfg["seed"])
     torch.set_num_threads(cfg["threads"])
     out = Path(cfg["out_dir"])
@@ -239,7 +262,7 @@ def main(argv: list[str]) -> None:
     train = [r for rows in files for r in rows]
     val = load_rows(Path(cfg["data_dir"]) / "val.jsonl", cfg["limit_val"], cfg["max_len"])
     model, split = build_model(cfg)
-    bb = Backbone(model, split)
+    bb = Backbone(model, split, cfg["autocast"])
     dim = model.config.hidden_size
     caches = None
     if split:

@@ -17,7 +17,7 @@ from app.core.config import Settings, get_settings
 from app.main import create_app
 from app.nl2sql.engine import OnnxGenerator
 
-MODEL_DIR = get_settings().model_dir  # what the service serves by default
+MODEL_DIR = get_settings().model_dir.resolve()  # what the service serves by default (make test: SmolLM2 fp32)
 
 
 def with_key(

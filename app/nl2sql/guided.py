@@ -19,6 +19,16 @@ RANK = {"ok": 0, "empty": 1}
 WORST = 2
 
 
+def result_status(rows: Sequence[Sequence]) -> tuple[str, str]:
+    """`ok` only for rows with something in them: no rows, or rows whose every cell is NULL (an aggregate over
+    nothing, a misspelt filter value), are `empty` and never count as a success."""
+    if not rows:
+        return "empty", "empty_result"
+    if all(v is None for row in rows for v in row):
+        return "empty", "null_result"
+    return "ok", "ok"
+
+
 def rank(status: str) -> int:
     return RANK.get(status, WORST)
 

@@ -1,8 +1,13 @@
 """The one prompt builder, shared by training (`models/`) and serving (`app/`).
 
 The model must see at serving time exactly the text it was trained on, so every prompt in the project is made
-here: a compact schema (`table(col int PK, col, col num -> other.col, …)`, text type implicit), the question, and the ChatML turns of
-SmolLM2-Instruct. The SQL target is normalized the same way for training labels and for few-shot examples.
+here: a compact schema (`table(col int PK, col, col num -> other.col, …)`, text type implicit), the question, and the ChatML turns
+that both bases (Qwen2.5-Coder and SmolLM2 Instruct) were tuned on. The SQL target is normalized the same way for training labels
+and for few-shot examples.
+
+Earlier question/SQL pairs of the same database may come first as turns of one conversation: the schema is written
+in the first user turn only, each later turn is `Question: …` alone. Training packs several questions of one database
+into one sequence in exactly this form (`models.data.pack`), so the service can supply verified examples the same way.
 """
 
 from __future__ import annotations
@@ -26,12 +31,60 @@ class Example:
     sql: str
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Words a column or table may be called that SQL reads as syntax: written quoted, as the query must write them.
+_RESERVED = frozenset(
+    [
+        "select",
+        "from",
+        "where",
+        "group",
+        "order",
+        "by",
+        "having",
+        "limit",
+        "join",
+        "on",
+        "as",
+        "and",
+        "or",
+        "not",
+        "in",
+        "is",
+        "null",
+        "case",
+        "when",
+        "then",
+        "else",
+        "end",
+        "union",
+        "all",
+        "distinct",
+        "table",
+        "index",
+        "values",
+        "between",
+        "like",
+        "exists",
+        "with",
+    ]
+)
+
+
+def sql_name(name: str) -> str:
+    """A table or column name as a query must write it: bare when it is a plain word, else double-quoted
+    (`"Order Details"`, `"group"`), so the model copies a name that runs."""
+    if _PLAIN_NAME.fullmatch(name) and name.lower() not in _RESERVED:
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
 def format_table(table: Table) -> str:
-    fk = {f.column: f"{f.ref_table}.{f.ref_column}" for f in table.foreign_keys}
+    fk = {f.column: f"{sql_name(f.ref_table)}.{sql_name(f.ref_column)}" for f in table.foreign_keys}
     parts = []
     for c in table.columns:
         # text is the common case: leaving it implicit keeps prompts short (CPU cost is linear in tokens)
-        item = c.name if c.type == "text" else f"{c.name} {c.type}"
+        item = sql_name(c.name) if c.type == "text" else f"{sql_name(c.name)} {c.type}"
         if c.primary_key:
             item += " PK"
         if c.name in fk:
@@ -39,7 +92,7 @@ def format_table(table: Table) -> str:
         if c.samples:
             item += " e.g. " + "|".join(c.samples)
         parts.append(item)
-    return f"{table.name}({', '.join(parts)})"
+    return f"{sql_name(table.name)}({', '.join(parts)})"
 
 
 def format_schema(schema: Schema, tables: Sequence[str] | None = None) -> str:
@@ -66,6 +119,11 @@ def build_prompt(schema_text: str, question: str, examples: Sequence[Example] = 
         text += f"{IM_START}assistant\n{normalize_sql(ex.sql)}{IM_END}\n"
     text += _user_turn(schema_text, question)
     return text + f"{IM_START}assistant\n"
+
+
+def build_followup(question: str) -> str:
+    """A later turn of a conversation about the same schema: closes the previous answer, asks the next question."""
+    return f"\n{IM_START}user\nQuestion: {question.strip()}{IM_END}\n{IM_START}assistant\n"
 
 
 def build_target(sql: str) -> str:

@@ -24,7 +24,7 @@ from app.nl2sql.continuous import ContinuousBatcher, GenerationStepper
 from app.nl2sql.engine import OnnxGenerator, Sampling, as_request
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
-from app.nl2sql.guided import best_index, candidate_sampling, wants_candidates
+from app.nl2sql.guided import best_index, candidate_sampling, result_status, wants_candidates
 from app.nl2sql.linking import link_schema
 from app.nl2sql.prompt import build_prompt, format_schema
 from app.querylog.store import LogEntry, QueryLog
@@ -244,7 +244,7 @@ class QueryService:
             res = await to_thread.run_sync(self.executor.run, guarded)
         except ExecutionError as exc:
             return Outcome("error", exc.category, sql=guarded.sql, message=exc.message)
-        status, category = ("ok", "ok") if res.row_count else ("empty", "empty_result")
+        status, category = result_status(res.rows)
         return Outcome(
             status,
             category,

@@ -193,7 +193,7 @@ class QueryLog:
         for b in range(buckets):
             start = since + b * width
             sel = [r for r in rows if start <= _aware(r.created_at) < start + width]
-            ok = [r for r in sel if r.status in ("ok", "empty")]
+            ok = [r for r in sel if r.status == "ok"]
             lat = [r.total_ms for r in sel]
             series.append(
                 {
@@ -209,7 +209,8 @@ class QueryLog:
             if r.status not in ("ok",):
                 errors[r.category] = errors.get(r.category, 0) + 1
         lat_all = [r.total_ms for r in rows]
-        ok_all = [r for r in rows if r.status in ("ok", "empty")]
+        # a success is an answer that ran and returned something: empty and all-NULL results are not
+        ok_all = [r for r in rows if r.status == "ok"]
         return {
             "window_hours": hours,
             "requests": len(rows),

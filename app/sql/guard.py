@@ -200,11 +200,31 @@ def _normalize_sqlite(tree: exp.Expr, target: str) -> None:
             if any(not t.db and t.name.lower() == name for t in cte.this.find_all(exp.Table)):
                 with_.set("recursive", True)
                 break
+    if target == "sqlite":
+        _sqlite_date_parts(tree)
     # `main.t` is SQLite's name for the file's own tables; elsewhere it is just `t`.
     if target != "sqlite":
         for table in tree.find_all(exp.Table):
             if table.db.lower() == "main" and not table.catalog:
                 table.set("db", None)
+
+
+_DATE_PART_FUNCS = {exp.Year: "%Y", exp.Month: "%m", exp.Day: "%d"}
+_EXTRACT_FORMATS = {"YEAR": "%Y", "MONTH": "%m", "DAY": "%d", "HOUR": "%H", "MINUTE": "%M", "SECOND": "%S"}
+
+
+def _sqlite_date_parts(tree: exp.Expr) -> None:
+    """YEAR(x), MONTH(x), DAY(x) and EXTRACT(part FROM x) do not exist in SQLite (a common model error that would
+    fail the whole answer): written as the same number with strftime, `CAST(STRFTIME('%Y', x) AS INTEGER)`."""
+    for node in list(tree.find_all(exp.Year, exp.Month, exp.Day, exp.Extract)):
+        if isinstance(node, exp.Extract):
+            fmt, arg = _EXTRACT_FORMATS.get(node.this.name.upper()), node.expression
+        else:
+            fmt, arg = _DATE_PART_FUNCS[type(node)], node.this
+        if fmt is None or arg is None:
+            continue
+        call = exp.Anonymous(this="STRFTIME", expressions=[exp.Literal.string(fmt), arg.copy()])
+        node.replace(exp.cast(call, "INTEGER"))
 
 
 def _visible_ctes(table: exp.Table) -> set[str]:

@@ -3,8 +3,8 @@
 import onnxruntime as ort
 import pytest
 
-from app.core.config import BUILD_DIR
 from bench import ort_session
+from models.bases import get_base
 
 
 def test_each_variant_sets_the_session_options_it_names() -> None:
@@ -20,7 +20,7 @@ def test_each_variant_sets_the_session_options_it_names() -> None:
 
 @pytest.mark.slow
 def test_a_variant_is_measured_on_the_real_model_and_compared_with_served() -> None:
-    model_dir = BUILD_DIR / "onnx" / "fp32"
+    model_dir = get_base().onnx_dir / "fp32"
     x = ort_session.measure(ort_session.BY_NAME["threads-1"], model_dir, n_prompts=2, steps=2, new_tokens=4)
     assert x["prefill_ms"] > 0 and x["step_b1_ms"] > 0 and x["step_b8_ms"] > 0 and x["prompt_tokens"] > 20
     assert len(x["answers"]) == 2 and all(a.strip() for a in x["answers"])

@@ -5,8 +5,10 @@ import json
 import pytest
 import torch
 
-from models.base import BASE_DIR
-from models.export import DEFAULT_ADAPTER, _stamp, read_manifest
+from models.bases import SMOLLM2
+from models.export import _stamp, read_manifest
+
+DEFAULT_ADAPTER = SMOLLM2.adapter_dir
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +25,7 @@ def test_committed_adapter_loads_and_merges():
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(BASE_DIR, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(SMOLLM2.model_dir, dtype=torch.float32)
     before = {k: v.clone() for k, v in base.state_dict().items() if "layers.29.self_attn.q_proj" in k}
     merged = PeftModel.from_pretrained(base, DEFAULT_ADAPTER).merge_and_unload()
     after = {k: v for k, v in merged.state_dict().items() if k in before}
@@ -32,6 +34,6 @@ def test_committed_adapter_loads_and_merges():
 
 
 def test_serving_export_is_built_from_the_committed_adapter():
-    manifest = read_manifest(BASE_DIR.parent / "onnx" / "fp32")
-    assert manifest.get("adapter") == DEFAULT_ADAPTER.name
-    assert manifest.get("stamp") == _stamp(DEFAULT_ADAPTER, 8, 32)
+    manifest = read_manifest(SMOLLM2.onnx_dir / "fp32")
+    assert manifest.get("adapter") == DEFAULT_ADAPTER.name and manifest.get("base") == SMOLLM2.name
+    assert manifest.get("stamp") == _stamp(SMOLLM2, DEFAULT_ADAPTER, 8, 32)

@@ -11,6 +11,7 @@ from tests_support import MODEL_DIR
 
 from app.core.config import BUILD_DIR
 from models.attention_graph import rewrite_dir
+from models.bases import get_base
 
 
 def _session(path) -> ort.InferenceSession:
@@ -26,7 +27,7 @@ def exported(tmp_path_factory):
     from models.export import export_onnx, keep_last_logits
 
     d = tmp_path_factory.mktemp("exported")
-    export_onnx(BUILD_DIR / "merged", d)
+    export_onnx(BUILD_DIR / "merged" / get_base().name, d, get_base().model_dir)
     keep_last_logits(d / "model.onnx")
     return d
 

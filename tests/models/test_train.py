@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from models import train
-from models.base import BASE_DIR, load_tokenizer
+from models.base import load_tokenizer
+from models.bases import get_base
 from models.data import SPIDER_DIR, encode, spider_splits, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -56,7 +57,7 @@ def test_checkpoint_round_trips_through_peft(tmp_path, data_dir):
     from transformers import AutoModelForCausalLM
 
     _run(tmp_path / "run", data_dir)
-    base = AutoModelForCausalLM.from_pretrained(BASE_DIR, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(get_base().model_dir, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, tmp_path / "run" / "best")
     lora = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
     assert lora and any(v.abs().sum() > 0 for v in lora.values())  # trained, not the zero init

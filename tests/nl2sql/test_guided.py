@@ -44,3 +44,14 @@ async def test_candidates_are_not_drawn_when_greedy_runs_or_when_off(settings_fo
         assert off.status == "refused" and off.candidates is None
         r = (await client.post("/query", json={"question": "How many customers are there?"})).json()
         assert r["status"] == "ok" and r["candidates"] is None
+
+
+def test_rows_of_only_nulls_are_empty_not_ok():
+    from app.nl2sql.guided import result_status
+
+    assert result_status([]) == ("empty", "empty_result")
+    assert result_status([(None,)]) == ("empty", "null_result")
+    assert result_status([(None, None), (None, None)]) == ("empty", "null_result")
+    assert result_status([(None, 0)]) == ("ok", "ok")
+    assert result_status([("",)]) == ("ok", "ok")
+    assert wants_candidates(result_status([(None,)])[0])  # an all-NULL answer draws candidates like an empty one

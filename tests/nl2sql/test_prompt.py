@@ -33,3 +33,47 @@ def test_schema_text_is_compact_with_keys():
 def test_normalize_sql_collapses_whitespace_and_semicolon():
     assert normalize_sql("SELECT  a\n FROM   t ;") == "SELECT a FROM t"
     assert build_target("SELECT 1;") == "SELECT 1<|im_end|>"
+
+
+def test_names_that_need_quoting_are_written_quoted():
+    from app.db.schema import Column, ForeignKey, Table
+    from app.nl2sql.prompt import format_table, sql_name
+
+    assert sql_name("customers") == "customers"
+    assert sql_name("Order Details") == '"Order Details"'
+    assert sql_name("group") == '"group"'
+    assert sql_name('odd"name') == '"odd""name"'
+    t = Table(
+        "Order Details",
+        (Column("OrderID", "int", True), Column("Unit Price", "num")),
+        (ForeignKey("OrderID", "Orders Archive", "ID"),),
+    )
+    assert format_table(t) == '"Order Details"(OrderID int PK -> "Orders Archive".ID, "Unit Price" num)'
+
+
+def test_packed_sequence_writes_the_schema_once_and_marks_every_sql_turn():
+    from app.nl2sql.prompt import build_followup
+    from models.data import pack, target_spans
+
+    tok = load_tokenizer()
+    pairs = [
+        Pair("concert_singer", "How many singers do we have?", "SELECT count(*) FROM singer"),
+        Pair("concert_singer", "List all stadium names.", "SELECT name FROM stadium"),
+        Pair("concert_singer", "How many concerts are there?", "SELECT count(*) FROM concert"),
+    ]
+    rows = pack(tok, pairs, DB_ROOT, max_len=4096, seed=0)
+    assert len(rows) == 1
+    row = rows[0]
+    text = tok.decode(row["ids"])
+    assert text.count("singer(Singer_ID") == 1 and text.count("Question:") == 3
+    targets = sorted(tok.decode(row["ids"][s:e]) for s, e in target_spans(row))
+    assert targets == sorted(build_target(p.sql) for p in pairs)
+    # the first turn is exactly the serving prompt; later turns are follow-ups without the schema
+    first_q = text.split("Question: ")[1].split("<|im_end|>")[0]
+    first = next(p for p in pairs if p.question == first_q)
+    assert text.startswith(build_prompt(schema_text(str(DB_ROOT), "concert_singer"), first.question))
+    assert build_followup("List all stadium names.") in text or build_followup("How many singers do we have?") in text
+    # a short length limit splits the database's questions over sequences, each starting with the schema
+    short = pack(tok, pairs, DB_ROOT, max_len=len(row["ids"]) - 10, seed=0)
+    assert len(short) == 2 and all(tok.decode(r["ids"]).count("singer(Singer_ID") == 1 for r in short)
+    assert sum(len(r["spans"]) for r in short) == 3

@@ -481,3 +481,33 @@ def test_cte_name_not_checked_against_allowed_tables() -> None:
 )
 def test_is_denied_function(name: str, denied: bool) -> None:
     assert is_denied_function(name) is denied
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (
+            "SELECT YEAR(order_date) AS y, COUNT(*) FROM orders GROUP BY YEAR(order_date)",
+            "SELECT CAST(STRFTIME('%Y', order_date) AS INTEGER) AS y, COUNT(*) FROM orders "
+            "GROUP BY CAST(STRFTIME('%Y', order_date) AS INTEGER)",
+        ),
+        ("SELECT id FROM orders WHERE MONTH(order_date) = 3", "CAST(STRFTIME('%m', order_date) AS INTEGER) = 3"),
+        ("SELECT DAY(order_date) FROM orders", "CAST(STRFTIME('%d', order_date) AS INTEGER)"),
+        ("SELECT EXTRACT(YEAR FROM order_date) FROM orders", "CAST(STRFTIME('%Y', order_date) AS INTEGER)"),
+    ],
+)
+def test_date_functions_sqlite_lacks_are_rewritten_and_run(sql, expected):
+    import sqlite3
+
+    out = guard_sql(sql, dialect="sqlite").sql
+    assert expected in out and "YEAR(" not in out and "EXTRACT" not in out
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE orders (id INTEGER, order_date TEXT)")
+    db.execute("INSERT INTO orders VALUES (1, '2025-03-09')")
+    row = db.execute(out).fetchone()
+    assert row is not None and all(v is not None for v in row)
+
+
+def test_date_functions_stay_native_on_postgres():
+    out = guard_sql("SELECT YEAR(order_date) FROM orders", dialect="postgres").sql
+    assert "EXTRACT(YEAR FROM order_date)" in out and "STRFTIME" not in out

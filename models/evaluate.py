@@ -202,7 +202,10 @@ def run(
                 extra = {"gen_ms": round(gen_ms, 1), "new_tokens": g.new_tokens} | (
                     {"rescued": r} if candidates else {}
                 )
-                f.write(json.dumps(judge(it, text) | extra) + "\n")
+                rec = judge(it, text) | extra
+                if r:  # the greedy answer was replaced: keep whether it was right, for the greedy row beside
+                    rec["greedy_ok"] = judge(it, g.text)["ok"]
+                f.write(json.dumps(rec) + "\n")
             f.flush()
             n += len(batch)
             rate = n / (time.time() - t0)
@@ -215,10 +218,11 @@ def summarize(out_jsonl: Path, meta: dict) -> dict:
     groups: dict[str, Counter] = defaultdict(Counter)
     cats: Counter = Counter()
     examples: dict[str, list] = defaultdict(list)
-    gen_ms, rescued = 0.0, 0
+    gen_ms, rescued, greedy_ok = 0.0, 0, 0
     for r in read_jsonl(out_jsonl):
         total += 1
         rescued += r.get("rescued", False)
+        greedy_ok += r.get("greedy_ok", r["ok"]) if r.get("rescued") else r["ok"]
         ok += r["ok"]
         valid += r["valid"]
         gen_ms += r.get("gen_ms", 0.0)
@@ -234,6 +238,7 @@ def summarize(out_jsonl: Path, meta: dict) -> dict:
         "valid_sql": pct(valid, total),
         "mean_gen_ms_per_question": round(gen_ms / total, 1) if total else None,
         "rescued_by_candidates": rescued,
+        "ex_greedy": pct(greedy_ok, total),  # the first (greedy) answers alone; = ex without candidates
         "groups": {g: {"n": c["n"], "ex": pct(c["ok"], c["n"])} for g, c in sorted(groups.items())},
         "categories": dict(cats.most_common()),
         "error_examples": dict(examples),
@@ -251,6 +256,7 @@ def markdown(s: dict) -> str:
         *(
             [
                 f"- execution-guided decoding: {s['candidates']} candidates; {s['rescued_by_candidates']} answers replaced"
+                f"; EX of the greedy answers alone {s.get('ex_greedy')}%"
             ]
             if s.get("candidates")
             else []

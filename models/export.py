@@ -32,6 +32,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from app.core.config import BUILD_DIR  # noqa: E402
+from models.adapter_io import materialize  # noqa: E402
 from models.attention_graph import rewrite_dir, save_model  # noqa: E402
 from models.base import convert, load_tokenizer  # noqa: E402
 from models.bases import BaseModelError, BaseSpec, get_base  # noqa: E402
@@ -51,7 +52,7 @@ def _stamp(spec: BaseSpec, adapter: Path | None, bits: int, block_size: int) -> 
 
 
 def model_id(spec: BaseSpec, adapter: Path | None) -> str:
-    return f"{spec.name}+{adapter.name}" if adapter else f"{spec.name} (base, zero-shot)"
+    return f"{spec.name}+{adapter.name}" if adapter else f"{spec.name} (base, few-shot)"
 
 
 def merge(spec: BaseSpec, adapter: Path | None, out_dir: Path) -> Path:
@@ -64,7 +65,7 @@ def merge(spec: BaseSpec, adapter: Path | None, out_dir: Path) -> Path:
 
     print(f"merging adapter {adapter} ...", flush=True)
     base = AutoModelForCausalLM.from_pretrained(spec.model_dir, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    merged = PeftModel.from_pretrained(base, materialize(adapter)).merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out_dir, safe_serialization=True)
     load_tokenizer(spec.model_dir).save_pretrained(out_dir)

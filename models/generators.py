@@ -28,7 +28,9 @@ class TorchGenerator:
         if adapter:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+            from models.adapter_io import materialize
+
+            model = PeftModel.from_pretrained(model, materialize(adapter)).merge_and_unload()
         self.model = model.eval()
         self.tok = load_tokenizer(base_dir)
         self.tok.padding_side = "left"

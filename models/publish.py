@@ -3,8 +3,8 @@
     python -m models.publish models/runs/qwen_packed_top8      # → models/adapters/<the run's base's adapter>
     python -m models.publish models/runs/lora_top12 --dest models/adapters/querywise-sql
 
-The LoRA weights are stored in float16 (half the bytes; the merge upcasts them), with the run's training
-config and log beside them, so the committed adapter says how it was made.
+The LoRA weights are stored as row-wise int8 (`models.adapter_io`: a quarter of float32's bytes; the merge restores
+them to float), with the run's training config and log beside them, so the committed adapter says how it was made.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from models.adapter_io import save_rowwise_int8
 from models.bases import BaseModelError, get_base
 
 
 def publish(run_dir: Path, dest: Path | None = None) -> Path:
-    import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     best = run_dir / "best"
     if not (best / "adapter_model.safetensors").exists():
@@ -32,15 +32,14 @@ def publish(run_dir: Path, dest: Path | None = None) -> Path:
         except BaseModelError as exc:
             sys.exit(str(exc))
     dest.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.to(torch.float16) for k, v in load_file(best / "adapter_model.safetensors").items()}
-    save_file(weights, dest / "adapter_model.safetensors", metadata={"format": "pt"})
+    save_rowwise_int8(load_file(best / "adapter_model.safetensors"), dest / "adapter_model.safetensors")
     shutil.copy(best / "adapter_config.json", dest / "adapter_config.json")
     shutil.copy(best / "train_config.json", dest / "train_config.json")
     if (run_dir / "log.json").exists():
         log = json.loads((run_dir / "log.json").read_text())
         (dest / "train_log.json").write_text(json.dumps(log, indent=2))
     size = (dest / "adapter_model.safetensors").stat().st_size
-    print(f"published {best} → {dest} ({size / 1e6:.1f} MB, float16)")
+    print(f"published {best} → {dest} ({size / 1e6:.1f} MB, row-wise int8)")
     return dest
 
 

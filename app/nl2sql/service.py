@@ -79,6 +79,14 @@ class _Generated:
     batch_size: int
 
 
+# An answer with nothing in it is not a success, and the user is told so in words (the SQL may be wrong).
+EMPTY_MESSAGES = {
+    "empty_result": "No rows matched. The question may name a value that is not in the data, or the SQL below "
+    "may not mean what was asked: check it.",
+    "null_result": "The query ran, but every value it returned is empty (NULL): nothing matched. Check the SQL below.",
+}
+
+
 class QueryService:
     def __init__(
         self,
@@ -248,6 +256,7 @@ class QueryService:
         return Outcome(
             status,
             category,
+            message=EMPTY_MESSAGES.get(category),
             sql=guarded.sql,
             columns=res.columns,
             rows=res.rows,

@@ -133,3 +133,14 @@ async def test_full_queue_answers_503_with_retry_after(settings_for, demo_db, ge
         assert shed.headers["retry-after"].isdigit()
         assert "busy" in shed.json()["detail"].lower()
         assert "querywise_shed_total 0.0" not in (await c.get("/metrics")).text
+
+
+async def test_all_null_and_empty_answers_are_not_successes(client):
+    nulls = (await client.post("/sql", json={"sql": "SELECT MAX(customer_id) FROM customers WHERE 1 = 0"})).json()
+    assert nulls["status"] == "empty" and nulls["category"] == "null_result" and nulls["row_count"] == 1
+    assert "NULL" in nulls["message"]
+    none = (await client.post("/sql", json={"sql": "SELECT * FROM customers WHERE 1 = 0"})).json()
+    assert none["status"] == "empty" and none["category"] == "empty_result" and "No rows matched" in none["message"]
+    await client.post("/sql", json={"sql": "SELECT 1"})
+    d = (await client.get("/api/dashboard")).json()
+    assert d["requests"] == 3 and d["success_rate"] == round(1 / 3, 3)  # only the answer with a value counts

@@ -25,6 +25,7 @@ from app.nl2sql.engine import OnnxGenerator, Sampling, as_request
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
 from app.nl2sql.guided import best_index, candidate_sampling, result_status, wants_candidates
+from app.nl2sql.intent import WRITE_MESSAGE, asks_to_change_data
 from app.nl2sql.linking import link_schema
 from app.nl2sql.prompt import build_prompt, format_schema
 from app.querylog.store import LogEntry, QueryLog
@@ -168,6 +169,9 @@ class QueryService:
         """Raises InvalidQuestion (empty or too long) before any work, and QueueFull when the model queue is full."""
         question = check_question(question, self.settings.question_max_chars)
         t0 = time.perf_counter()
+        if asks_to_change_data(question):  # answered in words: the model would write an unrelated SELECT
+            out = Outcome("refused", "write_request", question=question, message=WRITE_MESSAGE)
+            return await self._finish(out, "question", t0)
         if self.batcher.full:  # shed at once, before any work for a question that cannot be queued
             raise QueueFull
         try:

@@ -423,6 +423,17 @@ def guard_sql(
         raise GuardError("refused", f"The query is too long ({len(sql)} characters; at most {MAX_SQL_CHARS}).")
     allowed = None if allowed_tables is None else frozenset(t.lower() for t in allowed_tables)
 
+    try:
+        return _guard(sql, target, source, row_limit, allowed, dialect)
+    except RecursionError:  # parsing passed, but checking or writing the tree recursed past Python's limit
+        raise GuardError(
+            "refused", "The SQL is nested too deeply to check; write it with fewer nested levels."
+        ) from None
+
+
+def _guard(
+    sql: str, target: str, source: str, row_limit: int, allowed: frozenset[str] | None, dialect: str
+) -> GuardedSQL:
     tree = _parse(sql, source)
     if source == "sqlite":
         _normalize_sqlite(tree, target)

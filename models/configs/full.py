@@ -1,4 +1,5 @@
 # Baseline: full fine-tuning of every weight of the top 12 layers (same data and schedule as lora_top12).
+base = "smollm2-135m"
 out_dir = "models/runs/full_top12"
 method = "full"
 train_layers = 12

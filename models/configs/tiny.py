@@ -1,4 +1,5 @@
 # Seconds on a CPU: the test preset (loss must fall on a handful of examples, checkpoint must round-trip).
+base = "smollm2-135m"
 out_dir = "models/runs/tiny"
 limit_train = 16
 limit_val = 8

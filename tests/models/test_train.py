@@ -10,7 +10,7 @@ import torch
 
 from models import train
 from models.base import load_tokenizer
-from models.bases import get_base
+from models.bases import QWEN_CODER_05B, SMOLLM2
 from models.data import SPIDER_DIR, encode, spider_splits, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,7 @@ TINY = Path("models/configs/tiny.py")
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("data")
-    tok = load_tokenizer()
+    tok = load_tokenizer(SMOLLM2.model_dir)
     splits = spider_splits()
     db_root = SPIDER_DIR / "database"
     rng = random.Random(0)
@@ -57,7 +57,7 @@ def test_checkpoint_round_trips_through_peft(tmp_path, data_dir):
     from transformers import AutoModelForCausalLM
 
     _run(tmp_path / "run", data_dir)
-    base = AutoModelForCausalLM.from_pretrained(get_base().model_dir, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(SMOLLM2.model_dir, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, tmp_path / "run" / "best")
     lora = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
     assert lora and any(v.abs().sum() > 0 for v in lora.values())  # trained, not the zero init
@@ -65,11 +65,15 @@ def test_checkpoint_round_trips_through_peft(tmp_path, data_dir):
 
 def test_split_backbone_matches_whole_model_loss(data_dir):
     """Cached lower layers + top layers must compute exactly what the whole model computes."""
-    cfg = {k: getattr(train, k) for k in train.CONFIG_KEYS} | {"train_layers": 4, "lora_r": 4}
+    cfg = {k: getattr(train, k) for k in train.CONFIG_KEYS} | {
+        "train_layers": 4,
+        "lora_r": 4,
+        "base_dir": str(SMOLLM2.model_dir),
+    }
     model, split = train.build_model(cfg)
     model.eval()
     rows = [json.loads(line) for line in (data_dir / "train.jsonl").open()][:3]
-    ids, tmask = train.collate(rows, load_tokenizer().pad_token_id)
+    ids, tmask = train.collate(rows, load_tokenizer(SMOLLM2.model_dir).pad_token_id)
     bb = train.Backbone(model, split)
     with torch.no_grad():
         split_loss = bb.loss(bb.lower(ids), ids, tmask)
@@ -78,3 +82,36 @@ def test_split_backbone_matches_whole_model_loss(data_dir):
         whole = torch.nn.functional.cross_entropy(logits[:, :-1][sel], ids[:, 1:][sel])
     assert split == 26
     assert torch.allclose(split_loss, whole, atol=1e-4)
+
+
+def test_qwen_trains_on_packed_sequences_in_bf16_and_publishes_a_compact_adapter(tmp_path):
+    """The served base's path end to end on a tiny budget: packed rows, bf16 autocast over cached lower layers, the
+    best adapter published as row-wise int8, restored and loaded by peft on the base."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from models.adapter_io import is_compact, materialize
+    from models.data import pack
+    from models.publish import publish
+
+    tok = load_tokenizer(QWEN_CODER_05B.model_dir)
+    splits = spider_splits()
+    db_root = SPIDER_DIR / "database"
+    data = tmp_path / "data"
+    train_pairs = [p for p in splits["train"] if p.db_id == "concert_singer"][:12]
+    write_jsonl(data / "packed.jsonl", pack(tok, train_pairs, db_root, max_len=512))
+    write_jsonl(data / "val.jsonl", [encode(tok, p, db_root) for p in splits["val"][:4]])
+    out = tmp_path / "run"
+    train.main(
+        [str(TINY), "--base=qwen2.5-coder-0.5b", f"--out_dir={out}", f"--data_dir={data}", "--train_files=['packed.jsonl']",
+         "--autocast=bf16", "--max_len=512", "--max_steps=4", "--eval_interval=2", "--lr=3e-3"]
+    )  # fmt: skip
+    log = json.loads((out / "log.json").read_text())
+    assert log["config"]["base_dir"] == str(QWEN_CODER_05B.model_dir) and log["split_layer"] == 22
+    assert all(h["val_loss"] == h["val_loss"] and h["val_loss"] < 5 for h in log["history"])  # finite, sane
+    dest = publish(out, tmp_path / "adapter")
+    assert is_compact(dest)
+    base = AutoModelForCausalLM.from_pretrained(QWEN_CODER_05B.model_dir, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, materialize(dest))
+    lora = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
+    assert lora and any(v.abs().sum() > 0 for v in lora.values())

@@ -511,3 +511,17 @@ def test_date_functions_sqlite_lacks_are_rewritten_and_run(sql, expected):
 def test_date_functions_stay_native_on_postgres():
     out = guard_sql("SELECT YEAR(order_date) FROM orders", dialect="postgres").sql
     assert "EXTRACT(YEAR FROM order_date)" in out and "STRFTIME" not in out
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM " + "(SELECT * FROM " * 110 + "customers" + ") AS t" * 110,
+        "SELECT " + " + ".join(["x IS NULL"] * 1000) + " FROM t",
+    ],
+    ids=["nested-subqueries", "long-is-null-chain"],
+)
+def test_sql_nested_past_the_recursion_limit_is_refused_not_a_crash(sql):
+    with pytest.raises(GuardError) as info:
+        guard_sql(sql)
+    assert "nested too deeply" in info.value.message

@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from pydantic import ValidationError
+
 from app.auth.keys import KeyFileError, KeyStore
 from app.core.config import get_settings
 from app.nl2sql.engine import ModelLoadError, OnnxGenerator
@@ -14,7 +16,11 @@ from app.nl2sql.engine import ModelLoadError, OnnxGenerator
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        sys.exit(f"querywise: cannot start: {problems}")
     if not settings.auth_disabled:
         try:
             KeyStore(settings.api_keys_file).load()

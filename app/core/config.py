@@ -76,6 +76,16 @@ class Settings(BaseSettings):
             self.model_dir = BUILD_DIR / "onnx" / self.base_model / "int8"
         return self
 
+    @model_validator(mode="after")
+    def _querylog_is_not_the_users_database(self) -> "Settings":
+        # The query log holds every key's questions: in the user's database any unrestricted key could read them.
+        if self.querylog_url.strip() == self.database_url.strip():
+            raise ValueError(
+                "QUERYLOG_URL must not be DATABASE_URL: the query log (everyone's questions) would be written into "
+                "the database users query; give it its own database"
+            )
+        return self
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -70,3 +70,13 @@ def test_missing_tokenizer_refuses_to_start(tmp_path):
     proc = _start(d, tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode != 0 and len(lines) == 1 and "cannot load the model" in lines[0], proc.stderr
+
+
+def test_query_log_in_the_users_database_refuses_to_start(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+    env = {**os.environ, "DATABASE_URL": url, "QUERYLOG_URL": url, "AUTH_DISABLED": "1", "PORT": "9"}
+    proc = subprocess.run([sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr
+    assert "QUERYLOG_URL must not be DATABASE_URL" in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "shared.sqlite").exists()

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             spec = eng.specs()[name]
             if name in a.engines and not eng.missing_reason(spec):
                 result["profile"][name] = _profile(Path(spec.path), a.new_tokens)
-        spec = eng.specs()["onnx-fp32"]
+        spec = eng.specs()[report.SERVED]
         if not eng.missing_reason(spec):
             print("==> decode step cost by batch and context (served model)", flush=True)
             result["step_cost"] = _step_cost(Path(spec.path), a.threads)

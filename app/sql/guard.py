@@ -320,6 +320,10 @@ def _check(tree: exp.Expr, dialect: str, allowed: frozenset[str] | None, first_w
     for node in tree.walk():
         if isinstance(node, _WRITE_NODES):
             raise _refuse(_describe(node))
+        if isinstance(node, exp.In) and isinstance(node.args.get("field"), exp.Column):
+            # SQLite's `x IN tablename` reads a table that sqlglot sees as a column: the allow-list would never see
+            # it, and its error text would say which tables exist. Refused without naming anything.
+            raise GuardError("refused", "`IN` takes a list or a subquery here: write `x IN (SELECT col FROM t)`.")
         if isinstance(node, exp.Func):
             names = _function_names(node, dialect)
             denied = next((n for n in names if is_denied_function(n)), None)

@@ -525,3 +525,25 @@ def test_sql_nested_past_the_recursion_limit_is_refused_not_a_crash(sql):
     with pytest.raises(GuardError) as info:
         guard_sql(sql)
     assert "nested too deeply" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT i, w FROM customers WHERE (customer_id, name) IN regions",
+        "SELECT 1 IN payments",
+        "SELECT 1 IN main.payments",
+        "SELECT 1 IN sqlite_master",
+        "SELECT name FROM customers WHERE customer_id IN nosuchtable",
+    ],
+)
+def test_in_a_bare_table_name_is_refused_without_naming_tables(sql):
+    with pytest.raises(GuardError) as info:
+        guard_sql(sql, allowed_tables=["customers"])
+    assert info.value.category == "refused" and "IN" in info.value.message
+    assert "payments" not in info.value.message and "regions" not in info.value.message
+
+
+def test_in_lists_and_subqueries_still_run():
+    guard_sql("SELECT name FROM customers WHERE customer_id IN (1, 2)")
+    guard_sql("SELECT name FROM customers WHERE customer_id IN (SELECT customer_id FROM orders)")

@@ -49,6 +49,7 @@ _DENIED_FUNCTIONS = frozenset(
     {
         # SQLite: extensions and the CLI's file helpers.
         "load_extension", "readfile", "writefile", "edit", "fts3_tokenizer", "fsdir", "zipfile",
+        "dbstat",  # the table-valued form `dbstat('main')` reads page statistics of every table
         "sqlar_compress", "sqlar_uncompress",
         # PostgreSQL: session state, sequences (writes), transaction ids, large objects, other servers.
         "set_config", "current_setting", "nextval", "setval", "currval", "lastval", "copy", "dblink",

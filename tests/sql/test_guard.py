@@ -547,3 +547,10 @@ def test_in_a_bare_table_name_is_refused_without_naming_tables(sql):
 def test_in_lists_and_subqueries_still_run():
     guard_sql("SELECT name FROM customers WHERE customer_id IN (1, 2)")
     guard_sql("SELECT name FROM customers WHERE customer_id IN (SELECT customer_id FROM orders)")
+
+
+@pytest.mark.parametrize("sql", ["SELECT * FROM dbstat('main')", "SELECT name FROM DBSTAT('main') WHERE 1"])
+def test_dbstat_as_a_table_valued_function_is_refused(sql):
+    with pytest.raises(GuardError) as info:
+        guard_sql(sql)
+    assert info.value.category == "refused"

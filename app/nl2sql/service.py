@@ -255,7 +255,8 @@ class QueryService:
         try:
             res = await to_thread.run_sync(self.executor.run, guarded)
         except ExecutionError as exc:
-            return Outcome("error", exc.category, sql=guarded.sql, message=exc.message)
+            status = "refused" if exc.category == "refused" else "error"  # the executor's own allow-list check
+            return Outcome(status, exc.category, sql=guarded.sql, message=exc.message)
         status, category = result_status(res.rows)
         return Outcome(
             status,

@@ -199,6 +199,9 @@ def _sqlite_path(url: sa.URL) -> Path:
     return path
 
 
+NOT_ALLOWED = "The query reads a table this API key may not use."
+
+
 def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
     """Allow reads only, while a user query runs; a third line of defence after the guard and `mode=ro`."""
     if action == sqlite3.SQLITE_FUNCTION:
@@ -206,6 +209,18 @@ def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, _db: str
     if action == sqlite3.SQLITE_READ and arg1 and arg1.lower().startswith("sqlite_"):
         return sqlite3.SQLITE_DENY  # the catalog, as in the guard
     return sqlite3.SQLITE_OK if action in _SQLITE_READ_ACTIONS else sqlite3.SQLITE_DENY
+
+
+def _allow_list_authorizer(allowed: frozenset[str]):
+    """The authorizer above, plus the key's table allow-list: SQLite names the table of every column it reads, so a
+    form the guard did not recognise as a table read is still refused here."""
+
+    def authorize(action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None) -> int:
+        if action == sqlite3.SQLITE_READ and arg1 and not {arg1.lower(), f"{db}.{arg1}".lower()} & allowed:
+            return sqlite3.SQLITE_DENY
+        return _sqlite_authorizer(action, arg1, arg2, db, trigger)
+
+    return authorize
 
 
 def _value_size(value: object) -> int:
@@ -304,13 +319,15 @@ class Executor:
         try:
             with conn:
                 if self._dialect == "sqlite":
-                    columns, raw_rows = self._run_sqlite(conn, guarded.sql, start)
+                    columns, raw_rows = self._run_sqlite(conn, guarded.sql, start, guarded.allowed)
                 else:
                     columns, raw_rows = self._run_postgres(conn, guarded.sql, start)
         except ExecutionError:
             raise
         except Exception as e:  # mapped to a category; the traceback stays out of the answer
             category = categorize(e)
+            if guarded.allowed is not None and "prohibited" in str(e):  # the allow-list authorizer: name no table
+                raise ExecutionError("refused", NOT_ALLOWED) from None
             raise ExecutionError(category, _message(e, category, self.timeout_s)) from None
         elapsed_ms = (time.perf_counter() - start) * 1000
         over_cap = len(raw_rows) > self.row_limit
@@ -318,11 +335,13 @@ class Executor:
         truncated = over_cap or (guarded.capped and len(rows) == guarded.limit)
         return QueryResult(columns, rows, len(rows), truncated, round(elapsed_ms, 3))
 
-    def _run_sqlite(self, conn: sa.Connection, sql: str, start: float) -> tuple[list[str], list]:
+    def _run_sqlite(
+        self, conn: sa.Connection, sql: str, start: float, allowed: frozenset[str] | None = None
+    ) -> tuple[list[str], list]:
         raw: sqlite3.Connection = conn.connection.driver_connection
         deadline = start + self.timeout_s
         raw.set_progress_handler(lambda: 1 if time.perf_counter() > deadline else 0, _PROGRESS_STEPS)
-        raw.set_authorizer(_sqlite_authorizer)
+        raw.set_authorizer(_sqlite_authorizer if allowed is None else _allow_list_authorizer(allowed))
         try:
             result = conn.execution_options(no_parameters=True).exec_driver_sql(sql)
             columns = list(result.keys())

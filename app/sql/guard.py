@@ -127,6 +127,7 @@ class GuardedSQL:
     tables: frozenset[str]  # lowercased; `schema.name` only for a schema other than main/public; no CTE names
     limit: int  # the effective LIMIT of the outermost query
     capped: bool = False  # True when the guard added or tightened the LIMIT (the row cap, not the user, bounds it)
+    allowed: frozenset[str] | None = None  # the key's allow-list it was checked against; the executor enforces it again
 
 
 def is_denied_function(name: str) -> bool:
@@ -458,4 +459,4 @@ def _guard(
         raise GuardError("refused", f"The query could not be translated safely to {dialect}.") from None
     if _limit_value(final.args.get("limit")) != limit:
         raise GuardError("refused", f"The query could not be translated safely to {dialect}.")
-    return GuardedSQL(sql=out, tables=tables, limit=limit, capped=capped)
+    return GuardedSQL(sql=out, tables=tables, limit=limit, capped=capped, allowed=allowed)

@@ -429,3 +429,26 @@ def test_pg_ping(pg: PgUrls, postgres_server: dict) -> None:
     assert info.value.category == "db_unavailable"
     assert "s3cret" not in info.value.message and str(port) not in info.value.message
     assert "s3cret" not in repr(ex)
+
+
+def test_sqlite_enforces_the_allow_list_again_on_every_table_read(sqlite_url):
+    """A query the guard passed for a key limited to `customers`, but that reads `orders` by some form the guard did
+    not see as a table read, is refused by the SQLite authorizer; the error does not name the table."""
+    from app.sql.guard import GuardedSQL
+
+    ex = Executor(sqlite_url)
+    sneaky = GuardedSQL(
+        sql="SELECT name FROM customers WHERE id IN (SELECT customer_id FROM orders) LIMIT 5",
+        tables=frozenset({"customers"}),
+        limit=5,
+        allowed=frozenset({"customers"}),
+    )
+    with pytest.raises(ExecutionError) as info:
+        ex.run(sneaky)
+    assert "orders" not in info.value.message
+    ok = guard_sql("SELECT name FROM customers LIMIT 5", allowed_tables=["customers"])
+    assert ok.allowed == frozenset({"customers"}) and ex.run(ok).row_count > 0
+    both = guard_sql(
+        "SELECT c.name FROM customers c JOIN orders o ON o.customer_id = c.id", allowed_tables=["customers", "Orders"]
+    )
+    assert ex.run(both).row_count > 0

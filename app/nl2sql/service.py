@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import sqlalchemy as sa
 from anyio import to_thread
@@ -245,10 +246,17 @@ class QueryService:
     async def _guard_and_execute(self, sql: str, t0: float, allowed_tables: Collection[str] | None = None) -> Outcome:
         if not sql.strip():
             return Outcome("error", "no_sql", sql=sql, message="The model did not write a SQL query for this question.")
+        check = partial(
+            guard_sql,
+            sql,
+            dialect=self.executor.dialect,
+            row_limit=self.settings.row_limit,
+            allowed_tables=allowed_tables,
+        )
         try:
-            guarded = guard_sql(
-                sql, dialect=self.executor.dialect, row_limit=self.settings.row_limit, allowed_tables=allowed_tables
-            )
+            # Parsing a long query takes CPU time: in a worker thread it never stalls the event loop (health probes,
+            # other users' requests) while it runs.
+            guarded = await to_thread.run_sync(check)
         except GuardError as exc:
             status = "refused" if exc.category == "refused" else "error"
             return Outcome(status, exc.category, sql=sql, message=exc.message)

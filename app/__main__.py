@@ -34,7 +34,7 @@ def main() -> None:
     from app.server import serve
 
     host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
-    serve(create_app(settings, generator), host=host, port=port)
+    serve(create_app(settings, generator), host=host, port=port, trusted_proxies=settings.trusted_proxies)
 
 
 if __name__ == "__main__":

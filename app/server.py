@@ -15,6 +15,9 @@ import uvicorn
 from fastapi import FastAPI
 
 GRACEFUL_SHUTDOWN_S = 20
+# Request line + headers beyond this are refused (h11 answers 431/400 and closes): a person's browser sends a few KB.
+MAX_HEADER_BYTES = 32 * 1024
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
 
 
 class DrainingServer(uvicorn.Server):
@@ -35,6 +38,25 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(app: FastAPI, host: str, port: int) -> None:
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
-    DrainingServer(config, app).run()
+def server_config(
+    app: FastAPI, host: str, port: int, trusted_proxies: list[str] | tuple[str, ...] = ()
+) -> uvicorn.Config:
+    """h11 (not httptools) because it bounds the size of an incomplete request head; `X-Forwarded-For` is believed
+    only from the configured proxies (uvicorn would otherwise trust 127.0.0.1, so anything on the host could claim
+    any client address and dodge per-address throttles)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        http="h11",
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=",".join(trusted_proxies) if trusted_proxies else None,
+    )
+
+
+def serve(app: FastAPI, host: str, port: int, trusted_proxies: list[str] | tuple[str, ...] = ()) -> None:
+    DrainingServer(server_config(app, host, port, trusted_proxies), app).run()

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(60, ge=1, le=100_000)  # per key (or per client address with auth off)
     rate_limit_burst: int = Field(20, ge=1, le=10_000)
     cors_origins: list[str] = []  # closed by default: no cross-origin browser access
+    # Addresses of reverse proxies whose X-Forwarded-For is believed (JSON list). Empty: the client address is the
+    # TCP peer's, so nobody can claim another address (per-address throttles and logs stay honest).
+    trusted_proxies: list[str] = []
     # Signs UI session cookies. Empty: a random secret kept next to the keys file (`<api_keys_file>.session-secret`).
     session_secret: SecretStr = SecretStr("")
     session_ttl_hours: int = Field(12, ge=1, le=24 * 30)

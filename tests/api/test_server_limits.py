@@ -1,6 +1,7 @@
 """The real uvicorn server as `python -m app` configures it: an oversized request head is refused, and a client
 cannot claim another address with X-Forwarded-For unless its proxy is trusted."""
 
+import contextlib
 import socket
 import threading
 import time
@@ -48,16 +49,12 @@ def serve_app():
 
 def _raw(port: int, head: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             s.sendall(head)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
         chunks = []
-        try:
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
             while chunk := s.recv(65536):
                 chunks.append(chunk)
-        except (ConnectionResetError, TimeoutError):
-            pass
     return b"".join(chunks)
 
 

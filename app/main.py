@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
     @app.exception_handler(RateLimited)
     async def rate_limited(request: Request, exc: RateLimited) -> Response:
         p, retry = exc.principal, retry_after_header(exc.wait_s)
-        message = (
+        message = exc.message or (
             f"Rate limit exceeded: at most {p.per_minute} requests per minute (bursts of {p.burst}) per "
             f"{'client' if p.via == 'open' else 'key'}. Retry in {retry} s."
         )

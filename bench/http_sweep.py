@@ -85,6 +85,7 @@ class Server:
             # the sweep is one client address sending hundreds of requests: the per-client limiter must not shed them
             "RATE_LIMIT_PER_MINUTE": "100000",
             "RATE_LIMIT_BURST": "10000",
+            "MAX_IN_FLIGHT_PER_KEY": "1000",  # one load generator is one client: measure the queue, not the cap
             "HF_HUB_OFFLINE": "1",
         }
         self.log = workdir / f"server-{self.port}.log"

@@ -68,6 +68,7 @@ class ServerProcess:
             # The per-client limit would answer 429 long before the model queue fills; raise it to test the queue.
             "RATE_LIMIT_PER_MINUTE": "100000",
             "RATE_LIMIT_BURST": "10000",
+            "MAX_IN_FLIGHT_PER_KEY": "1000",  # one load generator is one client: measure the queue, not the cap
             "HF_HUB_OFFLINE": "1",
             "PYTHONUNBUFFERED": "1",
         }

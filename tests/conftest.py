@@ -82,7 +82,7 @@ def demo_db(tmp_path_factory) -> Path:
 def settings_for(tmp_path):
     """Settings for an app on `database_url`, with its own query log and keys file in tmp_path.
 
-    Access control is off and the rate limit out of reach unless the test passes them (`auth_disabled=False`,
+    Access control is off and the rate limit and the per-key in-flight cap out of reach unless the test passes them (`auth_disabled=False`,
     `rate_limit_burst=...`): tests that are not about them should not trip over them. Auth tests get a key from
     `tests_support.with_key(settings)`.
     """
@@ -96,6 +96,7 @@ def settings_for(tmp_path):
             "api_keys_file": tmp_path / "api_keys.json",
             "rate_limit_per_minute": 100_000,
             "rate_limit_burst": 10_000,
+            "max_in_flight_per_key": 1000,
             **kw,
         }
         return Settings(

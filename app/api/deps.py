@@ -4,6 +4,7 @@ Access control: `PrincipalDep` (API: 401 without a valid key), `UiPrincipalDep` 
 rate-limited variants for the routes that run queries (`LimitedPrincipalDep`, `UiLimitedPrincipalDep`: 429).
 """
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -77,14 +78,18 @@ def _limited(request: Request, principal: Principal, auth: Authenticator, metric
     return principal
 
 
-async def limited_principal(request: Request, principal: PrincipalDep, auth: AuthDep, metrics: MetricsDep) -> Principal:
-    return _limited(request, principal, auth, metrics)
+async def limited_principal(
+    request: Request, principal: PrincipalDep, auth: AuthDep, metrics: MetricsDep
+) -> AsyncIterator[Principal]:
+    with auth.in_flight.hold(_limited(request, principal, auth, metrics)) as p:
+        yield p
 
 
 async def ui_limited_principal(
     request: Request, principal: UiPrincipalDep, auth: AuthDep, metrics: MetricsDep
-) -> Principal:
-    return _limited(request, principal, auth, metrics)
+) -> AsyncIterator[Principal]:
+    with auth.in_flight.hold(_limited(request, principal, auth, metrics)) as p:
+        yield p
 
 
 LimitedPrincipalDep = Annotated[Principal, Depends(limited_principal)]

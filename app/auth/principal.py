@@ -6,6 +6,7 @@ login redirects and 429s.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -36,9 +37,36 @@ class LoginRequired(Exception):
 
 
 class RateLimited(Exception):
-    def __init__(self, wait_s: float, principal: Principal):
+    def __init__(self, wait_s: float, principal: Principal, message: str | None = None):
         super().__init__(f"rate limited for {wait_s:.1f}s")
-        self.wait_s, self.principal = wait_s, principal
+        self.wait_s, self.principal, self.message = wait_s, principal, message
+
+
+class InFlight:
+    """Requests each caller has in progress, capped: one key sending many slow questions (or questions whose
+    clients went away) can hold only its share of the model queue and of the database workers."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.counts: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def hold(self, principal: Principal):
+        key = principal.rate_key
+        if self.counts.get(key, 0) >= self.cap:
+            raise RateLimited(
+                1.0,
+                principal,
+                f"Too many requests in progress for this {'client' if principal.via == 'open' else 'key'} "
+                f"(at most {self.cap} at once): wait for an answer, then ask again.",
+            )
+        self.counts[key] = self.counts.get(key, 0) + 1
+        try:
+            yield principal
+        finally:
+            self.counts[key] -= 1
+            if not self.counts[key]:
+                del self.counts[key]
 
 
 def same_origin(request: Request) -> bool:
@@ -62,6 +90,7 @@ class Authenticator:
         self.disabled = settings.auth_disabled
         self.keys = KeyStore(settings.api_keys_file)
         self.limiter = RateLimiter()
+        self.in_flight = InFlight(settings.max_in_flight_per_key)
         ttl = settings.session_ttl_hours * 3600
         self.sessions = None if self.disabled else SessionSigner(session_secret(settings), ttl)
 

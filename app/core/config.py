@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     api_keys_file: Path = BUILD_DIR / "api_keys.json"
     rate_limit_per_minute: int = Field(60, ge=1, le=100_000)  # per key (or per client address with auth off)
     rate_limit_burst: int = Field(20, ge=1, le=10_000)
+    # Requests one key (or client, with auth off) may have in progress at once; more get 429 at once. The model
+    # queue holds 16: no single key can fill it, and slow queries cannot hold every database worker.
+    max_in_flight_per_key: int = Field(4, ge=1, le=1000)
     cors_origins: list[str] = []  # closed by default: no cross-origin browser access
     # Addresses of reverse proxies whose X-Forwarded-For is believed (JSON list). Empty: the client address is the
     # TCP peer's, so nobody can claim another address (per-address throttles and logs stay honest).

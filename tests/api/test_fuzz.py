@@ -50,6 +50,7 @@ def fuzz_server(demo_db, generator, tmp_path_factory):
         auth_disabled=True,
         rate_limit_per_minute=100_000,
         rate_limit_burst=10_000,
+        max_in_flight_per_key=1000,
         max_new_tokens=16,
     )
     server = uvicorn.Server(

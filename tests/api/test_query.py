@@ -144,3 +144,28 @@ async def test_all_null_and_empty_answers_are_not_successes(client):
     await client.post("/sql", json={"sql": "SELECT 1"})
     d = (await client.get("/api/dashboard")).json()
     assert d["requests"] == 3 and d["success_rate"] == round(1 / 3, 3)  # only the answer with a value counts
+
+
+async def test_one_key_cannot_hold_more_than_its_share_in_flight(settings_for, demo_db, generator):
+    """With a cap of 1, a second request of the same key while its first is running gets 429 at once; once the
+    first is answered, the key may ask again."""
+    import asyncio
+
+    from tests_support import app_client
+
+    slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 20000000) SELECT count(*) FROM c"
+    settings = settings_for(f"sqlite:///{demo_db}", max_in_flight_per_key=1, statement_timeout_s=20)
+    async with app_client(settings, generator) as c:
+        first = asyncio.create_task(c.post("/sql", json={"sql": slow}))
+        in_flight = c.app.state.auth.in_flight.counts  # type: ignore[attr-defined]
+        for _ in range(500):  # until the first request holds its slot (event-based, no fixed sleep)
+            if in_flight:
+                break
+            await asyncio.sleep(0.01)
+        assert in_flight, "the first request never started"
+        second = await c.post("/sql", json={"sql": "SELECT 1"})
+        assert second.status_code == 429 and "in progress" in second.json()["detail"]
+        assert second.headers["Retry-After"]
+        assert (await first).status_code == 200
+        assert not in_flight
+        assert (await c.post("/sql", json={"sql": "SELECT 1"})).status_code == 200

@@ -170,6 +170,7 @@ def _settings(url: str, tmp: Path) -> Settings:
         api_keys_file=tmp / "api_keys.json",
         rate_limit_per_minute=100_000,
         rate_limit_burst=10_000,
+        max_in_flight_per_key=1000,
         statement_timeout_s=TIMEOUT_S,
         row_limit=ROW_LIMIT,
         # Every question is asked at once and must be answered, not shed: room for all of them, however slow.

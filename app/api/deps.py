@@ -18,19 +18,21 @@ UNAUTHENTICATED = "Authentication required: send an API key as `Authorization: B
 INVALID_KEY = "The API key is not valid (unknown or revoked)."
 
 
-def get_service(request: Request) -> QueryService:
+# `async def` although they only read app.state: FastAPI runs a plain `def` dependency on the shared worker threads,
+# where it would queue behind slow database work (and the readiness probe with it).
+async def get_service(request: Request) -> QueryService:
     return request.app.state.service
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def get_auth(request: Request) -> Authenticator:
+async def get_auth(request: Request) -> Authenticator:
     return request.app.state.auth
 
 

@@ -169,3 +169,26 @@ async def test_one_key_cannot_hold_more_than_its_share_in_flight(settings_for, d
         assert (await first).status_code == 200
         assert not in_flight
         assert (await c.post("/sql", json={"sql": "SELECT 1"})).status_code == 200
+
+
+async def test_readiness_answers_while_the_shared_worker_threads_are_all_busy(client):
+    """Every thread of anyio's shared pool held by slow work: /readyz still answers, on threads of its own."""
+    import asyncio
+    import threading
+
+    from anyio import to_thread
+
+    release = threading.Event()
+    limiter = to_thread.current_default_thread_limiter()
+    blockers = [asyncio.create_task(to_thread.run_sync(release.wait)) for _ in range(int(limiter.total_tokens))]
+    try:
+        for _ in range(500):
+            if limiter.borrowed_tokens == limiter.total_tokens:
+                break
+            await asyncio.sleep(0.01)
+        assert limiter.borrowed_tokens == limiter.total_tokens
+        r = await asyncio.wait_for(client.get("/readyz"), timeout=10)
+        assert r.status_code == 200 and r.json()["database"] is True
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)

@@ -1,6 +1,6 @@
 """Liveness, readiness and Prometheus metrics."""
 
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -9,6 +9,16 @@ from pydantic import BaseModel, Field
 from app.api.deps import MetricsDep, ServiceDep
 
 router = APIRouter(tags=["health"])
+_probe_limiter: CapacityLimiter | None = None
+
+
+def _probe_threads() -> CapacityLimiter:
+    """Readiness checks get threads of their own: slow user queries holding anyio's shared worker threads must not
+    make the probe time out (an orchestrator would then restart a healthy, busy server)."""
+    global _probe_limiter
+    if _probe_limiter is None:
+        _probe_limiter = CapacityLimiter(2)
+    return _probe_limiter
 
 
 @router.get("/healthz")
@@ -30,7 +40,7 @@ class Readiness(BaseModel):
     responses={503: {"model": Readiness, "description": "Not ready: the database does not answer"}},
 )
 async def readyz(service: ServiceDep) -> JSONResponse:
-    db_ok = await to_thread.run_sync(service.executor.ping)
+    db_ok = await to_thread.run_sync(service.executor.ping, limiter=_probe_threads())
     # The query log is not part of readiness: questions are answered while it is down (rows wait in memory).
     body = Readiness(
         ready=db_ok,

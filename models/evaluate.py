@@ -295,8 +295,33 @@ def compare(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def on_same_questions(ids_from: Path, runs: list[Path]) -> str:
+    """EX of each run restricted to the questions of `ids_from` (e.g. a 100-question baseline against a 972 run)."""
+    ids = {r["id"] for r in read_jsonl(ids_from)}
+    lines = [
+        f"questions: the {len(ids)} of {ids_from.name}",
+        "",
+        "| run | n | EX % | greedy EX % |",
+        "|---|---:|---:|---:|",
+    ]
+    for path in [ids_from, *runs]:
+        rows = [r for r in read_jsonl(path) if r["id"] in ids]
+        ok = sum(r["ok"] for r in rows)
+        greedy = sum(r.get("greedy_ok", False) if r.get("rescued") else r["ok"] for r in rows)
+        n = max(len(rows), 1)
+        lines.append(f"| {path.stem} | {len(rows)} | {round(100 * ok / n, 1)} | {round(100 * greedy / n, 1)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "same-questions":
+        paths = [Path(p) for p in argv[1:]]
+        if len(paths) < 2 or any(not p.exists() for p in paths):
+            print("usage: same-questions BASELINE.jsonl RUN.jsonl ... (all must exist)", file=sys.stderr)
+            return 2
+        print(on_same_questions(paths[0], paths[1:]))
+        return 0
     if argv and argv[0] == "compare":
         paths = [Path(p) for p in argv[1:]]
         missing = [str(p) for p in paths if not p.exists()]

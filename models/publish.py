@@ -25,15 +25,19 @@ def publish(run_dir: Path, dest: Path | None = None) -> Path:
     best = run_dir / "best"
     if not (best / "adapter_model.safetensors").exists():
         sys.exit(f"no best adapter in {run_dir} (expected {best}/adapter_model.safetensors)")
-    if dest is None:  # the adapter slot of the base the run trained (models.bases)
-        cfg = json.loads((best / "train_config.json").read_text())["config"]
-        try:
-            dest = get_base(cfg.get("base") or "smollm2-135m").adapter_dir
-        except BaseModelError as exc:
-            sys.exit(str(exc))
+    cfg = json.loads((best / "train_config.json").read_text())["config"]
+    try:  # runs from before the registry trained SmolLM2 and name no base
+        spec = get_base(cfg.get("base") or "smollm2-135m")
+    except BaseModelError as exc:
+        sys.exit(str(exc))
+    base_name = spec.name
+    dest = dest or spec.adapter_dir  # the committed adapter slot of the base the run trained
     dest.mkdir(parents=True, exist_ok=True)
     save_rowwise_int8(load_file(best / "adapter_model.safetensors"), dest / "adapter_model.safetensors")
-    shutil.copy(best / "adapter_config.json", dest / "adapter_config.json")
+    adapter_cfg = json.loads((best / "adapter_config.json").read_text())
+    # the base by its registry name, not the training machine's path (peft is handed the base model explicitly)
+    adapter_cfg["base_model_name_or_path"] = base_name
+    (dest / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2))
     shutil.copy(best / "train_config.json", dest / "train_config.json")
     if (run_dir / "log.json").exists():
         log = json.loads((run_dir / "log.json").read_text())

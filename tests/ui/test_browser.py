@@ -120,6 +120,30 @@ def test_edit_sql_and_rerun_through_the_guard(server, page):
     page.click("form.sql button")
     page.wait_for_selector("#result-card .badge.refused")
     assert "read-only" in page.inner_text("#result-message").lower()
+    assert page.locator("#result-card .badge").count() == 1  # "refused", once: no second "refused" badge
+
+
+def test_empty_and_null_answers_read_as_such_and_write_requests_are_declined(server, page):
+    url, _ = server
+    page.goto(url + "/")
+    page.fill("#question", "Delete all customers")
+    page.click("#ask-button")
+    page.wait_for_selector("#result-card .badge.refused", timeout=120_000)
+    assert "asks to change data" in page.inner_text("#result-card .meta")
+    assert "only reads" in page.inner_text("#result-message")
+    assert page.locator("textarea#sql").count() == 0  # nothing was written, nothing ran
+    page.fill("#question", "How many customers are there?")
+    page.click("#ask-button")
+    page.wait_for_selector("textarea#sql", timeout=120_000)
+    page.fill("textarea#sql", "SELECT MAX(customer_id) FROM customers WHERE 1 = 0")
+    page.click("form.sql button")
+    page.wait_for_selector("#result-card .badge.empty")
+    assert "only NULLs" in page.inner_text("#result-card .meta")
+    assert "NULL" in page.inner_text("#result-message") and page.locator("#result-card .badge.ok").count() == 0
+    page.fill("textarea#sql", "SELECT name FROM customers WHERE name = 'nobody at all'")
+    page.click("form.sql button")
+    page.wait_for_selector("#result-card .badge.empty")
+    assert "No rows matched" in page.inner_text("#result-message")
 
 
 def test_an_example_question_fills_the_box_and_asks_it(server, page):

@@ -260,6 +260,8 @@ def main(argv: list[str]) -> None:
     pad_id = load_tokenizer(cfg["base_dir"]).pad_token_id
     files = [load_rows(Path(cfg["data_dir"]) / f, cfg["limit_train"], cfg["max_len"]) for f in cfg["train_files"]]
     train = [r for rows in files for r in rows]
+    if not train:
+        sys.exit(f"no training examples of at most {cfg['max_len']} tokens in {cfg['data_dir']}/{cfg['train_files']}")
     val = load_rows(Path(cfg["data_dir"]) / "val.jsonl", cfg["limit_val"], cfg["max_len"])
     model, split = build_model(cfg)
     bb = Backbone(model, split, cfg["autocast"])

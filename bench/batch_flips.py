@@ -24,8 +24,10 @@ from app.nl2sql.engine import OnnxGenerator, Sampling
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
 from app.nl2sql.prompt import build_prompt, format_schema
+from app.sql.guard import guard_sql
 from models.data import SPIDER_DIR, schema_at
 from models.evaluate import judge, spider_items
+from models.exec_match import execute_sqlite, order_matters, results_match
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +38,19 @@ def cpu_flags() -> str:
     except (OSError, StopIteration):
         return "unknown"
     return " ".join(f for f in flags.split() if f.startswith(("avx", "amx")) or "vnni" in f)
+
+
+def same_result(item: dict, a: str, b: str) -> bool:
+    """Whether two answers to one question return the same rows (both failing counts as the same)."""
+    out = []
+    for text in (a, b):
+        try:
+            out.append(execute_sqlite(item["db_path"], guard_sql(extract_sql(text), row_limit=10**9).sql, 5.0))
+        except Exception:  # noqa: BLE001 - any failure is "no result" for this comparison
+            out.append(None)
+    if out[0] is None or out[1] is None:
+        return out[0] is out[1]
+    return results_match(out[0], out[1], order_matters(extract_sql(a)))
 
 
 def measure(model_dir: Path, limit: int, batch: int, new_tokens: int) -> dict:
@@ -60,12 +75,13 @@ def measure(model_dir: Path, limit: int, batch: int, new_tokens: int) -> dict:
             batched[i] = g.text
     t_batched = time.perf_counter() - t0
     changed = []
-    ok_alone = ok_batched = 0
+    ok_alone = ok_batched = result_changed = 0
     for i, it in enumerate(items):
         a, b = judge(it, alone[i])["ok"], judge(it, batched[i])["ok"]
         ok_alone += a
         ok_batched += b
         if extract_sql(alone[i]) != extract_sql(batched[i]):
+            result_changed += not same_result(it, alone[i], batched[i])
             changed.append(
                 {"question": it["question"], "alone": extract_sql(alone[i]), "batched": extract_sql(batched[i]),
                  "right_alone": a, "right_batched": b}
@@ -77,6 +93,7 @@ def measure(model_dir: Path, limit: int, batch: int, new_tokens: int) -> dict:
         "batch": batch,
         "changed": len(changed),
         "changed_pct": round(100 * len(changed) / len(items), 2),
+        "result_changed": result_changed,  # of those, how many return different rows (the rest differ in spelling)
         "ex_alone": round(100 * ok_alone / len(items), 1),
         "ex_batched": round(100 * ok_batched / len(items), 1),
         "seconds_alone": round(t_alone, 1),
@@ -92,7 +109,7 @@ def markdown(r: dict) -> str:
         f"- {r['created']} · CPU flags: {r['cpu_flags']} · {r['machine']}",
         f"- {r['questions']} Spider dev questions (spread evenly), schema-constrained greedy, as the service prompts",
         f"- answers that changed when decoded in a batch of {r['batch']} instead of alone: **{r['changed']}** "
-        f"({r['changed_pct']}%)",
+        f"({r['changed_pct']}%); of those, {r.get('result_changed', '?')} return different rows",
         f"- EX alone {r['ex_alone']}% · EX in batches {r['ex_batched']}%",
         f"- time: {r['seconds_alone']} s alone, {r['seconds_batched']} s in batches",
         "",

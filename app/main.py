@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app.api.errors import document_validation_errors
-from app.api.middleware import BodySizeLimit, SecurityHeaders
+from app.api.middleware import BodySizeLimit, CatchAll, SecurityHeaders
 from app.api.routes import health, info, login, query, ui
 from app.auth.principal import Authenticator, LoginRequired, RateLimited
 from app.auth.ratelimit import retry_after_header
@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
     app.include_router(login.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    # Outermost last: security headers see every response (413s and CORS answers too).
+    # Outermost last: security headers see every response (413s, CORS answers and unexpected 500s too).
+    app.add_middleware(CatchAll)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # closed by default: without the middleware no response carries CORS headers
         app.add_middleware(

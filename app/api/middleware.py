@@ -6,9 +6,12 @@ Pure ASGI (not BaseHTTPMiddleware) so they add no task per request and see every
 from __future__ import annotations
 
 import json
+import logging
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("querywise")
 
 # The UI needs no inline script or style: htmx is served from /static, its inline indicator style and eval are off
 # (meta htmx-config in base.html), charts are SVG attributes. `frame-ancestors` is the modern X-Frame-Options.
@@ -115,3 +118,32 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+class CatchAll:
+    """An unexpected error becomes a 500 with a short JSON message and one log line, inside the security-headers
+    middleware (Starlette's own catch-all sits outside every middleware, so its 500 had no security headers, and it
+    re-raised, so the server logged a whole traceback per request: a cheap way to flood the log)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:  # noqa: BLE001 - the point of this middleware
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            log.error("unhandled %s on %s: %s", type(exc).__name__, scope.get("path", ""), first)
+            if not started:  # a response already under way cannot be replaced; the connection just ends
+                await _json(send, 500, "Internal error; it has been logged.")

@@ -192,3 +192,25 @@ async def test_readiness_answers_while_the_shared_worker_threads_are_all_busy(cl
     finally:
         release.set()
         await asyncio.gather(*blockers)
+
+
+async def test_an_unexpected_error_is_a_500_with_security_headers_and_one_log_line(
+    settings_for, demo_db, generator, caplog
+):
+    import logging
+
+    from tests_support import app_client
+
+    async with app_client(settings_for(f"sqlite:///{demo_db}"), generator) as c:
+
+        async def boom() -> dict:
+            raise RuntimeError("kaboom\nsecond line of detail")
+
+        c.app.add_api_route("/boom", boom)  # type: ignore[attr-defined]
+        with caplog.at_level(logging.ERROR, logger="querywise"):
+            r = await c.get("/boom")
+    assert r.status_code == 500 and r.json() == {"detail": "Internal error; it has been logged."}
+    assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["X-Frame-Options"] == "DENY"
+    errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "RuntimeError on /boom: kaboom" in errors[0].getMessage()
+    assert errors[0].exc_info is None and "second line" not in errors[0].getMessage()

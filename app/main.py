@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.api.errors import document_validation_errors
 from app.api.middleware import BodySizeLimit, CatchAll, SecurityHeaders
-from app.api.routes import health, info, login, query, ui
+from app.api.routes import docs, health, info, login, query, ui
 from app.auth.principal import Authenticator, LoginRequired, RateLimited
 from app.auth.ratelimit import retry_after_header
 from app.core.config import Settings, get_settings
@@ -65,6 +65,8 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
         title="Querywise",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served from app/static by app.api.routes.docs: no CDN
+        redoc_url=None,
         description="Ask a business question in plain English; get guarded, read-only SQL and its rows.",
     )
     app.include_router(query.router)
@@ -72,6 +74,7 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
     app.include_router(info.router)
     app.include_router(ui.router)
     app.include_router(login.router)
+    app.include_router(docs.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # Outermost last: security headers see every response (413s, CORS answers and unexpected 500s too).

@@ -185,3 +185,15 @@ def test_logout_then_htmx_posts_send_the_page_to_login(server, page):
     page.fill("#question", "How many customers are there?")
     page.click("#ask-button")
     page.wait_for_url(url + "/login", timeout=30_000)
+
+
+def test_api_docs_render_from_this_server_alone(server, page):
+    """The browser here has no internet: Swagger UI and ReDoc render only if every asset comes from the app."""
+    url, _ = server
+    other_origins = []
+    page.on("request", lambda r: not r.url.startswith((url, "data:", "blob:")) and other_origins.append(r.url))
+    page.goto(url + "/docs")
+    page.wait_for_selector(".opblock-summary-path >> text=/query", timeout=30_000)
+    page.goto(url + "/redoc")
+    page.wait_for_selector("text=Ask a business question", timeout=30_000)
+    assert other_origins == []

@@ -44,6 +44,11 @@ class BaseSpec:
         return Path(override) if override else BUILD_DIR / "base" / self.name
 
     @property
+    def data_dir(self) -> Path:
+        """Training data tokenized for this base (`models.prepare`)."""
+        return BUILD_DIR / "data" / self.name
+
+    @property
     def onnx_dir(self) -> Path:
         return BUILD_DIR / "onnx" / self.name
 

@@ -116,23 +116,22 @@ def pack(
         by_db.setdefault(p.db_id, []).append(p)
     rows = []
     for db_id in sorted(by_db):
+        schema = schema_text(str(db_root), db_id, sample_values)
         todo = by_db[db_id][:]
         rng.shuffle(todo)
         ids: list[int] = []
         spans: list[list[int]] = []
         for p in todo:
-            if not ids:
-                head = build_prompt(schema_text(str(db_root), db_id, sample_values), p.question)
-            else:
-                head = build_followup(p.question)
-            h_ids = tokenizer(head, add_special_tokens=False).input_ids
             t_ids = tokenizer(build_target(p.sql), add_special_tokens=False).input_ids
-            if ids and len(ids) + len(h_ids) + len(t_ids) > max_len:
+            follow = tokenizer(build_followup(p.question), add_special_tokens=False).input_ids if ids else None
+            if follow is not None and len(ids) + len(follow) + len(t_ids) > max_len:  # full: start a new sequence
                 rows.append({"ids": ids, "spans": spans, "db_id": db_id})
-                ids, spans = [], []
-                h_ids = tokenizer(
-                    build_prompt(schema_text(str(db_root), db_id, sample_values), p.question), add_special_tokens=False
-                ).input_ids
+                ids, spans, follow = [], [], None
+            h_ids = (
+                follow
+                if follow is not None
+                else tokenizer(build_prompt(schema, p.question), add_special_tokens=False).input_ids
+            )
             if len(h_ids) + len(t_ids) > max_len:
                 continue
             spans.append([len(ids) + len(h_ids), len(ids) + len(h_ids) + len(t_ids)])

@@ -14,14 +14,13 @@ import json
 import time
 from pathlib import Path
 
-from app.core.config import BUILD_DIR
 from models.base import load_tokenizer
 from models.bases import get_base
 from models.data import SPIDER_DIR, encode, pack, spider_splits, write_jsonl
 
 # defaults
 spider_dir = SPIDER_DIR
-out_dir = BUILD_DIR / "data" / get_base().name
+out_dir = get_base().data_dir
 pack_len = 1024  # tokens per packed sequence
 sample_values = 0
 synth_n = (

@@ -242,15 +242,12 @@ def save_adapter(model, path: Path, cfg: dict, extra: dict) -> None:
 
 def main(argv: list[str]) -> None:
     cfg = configure(argv)
-    if not cfg["base_dir"]:
+    if not (cfg["base_dir"] and cfg["data_dir"]):  # defaults follow the registry base
         from models.bases import get_base
 
-        cfg["base_dir"] = str(get_base(cfg["base"] or None).model_dir)
-    if not cfg["data_dir"]:
-        from app.core.config import BUILD_DIR
-        from models.bases import get_base
-
-        cfg["data_dir"] = str(BUILD_DIR / "data" / get_base(cfg["base"] or None).name)
+        spec = get_base(cfg["base"] or None)
+        cfg["base_dir"] = cfg["base_dir"] or str(spec.model_dir)
+        cfg["data_dir"] = cfg["data_dir"] or str(spec.data_dir)
     torch.manual_seed(cfg["seed"])
     torch.set_num_threads(cfg["threads"])
     out = Path(cfg["out_dir"])

@@ -8,9 +8,12 @@ as `headers=auth_headers(key)`.
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import httpx
+import uvicorn
 
 from app.auth.keys import KeyStore
 from app.core.config import Settings, get_settings
@@ -47,3 +50,14 @@ async def app_client(settings: Settings, generator: OnnxGenerator) -> AsyncItera
         async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=120) as client:
             client.app = app  # type: ignore[attr-defined]
             yield client
+
+
+def start_in_thread(server: uvicorn.Server, timeout_s: float = 60) -> threading.Thread:
+    """Run a real uvicorn server in a daemon thread and return once it accepts connections."""
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    return thread

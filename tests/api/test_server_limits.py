@@ -3,19 +3,13 @@ cannot claim another address with X-Forwarded-For unless its proxy is trusted.""
 
 import contextlib
 import socket
-import threading
-import time
 
 import pytest
 from fastapi import FastAPI, Request
+from pg_cluster import free_port
+from tests_support import start_in_thread
 
 from app.server import MAX_HEADER_BYTES, DrainingServer, server_config
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -29,16 +23,10 @@ def serve_app():
         def whoami(request: Request) -> dict:
             return {"client": request.client.host if request.client else None}
 
-        port = _free_port()
+        port = free_port()
         server = DrainingServer(server_config(app, "127.0.0.1", port, trusted), app)
         server.config.log_level = "warning"
-        t = threading.Thread(target=server.run, daemon=True)
-        t.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        servers.append((server, t))
+        servers.append((server, start_in_thread(server, timeout_s=10)))
         return port
 
     yield start

@@ -5,13 +5,12 @@ The app is served by a real uvicorn on a free loopback port, with the real model
 go to reports/. The page fails a test if the browser reports a Content-Security-Policy violation.
 """
 
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import uvicorn
+from pg_cluster import free_port
+from tests_support import start_in_thread
 
 from app.main import create_app
 
@@ -20,12 +19,6 @@ CHROMIUM = "/usr/bin/chromium"
 REPORTS = Path(__file__).resolve().parents[2] / "reports"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +37,11 @@ def server(tmp_path_factory, demo_db, generator):
         api_keys_file=tmp / "api_keys.json",
     )
     key = KeyStore(settings.api_keys_file).create("browser").key
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(
         uvicorn.Config(create_app(settings, generator), host="127.0.0.1", port=port, log_level="warning")
     )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not srv.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.1)
+    thread = start_in_thread(srv)
     yield f"http://127.0.0.1:{port}", key
     srv.should_exit = True
     thread.join(30)

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,7 +19,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from app.db.schema import Schema, introspect
-from app.nl2sql.prompt import build_followup, build_prompt, build_target, format_schema
+from app.nl2sql.prompt import build_followup, build_prompt, build_target, format_schema, normalize_sql
 
 
 def _spider_dir() -> Path:
@@ -100,8 +101,40 @@ def encode(tokenizer, pair: Pair, db_root: Path, sample_values: int = 0) -> dict
     return {"ids": p_ids + t_ids, "start": len(p_ids), "db_id": pair.db_id}
 
 
+def sql_key(sql: str) -> str:
+    """What makes two labels the same query for packing: case, spacing and quote style ignored."""
+    s = normalize_sql(sql).lower().replace('"', "'")
+    return re.sub(r"\s*([(),=<>])\s*", r"\1", s)
+
+
+def _spread(pairs: list[Pair], rng: random.Random) -> list[Pair]:
+    """A shuffled order in which questions with the same SQL are as far apart as the database allows: first one
+    question of every distinct query, then a second of each, and so on."""
+    groups: dict[str, list[Pair]] = {}
+    for p in pairs:
+        groups.setdefault(sql_key(p.sql), []).append(p)
+    layers: list[list[Pair]] = []
+    for g in groups.values():
+        rng.shuffle(g)
+        for i, p in enumerate(g):
+            if i == len(layers):
+                layers.append([])
+            layers[i].append(p)
+    order: list[Pair] = []
+    for layer in layers:
+        rng.shuffle(layer)
+        order += layer
+    return order
+
+
 def pack(
-    tokenizer, pairs: list[Pair], db_root: Path, max_len: int, seed: int = 0, sample_values: int = 0
+    tokenizer,
+    pairs: list[Pair],
+    db_root: Path,
+    max_len: int,
+    seed: int = 0,
+    sample_values: int = 0,
+    max_turns: int = 0,
 ) -> list[dict]:
     """In-context packing: one sequence per chunk of a database's questions, the schema written once.
 
@@ -109,6 +142,14 @@ def pack(
     the same database (`build_followup`) until `max_len` tokens. Loss is taken on every SQL turn (`spans`). The
     schema is most of each single-example prompt, so this cuts training tokens several-fold, and it teaches the
     model to use earlier question/SQL pairs of the same database (the service's verified examples).
+
+    No sequence holds two questions with the same SQL. Spider asks most queries twice in different words; packed
+    together, the second turn is learned as "copy the earlier SQL", and a model trained so wrote the joins of
+    remembered queries into answers that needed none. Twins are spread apart (`_spread`) and a twin of a turn
+    already in the sequence starts a new one.
+
+    `max_turns` > 0 caps each sequence at a number of turns drawn uniformly from 1..max_turns, so first turns (the
+    only kind a question without verified examples gets) are a larger share, at some token cost.
     """
     rng = random.Random(seed)
     by_db: dict[str, list[Pair]] = {}
@@ -117,16 +158,21 @@ def pack(
     rows = []
     for db_id in sorted(by_db):
         schema = schema_text(str(db_root), db_id, sample_values)
-        todo = by_db[db_id][:]
-        rng.shuffle(todo)
         ids: list[int] = []
         spans: list[list[int]] = []
-        for p in todo:
+        seen: set[str] = set()
+        turns = rng.randint(1, max_turns) if max_turns else 0
+        for p in _spread(by_db[db_id], rng):
+            key = sql_key(p.sql)
             t_ids = tokenizer(build_target(p.sql), add_special_tokens=False).input_ids
             follow = tokenizer(build_followup(p.question), add_special_tokens=False).input_ids if ids else None
-            if follow is not None and len(ids) + len(follow) + len(t_ids) > max_len:  # full: start a new sequence
+            full = follow is not None and (
+                len(ids) + len(follow) + len(t_ids) > max_len or len(spans) == turns or key in seen
+            )
+            if full:  # start a new sequence
                 rows.append({"ids": ids, "spans": spans, "db_id": db_id})
-                ids, spans, follow = [], [], None
+                ids, spans, follow, seen = [], [], None, set()
+                turns = rng.randint(1, max_turns) if max_turns else 0
             h_ids = (
                 follow
                 if follow is not None
@@ -136,6 +182,7 @@ def pack(
                 continue
             spans.append([len(ids) + len(h_ids), len(ids) + len(h_ids) + len(t_ids)])
             ids = ids + h_ids + t_ids
+            seen.add(key)
         if ids:
             rows.append({"ids": ids, "spans": spans, "db_id": db_id})
     return rows

@@ -77,3 +77,36 @@ def test_packed_sequence_writes_the_schema_once_and_marks_every_sql_turn():
     short = pack(tok, pairs, DB_ROOT, max_len=len(row["ids"]) - 10, seed=0)
     assert len(short) == 2 and all(tok.decode(r["ids"]).count("singer(Singer_ID") == 1 for r in short)
     assert sum(len(r["spans"]) for r in short) == 3
+
+
+def test_packing_never_puts_two_questions_with_the_same_sql_in_one_sequence():
+    """Spider asks most queries twice; a twin earlier in the sequence teaches copying instead of reading."""
+    from models.data import pack, sql_key
+
+    tok = load_tokenizer()
+    pairs = [
+        Pair("concert_singer", "How many singers do we have?", "SELECT count(*) FROM singer"),
+        Pair("concert_singer", "What is the total number of singers?", "select COUNT(*)  from singer;"),
+        Pair("concert_singer", "List all stadium names.", "SELECT name FROM stadium"),
+        Pair("concert_singer", "What are the names of the stadiums?", "SELECT Name FROM stadium"),
+        Pair("concert_singer", "How many concerts are there?", "SELECT count(*) FROM concert"),
+    ]
+    assert sql_key(pairs[0].sql) == sql_key(pairs[1].sql)
+    for seed in range(5):
+        rows = pack(tok, pairs, DB_ROOT, max_len=4096, seed=seed)
+        assert sum(len(r["spans"]) for r in rows) == 5
+        for r in rows:
+            labels = [sql_key(tok.decode(r["ids"][s:e]).removesuffix("<|im_end|>")) for s, e in r["spans"]]
+            assert len(labels) == len(set(labels))
+        # spread apart, twins land in two sequences, not five
+        assert len(rows) == 2
+
+
+def test_packing_caps_turns_per_sequence():
+    from models.data import pack
+
+    tok = load_tokenizer()
+    pairs = [Pair("concert_singer", f"Question number {i}?", f"SELECT {i} FROM singer") for i in range(12)]
+    rows = pack(tok, pairs, DB_ROOT, max_len=4096, seed=0, max_turns=3)
+    assert sum(len(r["spans"]) for r in rows) == 12
+    assert all(1 <= len(r["spans"]) <= 3 for r in rows) and len(rows) >= 4

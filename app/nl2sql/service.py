@@ -28,6 +28,7 @@ from app.nl2sql.fewshot import EXAMPLES
 from app.nl2sql.guided import best_index, candidate_sampling, result_status, wants_candidates
 from app.nl2sql.intent import WRITE_MESSAGE, asks_to_change_data
 from app.nl2sql.linking import link_schema
+from app.nl2sql.progress import report
 from app.nl2sql.prompt import build_prompt, format_schema
 from app.querylog.store import LogEntry, QueryLog
 from app.sql.executor import ExecutionError, Executor
@@ -183,8 +184,10 @@ class QueryService:
             out = Outcome("error", "db_unavailable", question=question, message=SCHEMA_UNAVAILABLE)
             return await self._finish(out, "question", t0)
         self.metrics.queue_depth.set(self.batcher.depth)
+        report("writing")  # the page says what is happening (app.nl2sql.progress)
         gen: _Generated = await self.batcher.submit((prompt, Sampling(names=names)) if names else prompt)
         self.metrics.latency.labels("generate").observe(gen.generate_ms / 1000)
+        report("running")
         out = await self._guard_and_execute(extract_sql(gen.text), t0, allowed_tables)
         out.question, out.generated_sql = question, gen.text
         out.generate_ms, out.batch_size = round(gen.generate_ms, 1), gen.batch_size
@@ -214,7 +217,8 @@ class QueryService:
         tasks = [asyncio.ensure_future(self.batcher.submit((prompt, s))) for s in samplers]
         tried, seen = [greedy], {extract_sql(greedy.generated_sql or "")}
         try:
-            for task in tasks:
+            for number, task in enumerate(tasks, 1):
+                report("candidates", number, len(tasks))
                 try:
                     g = await task
                 except QueueFull:  # busy: no room for extra work; what was tried so far stands

@@ -34,7 +34,14 @@ from app.nl2sql.constrain import SchemaNames
 from app.nl2sql.engine import Sampling
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
-from app.nl2sql.guided import best_index, candidate_sampling, result_status, wants_candidates
+from app.nl2sql.guided import (
+    best_index,
+    candidate_sampling,
+    result_key,
+    result_status,
+    vote_index,
+    wants_candidates,
+)
 from app.nl2sql.prompt import build_prompt, format_schema
 from app.sql.executor import categorize
 from app.sql.guard import GuardError, guard_sql
@@ -121,27 +128,28 @@ def judge(item: dict, text: str) -> dict:
     return rec | {"ok": ok, "valid": True, "category": category}
 
 
-def probe(item: dict, text: str) -> str:
-    """What the service would see of a prediction, without the gold SQL: ok (rows), empty, refused or error."""
+def probe(item: dict, text: str) -> tuple[str, str | None]:
+    """What the service would see of a prediction, without the gold SQL: ok (rows), empty, refused or error, and
+    the result's identity for voting (`result_key`) when it ran."""
     sql = extract_sql(text)
     if not sql:
-        return "error"
+        return "error", None
     try:
         guarded = guard_sql(sql, dialect="sqlite", row_limit=10**9).sql
     except GuardError:
-        return "refused"
+        return "refused", None
     try:
         rows = execute_sqlite(item["db_path"], guarded, timeout_s)
     except (sqlite3.Error, TimeoutError):
-        return "error"
-    return result_status(rows)[0]
+        return "error", None
+    return result_status(rows)[0], result_key(rows)
 
 
 def guided(
     generator, prompt: str, item: dict, text: str, n: int, new_tokens: int, names: SchemaNames | None = None
 ) -> tuple[str, bool]:
     """Execution-guided choice between the greedy text and n sampled candidates; (text, rescued)."""
-    first = probe(item, text)
+    first = probe(item, text)[0]
     if not wants_candidates(first):
         return text, False
     texts, statuses, seen = [text], [first], {extract_sql(text)}
@@ -151,11 +159,27 @@ def guided(
             continue
         seen.add(sql)
         texts.append(g.text)
-        statuses.append(probe(item, g.text))
+        statuses.append(probe(item, g.text)[0])
         if not wants_candidates(statuses[-1]):
             break
     i = best_index(statuses)
     return texts[i], i > 0
+
+
+def voted(
+    generator, prompt: str, item: dict, text: str, n: int, new_tokens: int, names: SchemaNames | None = None
+) -> tuple[str, bool, dict]:
+    """Self-consistency: the greedy text and n sampled candidates all run; the result most of them share wins
+    (`vote_index`). Also returns, per answer, its status and whether it was right (for the oracle and for other
+    choice rules computed afterwards; the choice itself never sees the gold SQL)."""
+    texts = [text] + [
+        g.text for g in generator.generate([prompt] * n, new_tokens, candidate_sampling(prompt, n, temperature, names))
+    ]
+    probes = [probe(item, t) for t in texts]
+    statuses, keys = [p[0] for p in probes], [p[1] for p in probes]
+    i = vote_index(statuses, keys)
+    info = {"statuses": statuses, "keys": keys, "right": [judge(item, t)["ok"] for t in texts], "chosen": i}
+    return texts[i], i > 0, info
 
 
 def batches(items: list[dict], size: int) -> Iterator[list[dict]]:
@@ -174,6 +198,7 @@ def run(
     sample_values: int = 0,
     candidates: int = 0,
     constrained: bool = False,
+    vote: bool = False,
 ) -> None:
     done = {r["id"] for r in read_jsonl(out_jsonl)} if out_jsonl.exists() else set()
     todo = [it for it in items if it["id"] not in done]
@@ -193,14 +218,21 @@ def run(
                 gens = generator.generate(prompts, new_tokens, [Sampling(names=n) for n in names])
             else:
                 gens = generator.generate(prompts, new_tokens)
-            texts, rescued = [g.text for g in gens], [False] * len(batch)
+            texts, rescued, votes = [g.text for g in gens], [False] * len(batch), [None] * len(batch)
             if candidates:
                 for i, (it, prompt) in enumerate(zip(batch, prompts, strict=True)):
-                    texts[i], rescued[i] = guided(generator, prompt, it, texts[i], candidates, new_tokens, names[i])
+                    if vote:
+                        texts[i], rescued[i], votes[i] = voted(
+                            generator, prompt, it, texts[i], candidates, new_tokens, names[i]
+                        )
+                    else:
+                        texts[i], rescued[i] = guided(generator, prompt, it, texts[i], candidates, new_tokens, names[i])
             gen_ms = (time.perf_counter() - g0) * 1000 / len(batch)
-            for it, g, text, r in zip(batch, gens, texts, rescued, strict=True):
-                extra = {"gen_ms": round(gen_ms, 1), "new_tokens": g.new_tokens} | (
-                    {"rescued": r} if candidates else {}
+            for it, g, text, r, v in zip(batch, gens, texts, rescued, votes, strict=True):
+                extra = (
+                    {"gen_ms": round(gen_ms, 1), "new_tokens": g.new_tokens}
+                    | ({"rescued": r} if candidates else {})
+                    | ({"votes": v} if v else {})
                 )
                 rec = judge(it, text) | extra
                 if r:  # the greedy answer was replaced: keep whether it was right, for the greedy row beside
@@ -259,6 +291,11 @@ def markdown(s: dict) -> str:
                 f"; EX of the greedy answers alone {s.get('ex_greedy')}%"
             ]
             if s.get("candidates")
+            else []
+        ),
+        *(
+            ["- voting: candidates drawn for every question; the result most answers share wins"]
+            if s.get("vote")
             else []
         ),
         *(["- schema-constrained decoding: identifiers limited to the schema's names"] if s.get("constrained") else []),
@@ -349,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     p.add_argument("--candidates", type=int, default=0, help="execution-guided decoding: N sampled candidates")
     p.add_argument("--constrained", action="store_true", help="schema-constrained decoding (identifiers must exist)")
+    p.add_argument(
+        "--vote", action="store_true", help="with --candidates: draw them for every question and vote on results"
+    )
     p.add_argument("--fresh", action="store_true", help="discard earlier results of this run instead of resuming")
     a = p.parse_args(argv)
 
@@ -385,7 +425,19 @@ def main(argv: list[str] | None = None) -> int:
     if a.fresh:
         out_jsonl.unlink(missing_ok=True)
     t0 = time.time()
-    run(items, generator, out_jsonl, a.batch_size, a.max_new_tokens, candidates=a.candidates, constrained=a.constrained)
+    if a.vote and not a.candidates:
+        print("--vote needs --candidates N", file=sys.stderr)
+        return 2
+    run(
+        items,
+        generator,
+        out_jsonl,
+        a.batch_size,
+        a.max_new_tokens,
+        candidates=a.candidates,
+        constrained=a.constrained,
+        vote=a.vote,
+    )
     note = f" of {available}, spread evenly" if len(items) < available else ""
     note += f"; {missing} skipped: database absent" if missing else ""
     summary = summarize(
@@ -396,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
             "note": note,
             "engine": a.engine,
             "candidates": a.candidates,
+            "vote": a.vote,
             "constrained": a.constrained,
             "model_id": generator.model_id,
             "wall_s": round(time.time() - t0, 1),

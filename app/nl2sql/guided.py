@@ -1,5 +1,6 @@
 """Execution-guided decoding: when the greedy SQL does not run (or returns nothing), draw sampled candidates and keep
-the first that passes the guard and runs, preferring one that returns rows.
+the first that passes the guard and runs, preferring one that returns rows. Or, voting (self-consistency): draw
+candidates for every question and answer with the result most of them agree on (`vote_index`).
 
 Shared by the service (candidates through the batching queue, run on the user's database) and by evaluation
 (candidates run on each Spider database), so a measured EX gain is the gain the service delivers. The judge never
@@ -8,7 +9,9 @@ sees gold SQL: only whether a candidate runs and whether it returns rows.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 
 from app.nl2sql.constrain import SchemaNames
@@ -47,3 +50,25 @@ def candidate_sampling(prompt: str, n: int, temperature: float, names: SchemaNam
 def best_index(statuses: Sequence[str]) -> int:
     """The first of the best-ranked statuses: index 0 (greedy) wins ties."""
     return min(range(len(statuses)), key=lambda i: (rank(statuses[i]), i))
+
+
+def result_key(rows: Sequence[Sequence]) -> str:
+    """A result's identity for voting: its rows as a multiset (order ignored), floats rounded so that the same sum
+    computed in two orders agrees."""
+
+    def norm(v):
+        return round(v, 6) if isinstance(v, float) else v
+
+    canon = sorted(repr(tuple(norm(v) for v in row)) for row in rows)
+    return hashlib.sha1("\n".join(canon).encode()).hexdigest()[:16]
+
+
+def vote_index(statuses: Sequence[str], keys: Sequence[str | None]) -> int:
+    """Self-consistency over executed answers: among those that ran with rows, the one whose result the most
+    answers share; ties go to the earliest (index 0, the greedy answer, first). With none that ran with rows, the
+    usual ranking (`best_index`)."""
+    ok = [i for i, s in enumerate(statuses) if s == "ok"]
+    if not ok:
+        return best_index(statuses)
+    counts = Counter(keys[i] for i in ok)
+    return max(ok, key=lambda i: (counts[keys[i]], -i))

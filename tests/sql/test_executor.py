@@ -7,6 +7,7 @@ import hashlib
 import json
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from app.core.cancel import CancelToken
 from app.sql.executor import ExecutionError, Executor, QueryResult, categorize, json_value
 from app.sql.guard import GuardedSQL, GuardError, guard_sql
 
@@ -452,3 +454,133 @@ def test_sqlite_enforces_the_allow_list_again_on_every_table_read(sqlite_url):
         "SELECT c.name FROM customers c JOIN orders o ON o.customer_id = c.id", allowed_tables=["customers", "Orders"]
     )
     assert ex.run(both).row_count > 0
+
+
+# ---------------------------------------------------------------- table-valued functions, cancellation, probes
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        pytest.param("SELECT value FROM json_each('[1, 2, 3]') ORDER BY value", id="json-each"),
+        pytest.param("SELECT key FROM json_tree('{\"a\": {\"b\": 1}}') WHERE key = 'b'", id="json-tree"),
+        pytest.param("SELECT e.value FROM json_each('[1]') e, json_tree('[2]') t", id="both"),
+    ],
+)
+@pytest.mark.parametrize("allowed", [None, ["customers"]], ids=["any-table", "allow-list"])
+def test_json_table_functions_run(sqlite_url: str, sql: str, allowed: list[str] | None) -> None:
+    """json_each/json_tree register themselves in the schema on first use (an authorized catalog update): allowed,
+    on a fresh connection every time, for any key."""
+    ex = Executor(sqlite_url)
+    assert ex.run(guard_sql(sql, allowed_tables=allowed)).row_count >= 1
+    joined = "SELECT c.name, j.value FROM customers c, json_each('[10, 20]') j WHERE c.id = 1"
+    assert ex.run(guard_sql(joined, allowed_tables=allowed)).row_count == 2
+    ex.dispose()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        pytest.param(
+            "UPDATE sqlite_master SET type = 'table', name = 'x', tbl_name = 'x', rootpage = 0, sql = 'x' "
+            "WHERE rowid = (SELECT key FROM json_each('[1]'))",
+            id="catalog-update-shaped-like-vtab-init",
+        ),
+        pytest.param(
+            "SELECT m.rowid, m.name FROM json_each('[1]') j, sqlite_master m", id="catalog-rowid-beside-json-each"
+        ),
+        pytest.param("INSERT INTO customers SELECT value, 'x', NULL, NULL FROM json_each('[7]')", id="insert-json"),
+    ],
+)
+def test_catalog_writes_still_refused_next_to_json_each(sqlite_db: Path, sqlite_url: str, sql: str) -> None:
+    before = digest(sqlite_db.parent)
+    ex = Executor(sqlite_url)
+    with pytest.raises(ExecutionError) as info:
+        ex.run(raw(sql))
+    assert info.value.category == "execution_error"
+    ex.dispose()
+    assert digest(sqlite_db.parent) == before
+
+
+def _wait_for(condition, what: str, bound_s: float = 30.0) -> None:
+    """Poll until `condition()` holds; the bound only turns a hang into a failure (nothing is timed)."""
+    deadline = time.monotonic() + bound_s
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
+def _run_in_thread(ex: Executor, guarded: GuardedSQL, cancel) -> tuple[threading.Thread, list]:
+    outcome: list = []
+
+    def target() -> None:
+        try:
+            outcome.append(ex.run(guarded, cancel))
+        except ExecutionError as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+FOREVER = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT COUNT(*) FROM c"
+
+
+def test_sqlite_query_stops_when_cancelled(sqlite_url: str) -> None:
+    """A query for a client that went away stops when its token is cancelled: with a 10-minute deadline and a
+    query that never ends, only the cancellation can stop it."""
+    ex = Executor(sqlite_url, timeout_s=600)
+    token = CancelToken()
+    thread, outcome = _run_in_thread(ex, raw(FOREVER), token)
+    _wait_for(lambda: ex.engine.pool.checkedout() == 1, "the query took a connection")
+    token.cancel()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and isinstance(outcome[0], ExecutionError), outcome
+    assert outcome[0].category == "cancelled"
+    assert ex.run(guard_sql("SELECT COUNT(*) FROM orders")).rows == [[500]]  # the connection is fine
+    with pytest.raises(ExecutionError) as info:
+        ex.run(guard_sql("SELECT 1"), token)  # already cancelled: nothing runs
+    assert info.value.category == "cancelled"
+
+
+@pytest.mark.postgres
+def test_pg_query_is_cancelled_on_the_server(pg: PgUrls) -> None:
+    ex = Executor(pg.reader, timeout_s=600)
+    token = CancelToken()
+    thread, outcome = _run_in_thread(ex, raw("SELECT pg_sleep(600)"), token)
+    admin = sa.make_url(pg.admin).set(drivername="postgresql").render_as_string(False)
+
+    def running() -> list:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            return conn.execute(
+                # The rows are fetched from a cursor: the statement that sleeps is a FETCH of the reader's.
+                "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND usename = %s",
+                (sa.make_url(pg.reader).username,),
+            ).fetchall()
+
+    _wait_for(lambda: bool(running()), "the query runs on the server")
+    token.cancel()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and isinstance(outcome[0], ExecutionError), outcome
+    assert outcome[0].category == "cancelled"
+    assert running() == []
+    assert ex.run(raw("SELECT 1")).rows == [[1]]
+    ex.dispose()
+
+
+def test_ping_does_not_wait_for_the_query_pool(sqlite_url: str) -> None:
+    """Every pooled connection held by slow queries: the readiness probe has connections of its own (else it
+    would wait the pool's 30 s timeout and report a busy server as down)."""
+    ex = Executor(sqlite_url)
+    pool = ex.engine.pool
+    held = [ex.engine.connect() for _ in range(pool.size() + pool._max_overflow)]
+    try:
+        with pytest.raises(sa.exc.TimeoutError):  # the shared pool really is exhausted
+            ex.engine.pool._timeout = 0.1
+            ex.engine.connect()
+        assert ex.ping() is True
+    finally:
+        for conn in held:
+            conn.close()
+    ex.dispose()

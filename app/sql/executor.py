@@ -192,6 +192,12 @@ def _message(exc: BaseException | None, category: str, timeout_s: float) -> str:
     return text
 
 
+def _reveals_a_table(exc: BaseException, category: str) -> bool:
+    """An error that says whether some table exists: unknown, refused by the allow-list authorizer, or not granted."""
+    orig = _driver_error(exc)
+    return category == "unknown_table" or "prohibited" in str(orig) or getattr(orig, "sqlstate", None) == "42501"
+
+
 def _sqlite_path(url: sa.URL) -> Path:
     database = url.database or ""
     if url.query.get("mode") == "memory" or database in ("", ":memory:") or database.startswith("file::memory:"):
@@ -206,7 +212,9 @@ def _sqlite_path(url: sa.URL) -> Path:
     return path
 
 
-NOT_ALLOWED = "The query reads a table this API key may not use."
+# For a key with an allow-list, one answer for a table that is forbidden and one that does not exist (and a role
+# without the grant): the key learns nothing about the tables it cannot use.
+NOT_ALLOWED = "The query reads a table this API key cannot use (or that does not exist)."
 
 # Read-only table-valued functions: SQLite reports their columns as reads of a "table" of that name.
 _TABLE_FUNCTIONS = frozenset({"json_each", "json_tree"})
@@ -377,7 +385,7 @@ class Executor:
             if cancel.cancelled:
                 raise ExecutionError("cancelled", CANCELLED) from None
             category = categorize(e)
-            if guarded.allowed is not None and "prohibited" in str(e):  # the allow-list authorizer: name no table
+            if guarded.allowed is not None and _reveals_a_table(e, category):  # name no table
                 raise ExecutionError("refused", NOT_ALLOWED) from None
             raise ExecutionError(category, _message(e, category, self.timeout_s)) from None
         elapsed_ms = (time.perf_counter() - start) * 1000

@@ -23,6 +23,10 @@ from sqlglot.errors import ErrorLevel, ParseError, SqlglotError
 
 # The model emits ~160 tokens; anything far longer is not a question's answer and only costs parse time.
 MAX_SQL_CHARS = 20_000
+# Parse-tree nodes (identifiers, literals, operators…): the model's SQL has a few hundred, a person's long report a
+# thousand or two, an IN list of 3,000 ids ~3,000. Checking, transpiling and re-parsing cost grows with the tree;
+# 20,000 characters of `1+1+…` would be ~10,000 nodes and a third of a second of CPU per request.
+MAX_SQL_NODES = 5_000
 
 _DIALECTS = {"sqlite": "sqlite", "postgres": "postgres", "postgresql": "postgres"}
 # Schema names that mean "the user's tables" when written out: `main.t` in SQLite, `public.t` in PostgreSQL.
@@ -56,15 +60,18 @@ _DENIED_FUNCTIONS = frozenset(
         "dblink_exec", "loread", "lowrite", "ts_stat", "ts_rewrite",
         # Server details, refused like the catalogs: the version, addresses, the role the service connects as.
         "version", "inet_server_addr", "inet_server_port", "inet_client_addr", "inet_client_port",
-        "current_user", "session_user", "current_role", "system_user", "user",
+        "current_user", "session_user", "current_role", "system_user", "user", "current_database",
+        "current_catalog",
     }
 )  # fmt: skip
 # Prefixes cover whole families: every pg_* function (files, sleeps, advisory locks, backends, config, catalog
 # helpers); pragma_* table-valued functions; large objects; txid_* (assigns a transaction id); dblink_*; sqlite_*
 # (version, source id, compile options).
 _DENIED_PREFIXES = ("pg_", "pragma_", "lo_", "txid_", "dblink_", "sqlite_")
-# query_to_xml and friends run an arbitrary SQL string (or dump a whole table) out of the guard's sight.
-_DENIED_PATTERN = re.compile(r"_to_xml")
+# query_to_xml and friends run an arbitrary SQL string (or dump a whole table) out of the guard's sight. Catalog
+# helpers that take a relation's name as text (to_regclass('t'), has_table_privilege('t', …), obj_description)
+# answer differently for a table that exists: a key limited to some tables would learn which others exist.
+_DENIED_PATTERN = re.compile(r"_to_xml|^to_reg|^has_\w*_privilege$|_description$")
 
 # SQLite's printf pads `%.Nc` one character at a time, for any N and even once the result is too large to keep: one
 # call takes seconds that no deadline can interrupt. So printf/format need a literal format without a %c precision.
@@ -336,6 +343,9 @@ def _check(tree: exp.Expr, dialect: str, allowed: frozenset[str] | None, first_w
                 _check_format(node, formats[0])
             if type(node) in _NEEDLE_ARGS or (isinstance(node, exp.Anonymous) and names[0] in _SEARCH_FUNCTIONS):
                 _check_search(node, names[1] if len(names) > 1 else names[0])  # as SQLite writes it
+        if isinstance(node, exp.DataType) and node.sql(dialect=dialect).lower().startswith("reg"):
+            # 'name'::regclass looks the name up in the catalog: its error says whether such a table exists.
+            raise GuardError("refused", "Casts to catalog reference types (regclass, regtype, …) are not allowed.")
         if dialect == "postgres" and isinstance(node, exp.Column) and _is_role_keyword(node):
             raise GuardError(
                 "refused",
@@ -349,7 +359,11 @@ def _check(tree: exp.Expr, dialect: str, allowed: frozenset[str] | None, first_w
     if allowed is not None:
         unknown = sorted(t for t in tables if t not in allowed)
         if unknown:
-            raise GuardError("refused", f"The query reads tables that are not available: {', '.join(unknown)}.")
+            # The same words whether the table exists or not: a restricted key learns nothing about other tables.
+            raise GuardError(
+                "refused",
+                f"The query reads tables this API key cannot use (or that do not exist): {', '.join(unknown)}.",
+            )
     return frozenset(tables)
 
 
@@ -441,6 +455,13 @@ def _guard(
     sql: str, target: str, source: str, row_limit: int, allowed: frozenset[str] | None, dialect: str
 ) -> GuardedSQL:
     tree = _parse(sql, source)
+    nodes = sum(1 for _ in tree.walk())  # iterative (breadth-first): safe on any depth
+    if nodes > MAX_SQL_NODES:
+        raise GuardError(
+            "refused",
+            f"The query is too large to check ({nodes} parts; at most {MAX_SQL_NODES}): use fewer values in lists "
+            "and fewer columns or conditions.",
+        )
     if source == "sqlite":
         _normalize_sqlite(tree, target)
     _check(tree, target, allowed, _leading_word(sql))

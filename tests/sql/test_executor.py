@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.core.cancel import CancelToken
-from app.sql.executor import ExecutionError, Executor, QueryResult, categorize, json_value
+from app.sql.executor import NOT_ALLOWED, ExecutionError, Executor, QueryResult, categorize, json_value
 from app.sql.guard import GuardedSQL, GuardError, guard_sql
 
 
@@ -583,4 +583,35 @@ def test_ping_does_not_wait_for_the_query_pool(sqlite_url: str) -> None:
     finally:
         for conn in held:
             conn.close()
+    ex.dispose()
+
+
+def _refusal(ex: Executor, sql: str) -> tuple[str, str]:
+    limited = GuardedSQL(sql=sql, tables=frozenset({"customers"}), limit=5, allowed=frozenset({"customers"}))
+    with pytest.raises(ExecutionError) as info:
+        ex.run(limited)
+    return info.value.category, info.value.message
+
+
+def test_restricted_key_errors_do_not_say_which_tables_exist(sqlite_url: str) -> None:
+    """Past the guard, a key limited to `customers` gets one answer for a forbidden table and a missing one."""
+    ex = Executor(sqlite_url)
+    forbidden, missing = _refusal(ex, "SELECT * FROM orders"), _refusal(ex, "SELECT * FROM no_such_table")
+    assert forbidden == missing == ("refused", NOT_ALLOWED)
+    # An unrestricted key sees the whole schema anyway: it keeps the database's own words.
+    with pytest.raises(ExecutionError) as info:
+        ex.run(raw("SELECT * FROM no_such_table"))
+    assert info.value.category == "unknown_table" and "no_such_table" in info.value.message
+
+
+@pytest.mark.postgres
+def test_pg_restricted_key_errors_do_not_say_which_tables_exist(pg: PgUrls) -> None:
+    admin = sa.create_engine(pg.admin)
+    with admin.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS hidden_from_reader (a int)")  # no grant to the reader
+    admin.dispose()
+    ex = Executor(pg.reader)
+    not_granted = _refusal(ex, "SELECT * FROM hidden_from_reader")
+    missing = _refusal(ex, "SELECT * FROM no_such_table")
+    assert not_granted == missing == ("refused", NOT_ALLOWED)
     ex.dispose()

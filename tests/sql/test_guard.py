@@ -169,7 +169,7 @@ def test_allowed_tables_enforced(sql: str, kwargs: dict) -> None:
     with pytest.raises(GuardError) as info:
         guard_sql(sql, **kwargs)
     assert info.value.category == "refused"
-    assert "not available" in info.value.message
+    assert "cannot use (or that do not exist)" in info.value.message
 
 
 @pytest.mark.parametrize(
@@ -517,7 +517,7 @@ def test_date_functions_stay_native_on_postgres():
     "sql",
     [
         "SELECT * FROM " + "(SELECT * FROM " * 110 + "customers" + ") AS t" * 110,
-        "SELECT " + " + ".join(["x IS NULL"] * 1000) + " FROM t",
+        "SELECT " + " + ".join(["x IS NULL"] * 500) + " FROM t",  # under the node cap: the depth refuses it
     ],
     ids=["nested-subqueries", "long-is-null-chain"],
 )
@@ -554,3 +554,57 @@ def test_dbstat_as_a_table_valued_function_is_refused(sql):
     with pytest.raises(GuardError) as info:
         guard_sql(sql)
     assert info.value.category == "refused"
+
+
+def test_parse_tree_size_is_capped_with_a_clear_refusal():
+    """Past MAX_SQL_NODES parts the guard refuses before checking, transpiling and re-parsing a huge tree."""
+    from app.sql.guard import MAX_SQL_CHARS, MAX_SQL_NODES
+
+    huge = "SELECT " + "+".join(["1"] * (MAX_SQL_NODES + 100))
+    assert len(huge) < MAX_SQL_CHARS  # the length cap alone lets it through
+    with pytest.raises(GuardError) as info:
+        guard_sql(huge)
+    assert info.value.category == "refused" and f"at most {MAX_SQL_NODES}" in info.value.message
+    # What people and the model write stays far below: a long report query and an IN list of 3,000 ids.
+    ids = ", ".join(map(str, range(3000)))
+    assert guard_sql(f"SELECT name FROM customers WHERE customer_id IN ({ids})").sql
+    report = (
+        "SELECT c.name, SUM(oi.quantity * oi.unit_price) AS revenue FROM customers c "
+        "JOIN orders o ON o.customer_id = c.customer_id JOIN order_items oi ON oi.order_id = o.order_id "
+        "WHERE o.order_date >= '2025-01-01' GROUP BY c.name HAVING SUM(oi.quantity) > 3 ORDER BY revenue DESC"
+    )
+    assert guard_sql(report, dialect="postgres").sql
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 'regions'::regclass",
+        "SELECT CAST('public.regions' AS REGCLASS)",
+        "SELECT 'regions'::regclass::oid",
+        "SELECT to_regclass('regions')",
+        "SELECT has_table_privilege('regions', 'SELECT')",
+        "SELECT has_column_privilege('regions', 'name', 'SELECT')",
+        "SELECT obj_description(16384)",
+        "SELECT col_description(16384, 1)",
+        "SELECT current_database()",
+        "SELECT name FROM customers WHERE to_regclass('payments') IS NOT NULL",
+    ],
+)
+def test_catalog_lookups_that_reveal_which_tables_exist_are_refused(sql):
+    """On PostgreSQL these answer (or fail) differently for a table that exists: a key limited to `customers`
+    would learn the other tables' names. Refused like the catalogs, for every key."""
+    with pytest.raises(GuardError) as info:
+        guard_sql(sql, dialect="postgres", source_dialect="postgres", allowed_tables=["customers"])
+    assert info.value.category == "refused"
+    with pytest.raises(GuardError):  # written in SQLite and transpiled, too
+        guard_sql(sql.replace("::regclass::oid", "::regclass"), dialect="postgres", allowed_tables=["customers"])
+
+
+def test_forbidden_and_missing_tables_get_the_same_answer():
+    def refusal(table: str) -> str:
+        with pytest.raises(GuardError) as info:
+            guard_sql(f"SELECT * FROM {table}", allowed_tables=["customers"])
+        return info.value.message.replace(table, "<t>")
+
+    assert refusal("payments") == refusal("no_such_table_at_all")

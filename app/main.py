@@ -12,20 +12,23 @@ from urllib.parse import quote
 
 from anyio import to_thread
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.errors import document_validation_errors
 from app.api.middleware import BodySizeLimit, CatchAll, SecurityHeaders
-from app.api.routes import docs, health, info, login, query, ui
+from app.api.routes import answers, docs, health, info, login, query, ui
 from app.auth.principal import Authenticator, LoginRequired, RateLimited
 from app.auth.ratelimit import retry_after_header
 from app.core.config import Settings, get_settings
 from app.core.metrics import Metrics
 from app.db.catalog import SchemaCatalog
 from app.nl2sql.engine import OnnxGenerator
+from app.nl2sql.progress import ProgressBoard
 from app.nl2sql.service import QueryService
 from app.querylog.store import QueryLog
 from app.sql.executor import Executor
@@ -51,6 +54,7 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
         service = build_service(settings, generator)
         app.state.settings, app.state.service, app.state.metrics = settings, service, service.metrics
         app.state.auth = auth
+        app.state.progress = ProgressBoard()  # questions being answered that a page may follow or cancel
         try:
             service.catalog.refresh()
         except Exception as exc:  # the database may come up later; /readyz says so meanwhile
@@ -75,6 +79,7 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
     app.include_router(ui.router)
     app.include_router(login.router)
     app.include_router(docs.router)
+    app.include_router(answers.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # Outermost last: security headers see every response (413s, CORS answers and unexpected 500s too).
@@ -97,6 +102,13 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
             return Response("Log in first.", status_code=401, headers={"HX-Redirect": "/login"})
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # A browser that lands on a wrong address gets a page with a way back; API clients keep the JSON answer.
+        if exc.status_code == 404 and ui.wants_html(request):
+            return ui.not_found(request)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RateLimited)
     async def rate_limited(request: Request, exc: RateLimited) -> Response:

@@ -13,6 +13,7 @@ from app.auth.principal import SAFE_METHODS, Authenticator, LoginRequired, Princ
 from app.core.config import Settings
 from app.core.metrics import Metrics
 from app.nl2sql.service import QueryService
+from app.querylog.store import asked_by
 
 UNAUTHENTICATED = "Authentication required: send an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`."
 INVALID_KEY = "The API key is not valid (unknown or revoked)."
@@ -54,6 +55,7 @@ async def require_principal(request: Request, auth: AuthDep, metrics: MetricsDep
         detail = UNAUTHENTICATED if auth.presented_key(request) is None else INVALID_KEY
         raise HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
     _check_csrf(request, principal)
+    asked_by.set(principal.name)  # the query log files this request's row under the key (a key's /history)
     return principal
 
 
@@ -64,6 +66,7 @@ async def require_ui_principal(request: Request, auth: AuthDep, metrics: Metrics
             metrics.auth_failures.inc()
         raise LoginRequired()
     _check_csrf(request, principal)
+    asked_by.set(principal.name)
     return principal
 
 

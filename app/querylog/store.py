@@ -1,7 +1,8 @@
 """The query log: one row per request in the application's own database (never the user's).
 
 SQLite file by default, any SQLAlchemy URL (PostgreSQL) for several replicas sharing one log. The dashboards and
-`/api/dashboard` read success rate, latency percentiles over time and the most frequent error categories from it.
+`/api/dashboard` read success rate, latency percentiles over time and the most frequent error categories from it;
+`/history` reads a key's own rows (`key_name`), and its saved questions live in `saved_question` next to the log.
 
 The log must never cost an answer, and should lose nothing: `record` writes the row before the answer goes out
 (so a row exists for every answer, even if the process is killed right after). When the log database is
@@ -17,6 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +27,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 log = logging.getLogger("querywise")
+# Who asked: set once per request by the auth dependencies (app.api.deps), read when the row is written. A context
+# variable, so the service's signatures (shared with the batch API and the benchmarks) need not carry it.
+asked_by: ContextVar[str | None] = ContextVar("asked_by", default=None)
 
 metadata = sa.MetaData()
 query_log = sa.Table(
@@ -44,6 +49,20 @@ query_log = sa.Table(
     sa.Column("total_ms", sa.Float, nullable=False),
     sa.Column("model_id", sa.String(200)),
     sa.Column("batch_size", sa.Integer),
+    sa.Column("key_name", sa.String(64)),  # the API key's name; None for rows written before keys were logged
+)
+sa.Index("ix_query_log_key_name_id", query_log.c.key_name, query_log.c.id)
+# Questions a key saved under a name, re-run from /history (question and the SQL that answered it).
+saved_question = sa.Table(
+    "saved_question",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key_name", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(120), nullable=False),
+    sa.Column("question", sa.Text),
+    sa.Column("sql", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("key_name", "name", name="uq_saved_question_key_name"),
 )
 
 
@@ -61,6 +80,7 @@ class LogEntry:
     execute_ms: float | None = None
     model_id: str | None = None
     batch_size: int | None = None
+    key_name: str | None = None
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -107,6 +127,7 @@ class QueryLog:
             if self._sqlite_path:
                 Path(self._sqlite_path).parent.mkdir(parents=True, exist_ok=True)
             metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
             self._ready = True
 
     @property
@@ -116,6 +137,8 @@ class QueryLog:
     def record(self, entry: LogEntry) -> bool:
         """Write `entry` (and any backlog before it); False when it could not be written now and waits in memory."""
         row = asdict(entry) | {"created_at": datetime.now(UTC)}
+        if row["key_name"] is None:
+            row["key_name"] = asked_by.get()
         with self._buf_lock:
             self._seq += 1
             seq = self._seq
@@ -180,6 +203,35 @@ class QueryLog:
     def recent(self, limit: int = 20) -> list[dict]:
         return [dict(r._mapping) for r in self._read(sa.select(query_log).order_by(query_log.c.id.desc()).limit(limit))]
 
+    def history(self, key_name: str, limit: int = 50) -> list[dict]:
+        """The most recent rows of one key, newest first: a key sees only its own questions."""
+        q = sa.select(query_log).where(query_log.c.key_name == key_name).order_by(query_log.c.id.desc()).limit(limit)
+        return [dict(r._mapping) for r in self._read(q)]
+
+    def saved(self, key_name: str) -> list[dict]:
+        q = sa.select(saved_question).where(saved_question.c.key_name == key_name).order_by(saved_question.c.name)
+        return [dict(r._mapping) for r in self._read(q)]
+
+    def save(self, key_name: str, name: str, question: str | None, sql: str) -> None:
+        """Save (or overwrite, under the same name) a question of `key_name`."""
+        row = {"question": question, "sql": sql, "created_at": datetime.now(UTC)}
+        try:
+            self._create()
+            with self.engine.begin() as conn:
+                where = (saved_question.c.key_name == key_name) & (saved_question.c.name == name)
+                if not conn.execute(saved_question.update().where(where).values(**row)).rowcount:
+                    conn.execute(saved_question.insert().values(key_name=key_name, name=name, **row))
+        except Exception as exc:
+            raise QueryLogUnavailable("The query log is unavailable right now: the question was not saved.") from exc
+
+    def delete_saved(self, key_name: str, saved_id: int) -> bool:
+        try:
+            with self.engine.begin() as conn:
+                where = (saved_question.c.key_name == key_name) & (saved_question.c.id == saved_id)
+                return bool(conn.execute(saved_question.delete().where(where)).rowcount)
+        except Exception as exc:
+            raise QueryLogUnavailable("The query log is unavailable right now.") from exc
+
     def dashboard(self, hours: int = 24, buckets: int = 24) -> dict:
         """Success rate and p50/p95 latency per time bucket, plus the most frequent error categories."""
         now = datetime.now(UTC)
@@ -220,6 +272,19 @@ class QueryLog:
             "series": series,
             "top_errors": sorted(errors.items(), key=lambda kv: -kv[1])[:8],
         }
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Columns added since a log was created (create_all makes missing tables, never missing columns)."""
+    present = {c["name"] for c in sa.inspect(engine).get_columns("query_log")}
+    missing = [c for c in query_log.columns if c.name not in present]
+    with engine.begin() as conn:
+        for column in missing:  # nullable and without defaults: the same statement works on SQLite and PostgreSQL
+            conn.execute(
+                sa.text(f"ALTER TABLE query_log ADD COLUMN {column.name} {column.type.compile(engine.dialect)}")
+            )
+        for index in query_log.indexes:
+            index.create(conn, checkfirst=True)
 
 
 def _aware(dt: datetime) -> datetime:

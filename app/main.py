@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.disconnect import CancelOnDisconnect
 from app.api.errors import document_validation_errors
 from app.api.middleware import BodySizeLimit, CatchAll, SecurityHeaders
 from app.api.routes import answers, docs, health, info, login, query, ui
@@ -35,6 +36,8 @@ from app.sql.executor import Executor
 
 log = logging.getLogger("querywise")
 STATIC_DIR = Path(__file__).parent / "static"
+# The routes that decode and query: their work stops when the client goes away.
+CANCELLABLE_PATHS = frozenset({"/query", "/sql", "/ui/ask", "/ui/sql"})
 
 
 def build_service(settings: Settings, generator: OnnxGenerator | None = None) -> QueryService:
@@ -83,6 +86,8 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # Outermost last: security headers see every response (413s, CORS answers and unexpected 500s too).
+    # Innermost: a question or query whose client disconnected before its answer is cancelled (after the body is read).
+    app.add_middleware(CancelOnDisconnect, paths=CANCELLABLE_PATHS)
     app.add_middleware(CatchAll)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # closed by default: without the middleware no response carries CORS headers

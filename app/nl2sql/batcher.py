@@ -40,6 +40,8 @@ class BatchStats:
     sizes: Counter = field(default_factory=Counter)
     last_size: int = 0
     timed_out: int = 0
+    cancelled: int = 0  # waiters that went away before their answer (client gone, candidate no longer needed)
+    dropped: int = 0  # of those, rows that left the decoding batch unfinished (continuous batching)
     mean_batch_s: float | None = None  # moving average of one batch's generation time
 
     def as_dict(self) -> dict:
@@ -49,6 +51,8 @@ class BatchStats:
             "last_size": self.last_size,
             "sizes": {str(k): v for k, v in sorted(self.sizes.items())},
             "timed_out": self.timed_out,
+            "cancelled": self.cancelled,
+            "dropped": self.dropped,
             "mean_batch_s": round(self.mean_batch_s, 3) if self.mean_batch_s is not None else None,
         }
 
@@ -133,6 +137,7 @@ class Batcher:
             return await item.future
         except asyncio.CancelledError:
             item.future.cancel()  # the waiter went away: the worker skips it (continuous batching drops its row)
+            self.stats.cancelled += 1
             raise
 
     async def _next_live(self, timeout: float | None) -> _Item | None:  # None only when timeout is given

@@ -95,10 +95,12 @@ class ContinuousBatcher(Batcher):
                 self.stats.last_size = len(active)
                 if self._on_batch:
                     self._on_batch(len(active))
-            # a waiter that went away (a cancelled execution-guided candidate) stops costing decode steps
+            # a waiter that went away (its client disconnected, or a cancelled execution-guided candidate) stops
+            # costing decode steps
             gone = {key for key, item in active.items() if item.future.done()}
             for key in gone:
                 del active[key]
+            self.stats.dropped += len(gone)
             try:
                 payloads = [(id(i), i.payload) for i in new]
                 finished = await loop.run_in_executor(self._pool, self._advance, payloads, gone)

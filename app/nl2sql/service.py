@@ -15,6 +15,7 @@ from functools import partial
 import sqlalchemy as sa
 from anyio import to_thread
 
+from app.core.cancel import CancelToken
 from app.core.config import Settings
 from app.core.metrics import Metrics
 from app.db.catalog import SchemaCatalog
@@ -264,11 +265,16 @@ class QueryService:
         except GuardError as exc:
             status = "refused" if exc.category == "refused" else "error"
             return Outcome(status, exc.category, sql=sql, message=exc.message)
+        cancel = CancelToken()
         try:
-            res = await to_thread.run_sync(self.executor.run, guarded)
+            # Not waiting for the thread when cancelled (the client went away): the token stops the query itself.
+            res = await to_thread.run_sync(self.executor.run, guarded, cancel, abandon_on_cancel=True)
         except ExecutionError as exc:
             status = "refused" if exc.category == "refused" else "error"  # the executor's own allow-list check
             return Outcome(status, exc.category, sql=guarded.sql, message=exc.message)
+        except BaseException:  # cancelled: nobody waits for this answer, so the database stops working on it too
+            cancel.cancel()
+            raise
         status, category = result_status(res.rows)
         return Outcome(
             status,

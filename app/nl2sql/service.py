@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -20,6 +21,8 @@ from app.core.config import Settings
 from app.core.metrics import Metrics
 from app.db.catalog import SchemaCatalog
 from app.db.schema import Schema
+from app.knowledge.context import Context, Knowledge, seed_for
+from app.knowledge.store import KnowledgeStore, database_key
 from app.nl2sql.batcher import Batcher, QueueFull
 from app.nl2sql.constrain import SchemaNames
 from app.nl2sql.continuous import ContinuousBatcher, GenerationStepper
@@ -30,7 +33,7 @@ from app.nl2sql.guided import best_index, candidate_sampling, result_status, wan
 from app.nl2sql.intent import WRITE_MESSAGE, asks_to_change_data
 from app.nl2sql.linking import link_schema
 from app.nl2sql.progress import report
-from app.nl2sql.prompt import build_prompt, format_schema
+from app.nl2sql.prompt import build_conversation, format_schema
 from app.querylog.store import LogEntry, QueryLog
 from app.sql.executor import ExecutionError, Executor
 from app.sql.guard import GuardError, guard_sql
@@ -57,6 +60,9 @@ class Outcome:
     model_id: str | None = None
     batch_size: int | None = None
     candidates: int | None = None  # sampled candidates drawn by execution-guided decoding (None: greedy sufficed)
+    answer_id: str | None = None  # names this answer in feedback (questions only)
+    verified_examples: int = 0  # verified question/SQL pairs shown to the model as earlier turns
+    glossary_terms: list[str] = field(default_factory=list)  # glossary entries shown to the model
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -108,6 +114,14 @@ class QueryService:
         self.querylog = querylog
         self.metrics = metrics
         self.model_id = settings.model_id or generator.model_id
+        # glossary and verified examples live in the application database, next to the query log
+        self.knowledge = Knowledge(
+            KnowledgeStore(querylog.engine),
+            database_key(settings.database_url),
+            settings.glossary_token_budget,
+            settings.verified_examples_k,
+            seed_for(settings.database_url, settings.glossary_file),
+        )
         self._names: tuple[Schema, SchemaNames] | None = None
         queue = {
             "max_batch_size": settings.batch_max_size,
@@ -125,8 +139,16 @@ class QueryService:
             self.batcher = Batcher(self._generate_batch, **queue)
 
     def prompt_for(self, question: str, allowed_tables: Collection[str] | None = None) -> str:
+        return self.prompt_and_context(question, allowed_tables)[0]
+
+    def prompt_and_context(self, question: str, allowed_tables: Collection[str] | None = None) -> tuple[str, Context]:
+        """The prompt, with the glossary entries and verified examples this key may see that fit the question.
+        Without any, it is the plain prompt the model was trained on, unchanged."""
         examples = () if self.generator.fine_tuned else EXAMPLES
-        return build_prompt(self.schema_text_for(question, allowed_tables), question, examples)
+        schema_text = self.schema_text_for(question, allowed_tables)
+        names = [t.name for t in self.catalog.schema.tables]
+        ctx = self.knowledge.context(question, allowed_tables, names, self.generator.count_tokens)
+        return build_conversation(schema_text, question, ctx.earlier, examples, ctx.notes), ctx
 
     def names_for(self, allowed_tables: Collection[str] | None = None) -> SchemaNames | None:
         """What schema-constrained decoding lets the model name (None when it is off): the tables the key may read."""
@@ -178,7 +200,7 @@ class QueryService:
         if self.batcher.full:  # shed at once, before any work for a question that cannot be queued
             raise QueueFull
         try:
-            prompt = await to_thread.run_sync(self.prompt_for, question, allowed_tables)
+            prompt, ctx = await to_thread.run_sync(self.prompt_and_context, question, allowed_tables)
             names = self.names_for(allowed_tables)
         except (sa.exc.SQLAlchemyError, OSError):  # the schema could not be read: the database is down
             log.warning("schema unavailable for a question", exc_info=True)
@@ -194,6 +216,7 @@ class QueryService:
         out.generate_ms, out.batch_size = round(gen.generate_ms, 1), gen.batch_size
         if self.settings.exec_guided_candidates and wants_candidates(out.status):
             out = await self._execution_guided(prompt, out, t0, allowed_tables, names)
+        out.verified_examples, out.glossary_terms = len(ctx.earlier), list(ctx.terms)
         return await self._finish(out, "question", t0)
 
     async def _execution_guided(
@@ -291,6 +314,8 @@ class QueryService:
     async def _finish(self, out: Outcome, source: str, t0: float) -> Outcome:
         out.total_ms = round((time.perf_counter() - t0) * 1000, 1)
         out.model_id = self.model_id if source == "question" else None
+        if source == "question":
+            out.answer_id = uuid.uuid4().hex  # unguessable: feedback on it needs no other proof of who asked
         self.metrics.requests.labels(source, out.status, out.category).inc()
         self.metrics.latency.labels("total").observe(out.total_ms / 1000)
         if out.execute_ms is not None:
@@ -308,6 +333,8 @@ class QueryService:
             total_ms=out.total_ms,
             model_id=out.model_id,
             batch_size=out.batch_size,
+            answer_id=out.answer_id,
+            model_sql=extract_sql(out.generated_sql) if out.generated_sql else None,
         )
         try:
             written = await to_thread.run_sync(self.querylog.record, entry)

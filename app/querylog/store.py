@@ -49,6 +49,9 @@ query_log = sa.Table(
     sa.Column("total_ms", sa.Float, nullable=False),
     sa.Column("model_id", sa.String(200)),
     sa.Column("batch_size", sa.Integer),
+    sa.Column("answer_id", sa.String(32), index=True),  # what feedback names (app.knowledge.feedback)
+    sa.Column("model_sql", sa.Text),  # the SQL the model wrote, before the guard (a 👍 stores it)
+    sa.Column("verdict", sa.String(8)),  # up | down, from the user's feedback; None when none was given
     sa.Column("key_name", sa.String(64)),  # the API key's name; None for rows written before keys were logged
 )
 sa.Index("ix_query_log_key_name_id", query_log.c.key_name, query_log.c.id)
@@ -80,6 +83,8 @@ class LogEntry:
     execute_ms: float | None = None
     model_id: str | None = None
     batch_size: int | None = None
+    answer_id: str | None = None
+    model_sql: str | None = None
     key_name: str | None = None
 
 
@@ -236,16 +241,20 @@ class QueryLog:
         """Success rate and p50/p95 latency per time bucket, plus the most frequent error categories."""
         now = datetime.now(UTC)
         since = now - timedelta(hours=hours)
-        q = sa.select(query_log.c.created_at, query_log.c.status, query_log.c.category, query_log.c.total_ms).where(
-            query_log.c.created_at >= since
-        )
+        q = sa.select(
+            query_log.c.created_at,
+            query_log.c.status,
+            query_log.c.category,
+            query_log.c.total_ms,
+            query_log.c.verdict,
+        ).where(query_log.c.created_at >= since)
         rows = self._read(q)
         width = timedelta(hours=hours) / buckets
         series = []
         for b in range(buckets):
             start = since + b * width
             sel = [r for r in rows if start <= _aware(r.created_at) < start + width]
-            ok = [r for r in sel if r.status == "ok"]
+            ok = [r for r in sel if _succeeded(r)]
             lat = [r.total_ms for r in sel]
             series.append(
                 {
@@ -258,11 +267,11 @@ class QueryLog:
             )
         errors: dict[str, int] = {}
         for r in rows:
-            if r.status not in ("ok",):
-                errors[r.category] = errors.get(r.category, 0) + 1
+            if not _succeeded(r):
+                category = "marked_wrong" if r.status == "ok" else r.category
+                errors[category] = errors.get(category, 0) + 1
         lat_all = [r.total_ms for r in rows]
-        # a success is an answer that ran and returned something: empty and all-NULL results are not
-        ok_all = [r for r in rows if r.status == "ok"]
+        ok_all = [r for r in rows if _succeeded(r)]
         return {
             "window_hours": hours,
             "requests": len(rows),
@@ -285,6 +294,11 @@ def _add_missing_columns(engine: sa.Engine) -> None:
             )
         for index in query_log.indexes:
             index.create(conn, checkfirst=True)
+
+
+def _succeeded(row) -> bool:
+    """An answer that ran and returned something (empty and all-NULL results do not), unless its user marked it 👎."""
+    return row.status == "ok" and row.verdict != "down"
 
 
 def _aware(dt: datetime) -> datetime:

@@ -55,6 +55,9 @@ class QueryResponse(BaseModel):
     candidates: int | None = Field(
         None, description="Sampled candidates drawn because the greedy SQL failed (execution-guided decoding)"
     )
+    answer_id: str | None = Field(None, description="Names this answer in `POST /feedback` (questions only)")
+    verified_examples: int = Field(0, description="Verified question/SQL pairs the model was shown as earlier turns")
+    glossary_terms: list[str] = Field(default_factory=list, description="Glossary entries the model was shown")
 
 
 def _response(out: Outcome) -> QueryResponse:

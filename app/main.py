@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.api.disconnect import CancelOnDisconnect
 from app.api.errors import document_validation_errors
 from app.api.middleware import BodySizeLimit, CatchAll, SecurityHeaders
-from app.api.routes import answers, docs, health, info, knowledge, login, query, ui
+from app.api.routes import answers, docs, health, info, knowledge, knowledge_ui, login, query, ui
 from app.auth.principal import Authenticator, LoginRequired, RateLimited
 from app.auth.ratelimit import retry_after_header
 from app.core.config import Settings, get_settings
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
     app.include_router(info.router)
     app.include_router(ui.router)
     app.include_router(knowledge.router)
+    app.include_router(knowledge_ui.router)
     app.include_router(login.router)
     app.include_router(docs.router)
     app.include_router(answers.router)

@@ -3,6 +3,8 @@
     python -m models.evaluate --run dev-int8                                   # Spider dev (972 with a database)
     python -m models.evaluate --run dev-torch --engine torch --adapter models/adapters/querywise-sql
     python -m models.evaluate --run biz-int8 --suite models/scenarios          # business suite on the demo DB
+    python -m models.evaluate --run biz-gloss --suite models/scenarios --glossary app/db/demo_glossary.yaml
+    python -m models.evaluate --run biz-ex3 --suite models/scenarios --examples 3  # k verified examples, other folds
     python -m models.evaluate --questions q.json --tables t.json --db-root dbs/ --run mine
     python -m models.evaluate --run dev-guided --candidates 4                 # execution-guided decoding
     python -m models.evaluate --run dev-constrained --constrained             # identifiers limited to the schema
@@ -14,7 +16,9 @@ ORDER BY), and streamed to reports/eval/<run>.jsonl as they come, so memory stay
 resumes where it stopped. With `--candidates N`, a prediction that fails to run (or returns no rows) is replaced as
 the service replaces it (`app.nl2sql.guided`): N seeded samples, the first that runs with rows wins; the gold SQL is
 never consulted for that choice. With `--constrained`, decoding keeps identifiers to the names of each question's
-schema (`app.nl2sql.constrain`), as the service does. The summary (overall, per hardness or scenario, error categories with examples) goes to
+schema (`app.nl2sql.constrain`), as the service does. With `--glossary FILE` and `--examples K` the prompt carries
+business context as the service builds it (`models.context`: examples from other folds of the suite, never the
+question asked). The summary (overall, per hardness or scenario, error categories with examples) goes to
 reports/eval/<run>.json and .md.
 """
 
@@ -42,9 +46,10 @@ from app.nl2sql.guided import (
     vote_index,
     wants_candidates,
 )
-from app.nl2sql.prompt import build_prompt, format_schema
+from app.nl2sql.prompt import build_conversation, format_schema
 from app.sql.executor import categorize
 from app.sql.guard import GuardError, guard_sql
+from models.context import BusinessContext
 from models.data import SPIDER_DIR, read_jsonl, schema_at, sqlite_path
 from models.exec_match import execute_sqlite, order_matters, results_match
 from models.hardness import hardness
@@ -199,6 +204,7 @@ def run(
     candidates: int = 0,
     constrained: bool = False,
     vote: bool = False,
+    context: BusinessContext | None = None,
 ) -> None:
     done = {r["id"] for r in read_jsonl(out_jsonl)} if out_jsonl.exists() else set()
     todo = [it for it in items if it["id"] not in done]
@@ -209,8 +215,10 @@ def run(
     with out_jsonl.open("a") as f:
         for batch in batches(todo, size):
             schemas = [schema_at(it["db_path"], sample_values) for it in batch]
+            ctx = [context.for_item(it) if context else ([], "", None) for it in batch]
             prompts = [
-                build_prompt(format_schema(s), it["question"], examples) for s, it in zip(schemas, batch, strict=True)
+                build_conversation(format_schema(s), it["question"], earlier, examples, notes)
+                for s, it, (earlier, notes, _) in zip(schemas, batch, ctx, strict=True)
             ]
             names = [SchemaNames.from_schema(s) if constrained else None for s in schemas]
             g0 = time.perf_counter()
@@ -228,11 +236,12 @@ def run(
                     else:
                         texts[i], rescued[i] = guided(generator, prompt, it, texts[i], candidates, new_tokens, names[i])
             gen_ms = (time.perf_counter() - g0) * 1000 / len(batch)
-            for it, g, text, r, v in zip(batch, gens, texts, rescued, votes, strict=True):
+            for it, g, text, r, v, (_, _, used) in zip(batch, gens, texts, rescued, votes, ctx, strict=True):
                 extra = (
                     {"gen_ms": round(gen_ms, 1), "new_tokens": g.new_tokens}
                     | ({"rescued": r} if candidates else {})
                     | ({"votes": v} if v else {})
+                    | ({"context": used} if used else {})
                 )
                 rec = judge(it, text) | extra
                 if r:  # the greedy answer was replaced: keep whether it was right, for the greedy row beside
@@ -299,6 +308,14 @@ def markdown(s: dict) -> str:
             else []
         ),
         *(["- schema-constrained decoding: identifiers limited to the schema's names"] if s.get("constrained") else []),
+        *([f"- glossary: {s['glossary']}"] if s.get("glossary") else []),
+        *(
+            [
+                f"- verified examples: {s['examples']} per question, from the other {s['folds'] - 1} of {s['folds']} folds"
+            ]
+            if s.get("examples")
+            else []
+        ),
         "",
         "| group | n | EX % |",
         "|---|---:|---:|",
@@ -350,6 +367,13 @@ def on_same_questions(ids_from: Path, runs: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def token_counter(generator):
+    """How the generator counts prompt tokens (the glossary budget is in tokens)."""
+    if hasattr(generator, "count_tokens"):
+        return generator.count_tokens
+    return lambda text: len(generator.tok(text, add_special_tokens=False).input_ids)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "same-questions":
@@ -389,6 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--vote", action="store_true", help="with --candidates: draw them for every question and vote on results"
     )
+    p.add_argument("--glossary", type=Path, help="a glossary YAML put in each prompt as the service does")
+    p.add_argument("--glossary-budget", type=int, default=get_settings().glossary_token_budget)
+    p.add_argument("--examples", type=int, default=0, help="K verified examples per question from the other folds")
+    p.add_argument("--folds", type=int, default=5, help="folds by question id for --examples (default 5)")
     p.add_argument("--fresh", action="store_true", help="discard earlier results of this run instead of resuming")
     a = p.parse_args(argv)
 
@@ -404,12 +432,18 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         items, missing = spider_items(a.questions, a.db_root, a.tables if a.tables.exists() else None)
         dataset = str(a.questions)
-    available = len(items)
+    available, suite = len(items), list(items)
     if a.limit and a.limit < len(items):
         # spread over the whole dataset (every database and hardness level), not the first N
         items = [items[i * len(items) // a.limit] for i in range(a.limit)]
     if not items:
         print("no questions to evaluate", file=sys.stderr)
+        return 2
+    if a.glossary and not a.glossary.is_file():
+        print(f"no glossary file at {a.glossary}", file=sys.stderr)
+        return 2
+    if a.examples < 0 or (a.examples and a.folds < 2):
+        print("--examples must be 0 or more, with --folds 2 or more", file=sys.stderr)
         return 2
     from models.generators import make_generator
 
@@ -420,6 +454,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     generator = make_generator(a.engine, a.model_dir, a.adapter, a.threads)
+    context = None
+    if a.glossary or a.examples:
+        try:
+            context = BusinessContext.from_args(
+                suite, a.glossary, a.examples, a.folds, a.glossary_budget, token_counter(generator)
+            )
+        except (OSError, ValueError) as exc:  # GlossaryError is a ValueError
+            print(f"business context: {exc}", file=sys.stderr)
+            return 2
     out_root.mkdir(parents=True, exist_ok=True)
     out_jsonl = out_root / f"{a.run}.jsonl"
     if a.fresh:
@@ -437,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         candidates=a.candidates,
         constrained=a.constrained,
         vote=a.vote,
+        context=context,
     )
     note = f" of {available}, spread evenly" if len(items) < available else ""
     note += f"; {missing} skipped: database absent" if missing else ""
@@ -449,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
             "engine": a.engine,
             "candidates": a.candidates,
             "vote": a.vote,
+            "glossary": str(a.glossary) if a.glossary else None,
+            "examples": a.examples,
+            "folds": a.folds,
             "constrained": a.constrained,
             "model_id": generator.model_id,
             "wall_s": round(time.time() - t0, 1),

@@ -1,0 +1,59 @@
+"""The evaluation harness with business context: verified examples from other folds of the suite only (never the
+question asked), ranked as the service ranks them, the glossary selected as the service selects it, and a short
+end-to-end run through the serving engine that records what each question was shown."""
+
+import json
+
+import pytest
+
+from app.knowledge.context import DEMO_GLOSSARY
+from app.knowledge.examples import ExampleIndex
+from models import evaluate
+from models.context import BusinessContext
+from models.scenarios import SCENARIO_DIR
+
+
+def _suite():
+    return evaluate.suite_items(SCENARIO_DIR, evaluate.DEMO_DB)
+
+
+def test_examples_come_from_other_folds_of_the_same_database_most_similar_last():
+    items = _suite()
+    ctx = BusinessContext(items, examples_k=3, folds=5)
+    by_id = {it["id"]: it for it in items}
+    for it in items:
+        earlier, notes, used = ctx.for_item(it)
+        assert len(used["examples"]) == 3 and notes == ""
+        for eid in used["examples"]:
+            assert eid != it["id"] and eid % 5 != it["id"] % 5  # never the case asked, nor its fold
+            assert by_id[eid]["question"] != it["question"]
+        assert earlier == [(by_id[e]["question"], by_id[e]["gold"]) for e in used["examples"]]
+        pool = [p for p in items if p["id"] % 5 != it["id"] % 5]
+        ranked = ExampleIndex([p["question"] for p in pool]).nearest(it["question"], 3)
+        assert used["examples"] == [pool[i]["id"] for i in ranked]  # the service's BM25, most similar last
+
+
+def test_glossary_is_selected_per_question_and_bad_settings_are_refused(capsys):
+    items = _suite()
+    ctx = BusinessContext.from_args(items, DEMO_GLOSSARY, 0, 5, 60, lambda s: len(s.split()))
+    earlier, notes, used = ctx.for_item(next(it for it in items if "revenue" in it["question"].lower()))
+    assert earlier == [] and "revenue" in used["glossary"] and notes.startswith("-- ")
+    with pytest.raises(ValueError, match="folds"):
+        BusinessContext(items, examples_k=2, folds=1)
+    assert evaluate.main(["--run", "x", "--suite", str(SCENARIO_DIR), "--glossary", "/nonexistent.yaml"]) == 2
+    assert "no glossary file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_short_run_with_glossary_and_examples_records_what_each_question_saw(tmp_path, monkeypatch, demo_db):
+    monkeypatch.setattr(evaluate, "out_root", tmp_path)
+    args = ["--run", "ctx", "--suite", str(SCENARIO_DIR), "--demo-db", str(demo_db), "--limit", "2"]
+    assert evaluate.main([*args, "--glossary", str(DEMO_GLOSSARY), "--examples", "2"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "ctx.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for r in rows:
+        assert len(r["context"]["examples"]) == 2 and r["id"] not in r["context"]["examples"]
+        assert isinstance(r["context"]["glossary"], list)
+    summary = json.loads((tmp_path / "ctx.json").read_text())
+    assert summary["examples"] == 2 and summary["glossary"] == str(DEMO_GLOSSARY) and summary["n"] == 2
+    assert "verified examples: 2 per question, from the other 4 of 5 folds" in (tmp_path / "ctx.md").read_text()

@@ -187,3 +187,21 @@ async def test_an_old_query_log_gains_the_feedback_columns(tmp_path, settings_fo
         r = await c.post("/feedback", json={"answer_id": a["answer_id"], "verdict": "down"})
         assert r.status_code == 200, r.text
     assert {"answer_id", "model_sql", "verdict"} <= {c["name"] for c in sa.inspect(engine).get_columns("query_log")}
+
+
+async def test_a_glossary_file_is_imported_once_and_keys_are_shown_only_their_part(settings_for, demo_db, generator):
+    from app.knowledge.context import DEMO_GLOSSARY
+
+    settings = settings_for(f"sqlite:///{demo_db}").model_copy(update={"glossary_file": DEMO_GLOSSARY})
+    question = "Total revenue and payroll of the sales reps managers"
+    async with app_client(settings, generator) as c:
+        service = c.app.state.service
+        full = service.prompt_for(question)
+        assert "-- revenue = SUM(order_items.quantity * order_items.unit_price * (1 - order_items.discount))" in full
+        assert "-- employees.manager_id:" in full
+        narrow = service.prompt_for(question, frozenset({"orders", "order_items", "customers"}))
+        assert "-- revenue = " in narrow and "employees" not in narrow  # neither the table nor entries about it
+        assert (await c.put("/api/glossary", json={})).status_code == 200  # emptied on purpose
+    async with app_client(settings, generator) as c:  # a restart does not bring the shipped glossary back
+        assert (await c.get("/api/glossary")).json() == {"terms": [], "columns": []}
+        assert "\n-- " not in c.app.state.service.prompt_for(question)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from app.knowledge.examples import ExampleError, check, strip_cap
-from app.knowledge.store import KnowledgeUnavailable
+from app.knowledge.store import ExamplesFull, KnowledgeUnavailable
 from app.nl2sql.prompt import normalize_sql
 from app.querylog.store import query_log
 from app.sql.guard import GuardError, guard_sql
@@ -102,7 +102,7 @@ def give(service, answer_id: str, verdict: str, sql: str | None, allowed: Collec
                 knowledge.database, pair.question, pair.sql, pair.tables, "corrected", answer_id
             )
             message = "Thanks: your SQL is saved as the verified answer to this question."
-    except ExampleError as exc:
+    except (ExampleError, ExamplesFull) as exc:
         raise FeedbackError(422, str(exc)) from None
     try:
         with service.querylog.engine.begin() as conn:

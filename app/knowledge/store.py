@@ -50,6 +50,13 @@ verified_example = sa.Table(
 )
 
 
+MAX_EXAMPLES = 5000  # per database: retrieval indexes them all in memory, and each one came from a person
+
+
+class ExamplesFull(ValueError):
+    """The database already has MAX_EXAMPLES verified examples."""
+
+
 class KnowledgeUnavailable(Exception):
     """The application database cannot be read or written right now."""
 
@@ -84,6 +91,8 @@ class KnowledgeStore:
             self._create()
             with self.engine.begin() if write else self.engine.connect() as conn:
                 return work(conn)
+        except ExamplesFull:
+            raise
         except Exception as exc:
             raise KnowledgeUnavailable("The application database is unavailable right now.") from exc
 
@@ -153,6 +162,10 @@ class KnowledgeStore:
             if same is not None:
                 conn.execute(verified_example.update().where(verified_example.c.id == same).values(**values))
                 return same
+            if len(rows) >= MAX_EXAMPLES:
+                raise ExamplesFull(
+                    f"This database has {len(rows)} verified examples, the most kept: delete some first."
+                )
             res = conn.execute(verified_example.insert().values(database=database, created_at=now, **values))
             return res.inserted_primary_key[0]
 

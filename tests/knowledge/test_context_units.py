@@ -111,3 +111,19 @@ def test_examples_pass_the_guard_lose_the_guard_cap_and_are_ranked_most_similar_
 
 def _limits(allowed):
     return {"dialect": "sqlite", "row_limit": 200, "allowed": allowed, "max_question": 500}
+
+
+def test_the_number_of_examples_per_database_is_bounded(tmp_path, monkeypatch):
+    import sqlalchemy as sa
+
+    from app.knowledge import store as store_module
+
+    monkeypatch.setattr(store_module, "MAX_EXAMPLES", 2)
+    store = store_module.KnowledgeStore(sa.create_engine(f"sqlite:///{tmp_path / 'app.sqlite'}"))
+    for i in range(2):
+        store.add_example("db", f"question {i}", "SELECT 1", [], "approved", None)
+    store.add_example("db", "Question 1?", "SELECT 2", [], "corrected", None)  # the same question: replaced
+    assert [(e["question"], e["sql"]) for e in store.examples("db")] == [("question 0", "SELECT 1"), ("Question 1?", "SELECT 2")]  # fmt: skip
+    with pytest.raises(store_module.ExamplesFull, match="delete some"):
+        store.add_example("db", "question 2", "SELECT 1", [], "approved", None)
+    store.add_example("other", "question 2", "SELECT 1", [], "approved", None)  # per database

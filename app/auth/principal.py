@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 
 from app.auth.keys import ApiKey, KeyStore
-from app.auth.ratelimit import RateLimiter
+from app.auth.ratelimit import LoginThrottle, RateLimiter
 from app.auth.sessions import COOKIE_NAME, SessionSigner, fingerprint, session_secret
 from app.core.config import Settings
 
@@ -90,6 +90,7 @@ class Authenticator:
         self.disabled = settings.auth_disabled
         self.keys = KeyStore(settings.api_keys_file)
         self.limiter = RateLimiter()
+        self.login_throttle = LoginThrottle()
         self.in_flight = InFlight(settings.max_in_flight_per_key)
         ttl = settings.session_ttl_hours * 3600
         self.sessions = None if self.disabled else SessionSigner(session_secret(settings), ttl)

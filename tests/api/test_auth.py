@@ -5,6 +5,7 @@ import logging
 import re
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from tests_support import app_client, auth_headers, with_key
 
@@ -316,3 +317,47 @@ async def test_startup_logs_say_how_auth_stands(settings_for, demo_db, generator
     with pytest.raises(Exception, match="not valid JSON"):
         async with app_client(broken, generator):
             pass
+
+
+def _client_at(app, address: str) -> httpx.AsyncClient:
+    """Another browser, at its own client address, on the same running app."""
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+async def test_failed_logins_never_lock_out_another_partys_valid_key(secured):
+    """The throttle backs off per (address, key prefix): an attacker behind the victim's proxy, or one elsewhere who
+    knows the victim's key prefix, is slowed down, and the victim still logs in at once."""
+    victim_key = secured.keys["full"]
+    async with _client_at(secured.app, "10.1.1.1") as victim, _client_at(secured.app, "10.1.1.1") as neighbour, \
+            _client_at(secured.app, "10.9.9.9") as outsider:  # fmt: skip
+        # behind the same proxy address: 30 wrong keys, one prefix and many
+        statuses = [(await neighbour.post("/login", data={"key": "qw_NeighbourGuess" + str(i)})).status_code
+                    for i in range(15)]  # fmt: skip
+        statuses += [(await neighbour.post("/login", data={"key": f"qw_{i:09d}x"})).status_code for i in range(15)]
+        # elsewhere, with the victim's own prefix and a wrong tail
+        statuses += [(await outsider.post("/login", data={"key": victim_key[:20] + "wrong"})).status_code
+                     for _ in range(15)]  # fmt: skip
+        assert set(statuses) <= {401, 429} and 429 in statuses
+        slowed = await outsider.post("/login", data={"key": victim_key[:20] + "wrong"})
+        assert slowed.status_code == 429 and int(slowed.headers["retry-after"]) >= 1
+        assert "try again in" in slowed.text
+        # the victim, from the shared address, with the right key: in
+        ok = await victim.post("/login", data={"key": victim_key, "next": "/schema"})
+        assert ok.status_code == 303 and ok.headers["location"] == "/schema", ok.text
+        # and the outsider's own correct key is not refused either, though its address has been failing
+        other = await outsider.post("/login", data={"key": secured.keys["sales"]})
+        assert other.status_code == 303
+
+
+async def test_forwarded_for_does_not_reset_the_login_throttle(secured):
+    """Without TRUSTED_PROXIES, X-Forwarded-For is not believed: rotating it does not make a new party."""
+    async with _client_at(secured.app, "10.2.2.2") as attacker:
+        for i in range(10):
+            await attacker.post(
+                "/login", data={"key": "qw_SameGuessAgain"}, headers={"X-Forwarded-For": f"203.0.113.{i}"}
+            )
+        r = await attacker.post(
+            "/login", data={"key": "qw_SameGuessAgain"}, headers={"X-Forwarded-For": "198.51.100.1"}
+        )
+        assert r.status_code == 429

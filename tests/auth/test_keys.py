@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.auth.keys import KeyFileError, KeyStore, hash_key
-from app.auth.ratelimit import RateLimiter, retry_after_header
+from app.auth.ratelimit import LoginThrottle, RateLimiter, retry_after_header
 from app.auth.sessions import SessionSigner, fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,3 +177,25 @@ def test_session_secret_is_created_once_next_to_the_keys_file(tmp_path):
     assert len(first) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
     assert session_secret(settings) == first  # a second instance (or a restart) signs with the same secret
     assert session_secret(Settings(api_keys_file=tmp_path / "keys.json", session_secret="x" * 32)) == b"x" * 32
+
+
+def test_login_throttle_backs_off_exponentially_per_address_and_key_prefix():
+    now = [1000.0]
+    throttle = LoginThrottle(clock=lambda: now[0])
+    attacker = throttle.party("10.0.0.9", "qw_guessguessguess")
+    # a few failures are free (typos), then each one doubles the wait, up to the cap
+    waits = [throttle.failed(attacker) for _ in range(throttle.FREE_FAILURES + 4)]
+    assert waits == [0.0] * throttle.FREE_FAILURES + [1.0, 2.0, 4.0, 8.0]
+    assert throttle.wait(attacker) == 8.0
+    for _ in range(30):
+        throttle.failed(attacker)
+    assert throttle.wait(attacker) == throttle.MAX_S
+    # nobody else is held back: not the same address with another key, not the same key prefix elsewhere
+    assert throttle.wait(throttle.party("10.0.0.9", "qw_AnotherUsersKey")) == 0.0
+    assert throttle.wait(throttle.party("10.0.0.7", "qw_guessguessguess")) == 0.0
+    # the key's secret tail is not part of the party: the same prefix is the same party
+    assert throttle.party("10.0.0.9", "qw_guessguessguess-other-tail") == attacker
+    now[0] += throttle.MAX_S
+    assert throttle.wait(attacker) == 0.0
+    throttle.succeeded(attacker)
+    assert throttle.failed(attacker) == 0.0  # a success starts the count over

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.api.deps import AuthDep, MetricsDep
 from app.api.routes.ui import templates
 from app.auth.principal import same_origin
+from app.auth.ratelimit import retry_after_header
 from app.auth.sessions import COOKIE_NAME
 
 router = APIRouter(include_in_schema=False)
@@ -29,6 +30,15 @@ def _login_page(request: Request, next_: str, error: str | None = None, status_c
     )
 
 
+def _too_many(request: Request, next_: str, wait_s: float) -> HTMLResponse:
+    retry = retry_after_header(wait_s)
+    page = _login_page(
+        request, next_, f"That key is not valid, and it failed several times: try again in {retry} s.", 429
+    )
+    page.headers["Retry-After"] = retry
+    return page
+
+
 @router.get("/login", response_class=HTMLResponse)
 async def login_form(request: Request, auth: AuthDep, next: str = "/") -> Response:
     if auth.disabled or auth.session_principal(request) is not None:
@@ -44,14 +54,20 @@ async def login(
         return RedirectResponse(_safe_next(next), status_code=303)
     if not same_origin(request):
         raise HTTPException(403, "Cross-origin login refused.")
-    # Guessing a 256-bit key is hopeless, but each attempt costs a hash and a file check: bound them per client.
-    wait = auth.limiter.acquire(f"login:{request.client.host if request.client else 'unknown'}", 30, 10)
+    # Failed attempts back off per (address, key prefix): never per address alone, which would let one user behind a
+    # shared proxy lock out all the others (app.auth.ratelimit.LoginThrottle).
+    party = auth.login_throttle.party(request.client.host if request.client else "unknown", key)
+    wait = auth.login_throttle.wait(party)
     if wait > 0:
-        return _login_page(request, _safe_next(next), "Too many attempts. Wait a minute and try again.", 429)
+        return _too_many(request, _safe_next(next), wait)
     opened = auth.login(key)
     if opened is None:
         metrics.auth_failures.inc()
+        wait = auth.login_throttle.failed(party)
+        if wait > 0:
+            return _too_many(request, _safe_next(next), wait)
         return _login_page(request, _safe_next(next), "That key is not valid (unknown or revoked).", 401)
+    auth.login_throttle.succeeded(party)
     _, token = opened
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(

@@ -15,6 +15,7 @@ from starlette.requests import Request
 
 from app.auth.keys import ApiKey, KeyStore
 from app.auth.ratelimit import LoginThrottle, RateLimiter
+from app.auth.revocations import RevocationStore
 from app.auth.sessions import COOKIE_NAME, SessionSigner, fingerprint, session_secret
 from app.core.config import Settings
 
@@ -93,7 +94,9 @@ class Authenticator:
         self.login_throttle = LoginThrottle()
         self.in_flight = InFlight(settings.max_in_flight_per_key)
         ttl = settings.session_ttl_hours * 3600
-        self.sessions = None if self.disabled else SessionSigner(session_secret(settings), ttl)
+        # Logouts are recorded in the application database, so every replica (and a restart) refuses the cookie.
+        revocations = None if self.disabled else RevocationStore(settings.querylog_url)
+        self.sessions = None if self.disabled else SessionSigner(session_secret(settings), ttl, revocations)
 
     def log_startup(self) -> None:
         """Warn about open access, or explain how to get a key; a broken keys file stops the start."""

@@ -3,12 +3,13 @@
 Token: `<name b64>.<key fingerprint>.<expiry>.<nonce>.<signature>`, signed with HMAC-SHA256. The fingerprint is a
 prefix of the key's stored hash, and every request checks the key still exists with that fingerprint, so revoking a
 key (or re-creating one under the same name) ends its sessions at once. Logging out adds the token to a deny-list
-held until the token would have expired anyway.
+held until the token would have expired anyway: in memory, and in the application database (`RevocationStore`), so
+that every replica and a restarted one refuse it too.
 
 Signed rather than server-side sessions so that several app instances behind one proxy accept each other's cookies:
 they share the signing secret through `SESSION_SECRET`, or else through a secret file created next to the keys file
-(which they share already). The deny-list of logged-out tokens is per instance; the cookie is deleted in the browser
-in any case, and tokens expire after `session_ttl_hours`.
+(which they share already), and the deny-list through the application database. Tokens expire after
+`session_ttl_hours`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.auth.revocations import RevocationStore
 from app.core.config import Settings
 
 COOKIE_NAME = "qw_session"
@@ -50,13 +52,14 @@ def fingerprint(key_sha256: str) -> str:
 
 
 class SessionSigner:
-    def __init__(self, secret: bytes, ttl_s: int):
+    def __init__(self, secret: bytes, ttl_s: int, store: RevocationStore | None = None):
         if len(secret) < 16:
             raise ValueError("the session secret must be at least 16 bytes")
         self._secret = secret
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
         self._revoked: dict[str, int] = {}  # signature → expiry
+        self.store = store  # shared by every replica; None: this instance's memory only
 
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
@@ -82,6 +85,8 @@ class SessionSigner:
         with self._lock:
             if sig in self._revoked:
                 return None
+        if self.store is not None and self.store.is_revoked(sig):
+            return None  # logged out on another replica, or before a restart
         return Session(name, fp, expires)
 
     def revoke(self, token: str | None) -> None:
@@ -92,6 +97,8 @@ class SessionSigner:
         with self._lock:
             self._revoked = {s: exp for s, exp in self._revoked.items() if exp > now}  # drop the expired ones
             self._revoked[token.rpartition(".")[2]] = session.expires
+        if self.store is not None:
+            self.store.revoke(token.rpartition(".")[2], session.expires)
 
 
 def session_secret(settings: Settings) -> bytes:

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # are drawn (0 = off) and the first that runs with rows is answered instead.
     exec_guided_candidates: int = Field(4, ge=0, le=16)
     exec_guided_temperature: float = Field(0.7, gt=0, le=2.0)
+    # Voting (self-consistency): candidates are drawn for every question, decoded together with the greedy answer,
+    # all run, and the result most of them share is answered (greedy wins ties). More right answers, more compute.
+    exec_guided_vote: bool = False
     # Schema-constrained decoding: the model may only write table and column names of the schema it was shown.
     schema_constrained: bool = True
 

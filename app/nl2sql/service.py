@@ -29,7 +29,14 @@ from app.nl2sql.continuous import ContinuousBatcher, GenerationStepper
 from app.nl2sql.engine import OnnxGenerator, Sampling, as_request
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
-from app.nl2sql.guided import best_index, candidate_sampling, result_status, wants_candidates
+from app.nl2sql.guided import (
+    best_index,
+    candidate_sampling,
+    result_key,
+    result_status,
+    vote_index,
+    wants_candidates,
+)
 from app.nl2sql.intent import WRITE_MESSAGE, asks_to_change_data
 from app.nl2sql.linking import link_schema
 from app.nl2sql.progress import report
@@ -208,6 +215,10 @@ class QueryService:
             return await self._finish(out, "question", t0)
         self.metrics.queue_depth.set(self.batcher.depth)
         report("writing")  # the page says what is happening (app.nl2sql.progress)
+        if self.settings.exec_guided_vote and self.settings.exec_guided_candidates:
+            out = await self._voted(prompt, question, t0, allowed_tables, names)
+            out.verified_examples, out.glossary_terms = len(ctx.earlier), list(ctx.terms)
+            return await self._finish(out, "question", t0)
         gen: _Generated = await self.batcher.submit((prompt, Sampling(names=names)) if names else prompt)
         self.metrics.latency.labels("generate").observe(gen.generate_ms / 1000)
         report("running")
@@ -264,6 +275,53 @@ class QueryService:
         chosen.question, chosen.batch_size = greedy.question, greedy.batch_size
         chosen.generate_ms = round((greedy.generate_ms or 0) + (time.perf_counter() - g0) * 1000, 1)
         chosen.candidates = len(samplers)
+        return chosen
+
+    async def _voted(
+        self,
+        prompt: str,
+        question: str,
+        t0: float,
+        allowed_tables: Collection[str] | None,
+        names: SchemaNames | None = None,
+    ) -> Outcome:
+        """Voting: the greedy answer and the sampled candidates decode together in one batch, every distinct SQL
+        runs once, and the answer is the one whose result most of them share (`vote_index`; greedy wins ties)."""
+        samplers = candidate_sampling(
+            prompt, self.settings.exec_guided_candidates, self.settings.exec_guided_temperature, names
+        )
+        if self.batcher.depth + len(samplers) + 1 > self.settings.queue_max_size // 2:
+            self.metrics.exec_guided.labels("skipped_busy").inc()  # under load, greedy alone: capacity goes first
+            samplers = []
+        requests = [(prompt, Sampling(names=names)) if names else prompt] + [(prompt, s) for s in samplers]
+        g0 = time.perf_counter()
+        tasks = [asyncio.ensure_future(self.batcher.submit(r)) for r in requests]
+        try:
+            gens = await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            for task in tasks:
+                task.cancel()  # no-op for finished ones; frees the batch rows when this request is cancelled
+        if isinstance(gens[0], BaseException):  # the greedy answer could not be queued: as without voting
+            raise gens[0]
+        drafts = [g for g in gens if isinstance(g, _Generated)]  # candidates that found no room are left out
+        generate_ms = (time.perf_counter() - g0) * 1000
+        self.metrics.latency.labels("generate").observe(drafts[0].generate_ms / 1000)
+        report("running")
+        ran: dict[str, Outcome] = {}
+        tried: list[Outcome] = []
+        for number, g in enumerate(drafts, 1):
+            sql = extract_sql(g.text)
+            if sql not in ran:  # the same SQL twice is one run and two votes
+                report("candidates", number, len(drafts))
+                ran[sql] = await self._guard_and_execute(sql, t0, allowed_tables)
+                ran[sql].generated_sql = g.text
+            tried.append(ran[sql])
+        keys = [result_key(t.rows) if t.status == "ok" else None for t in tried]
+        chosen = tried[vote_index([t.status for t in tried], keys)]
+        self.metrics.exec_guided.labels("vote_changed" if chosen is not tried[0] else "vote_kept").inc()
+        chosen.question, chosen.batch_size = question, drafts[0].batch_size
+        chosen.generate_ms = round(generate_ms, 1)
+        chosen.candidates = len(drafts) - 1 or None
         return chosen
 
     async def run_sql(self, sql: str, allowed_tables: Collection[str] | None = None) -> Outcome:

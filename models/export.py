@@ -154,9 +154,21 @@ def read_manifest(d: Path) -> dict:
         return {}
 
 
-def build(spec: BaseSpec, adapter: Path | None, bits: int = 8, block_size: int = 32, force: bool = False) -> Path:
+def build(
+    spec: BaseSpec,
+    adapter: Path | None,
+    bits: int = 8,
+    block_size: int = 32,
+    force: bool = False,
+    out_dir: Path | None = None,
+    label: str | None = None,
+) -> Path:
+    """`out_dir` (default build/onnx/<base>) gets fp32/ and int<bits>/; another out_dir also keeps the merged
+    weights to itself (removed after), so a second export never touches the served one. `label` names the model
+    (`<base>+<label>`) instead of the adapter directory's name."""
     stamp = _stamp(spec, adapter, bits, block_size)
-    qdir, fdir = spec.onnx_dir / f"int{bits}", spec.onnx_dir / "fp32"
+    root = out_dir or spec.onnx_dir
+    qdir, fdir = root / f"int{bits}", root / "fp32"
     if not force and read_manifest(qdir).get("stamp") == stamp and (qdir / "model.onnx").exists():
         for d in (fdir, qdir):
             upgrade_attention(d)
@@ -165,13 +177,13 @@ def build(spec: BaseSpec, adapter: Path | None, bits: int = 8, block_size: int =
     t0 = time.time()
     convert(spec)
     info = {
-        "model_id": model_id(spec, adapter),
-        "adapter": adapter.name if adapter else None,
+        "model_id": f"{spec.name}+{label}" if label else model_id(spec, adapter),
+        "adapter": label or (adapter.name if adapter else None),
         "stamp": stamp,
         "base": spec.name,
         "base_title": spec.title,
     }
-    src = merge(spec, adapter, BUILD_DIR / "merged" / spec.name)
+    src = merge(spec, adapter, root / "merged" if out_dir else BUILD_DIR / "merged" / spec.name)
     if fdir.exists():
         shutil.rmtree(fdir)
     export_onnx(src, fdir, spec.model_dir)
@@ -185,6 +197,8 @@ def build(spec: BaseSpec, adapter: Path | None, bits: int = 8, block_size: int =
     write_manifest(
         qdir, **info, quantization=f"weight-only int{bits} (MatMulNBits, block {block_size}, accuracy_level 4)"
     )
+    if out_dir and src != spec.model_dir:
+        shutil.rmtree(src, ignore_errors=True)
     for d in (fdir, qdir):
         print(f"  {d}: {(d / 'model.onnx').stat().st_size / 1e6:.0f} MB")
     print(f"export done in {time.time() - t0:.0f}s")

@@ -60,6 +60,7 @@ limit_val = 200
 eval_interval = 100
 patience = 4
 resume_from = ""  # a run's `last` dir to continue from (new schedule, same weights/optimizer) when out_dir has none
+init_adapter = ""  # an adapter dir (models/adapters/<name>, int8 or float) whose LoRA weights start the run; fresh optimizer and schedule
 threads = 2
 autocast = ""  # "bf16": matmuls in bfloat16 (AVX512-BF16 CPUs: ~4x the fp32 speed here), trained weights stay fp32
 seed = 1337
@@ -240,7 +241,28 @@ def save_adapter(model, path: Path, cfg: dict, extra: dict) -> None:
     (path / "train_config.json").write_text(json.dumps({"config": cfg, **extra}, indent=2))
 
 
-def main(argv: list[str]) -> None:
+def load_init_adapter(model, path: Path) -> None:
+    """Start from a trained adapter's LoRA weights (not its optimizer or data order: that is `resume_from`). The run's
+    LoRA shape (r, target modules, trained layers) must be the adapter's: every LoRA tensor must be filled."""
+    from peft import set_peft_model_state_dict
+
+    from models.adapter_io import WEIGHTS, load_weights
+
+    if not (path / WEIGHTS).exists():
+        sys.exit(f"init_adapter: no {WEIGHTS} in {path}")
+    weights = load_weights(path / WEIGHTS)
+    try:
+        res = set_peft_model_state_dict(model, weights)
+    except RuntimeError as exc:  # shape mismatch: another r or other layers
+        sys.exit(f"init_adapter: {path} does not fit this run's LoRA shape: {str(exc).splitlines()[0][:300]}")
+    missing = [k for k in res.missing_keys if "lora_" in k]
+    if missing or not weights:
+        sys.exit(f"init_adapter: {path} leaves {len(missing)} LoRA tensors of this run unset (e.g. {missing[:1]})")
+    print(f"initialized {len(weights)} LoRA tensors from {path}")
+
+
+def main(argv: list[str], on_step=None) -> None:
+    """`on_step(step, total)` (optional) is called after every optimizer step: a caller's progress bar."""
     cfg = configure(argv)
     if not (cfg["base_dir"] and cfg["data_dir"]):  # defaults follow the registry base
         from models.bases import get_base
@@ -280,6 +302,8 @@ def main(argv: list[str]) -> None:
         h = caches[split_name].batch(idx, ids.shape[1]) if caches else bb.inner.embed_tokens(ids)
         return h, ids, tmask
 
+    if cfg["init_adapter"]:
+        load_init_adapter(model, Path(cfg["init_adapter"]))
     params = [p for p in model.parameters() if p.requires_grad]
     print(
         f"trainable parameters: {sum(p.numel() for p in params):,} (layers {split}..{model.config.num_hidden_layers - 1})"
@@ -389,6 +413,8 @@ def main(argv: list[str]) -> None:
         state["step"] += 1
         state["wall_s"] += time.time() - t0
         loss_n += 1
+        if on_step is not None:
+            on_step(state["step"], total)
         if state["step"] % cfg["log_interval"] == 0:
             dt = time.time() - t_last
             print(

@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     # Served: the weight-only int8 export of the base model (build/onnx/<base>/int8) unless set.
     model_dir: Path | None = None
     model_id: str = ""  # reported by the API; defaults to what the export wrote
+    # Hot swap and specialize (issue 11): `POST /api/model/load` serves only exports under `model_exports_dir`, where
+    # `python -m models.specialize` publishes (<base>/specialized-<timestamp>); the admin button runs
+    # `specialize_preset` in a separate process, its runs (log, status, data) under `specialize_dir`.
+    model_exports_dir: Path = BUILD_DIR / "onnx"
+    specialize_preset: Path = ROOT / "models" / "configs" / "specialize.py"
+    specialize_dir: Path = BUILD_DIR / "specialize"
 
     # SQL guard and execution.
     row_limit: int = Field(200, ge=1, le=100_000)

@@ -1,0 +1,492 @@
+"""Specialize: fine-tune the served adapter on one database's verified question/SQL pairs, publish it only if better.
+
+    python -m models.specialize models/configs/specialize.py                  # the served base, DATABASE_URL's pairs
+    python -m models.specialize models/configs/specialize_tiny.py --max_steps=4   # presets and --key=value overrides
+
+1. read the verified pairs of the database (`DATABASE_URL`) from the application database (`QUERYLOG_URL`) and split
+   them, stably by id (a hash), into train and a held-out part; a train pair that asks a business-suite question is
+   dropped, so the suite stays unseen;
+2. pack the train part with `models.data.pack` (the conversation format the service prompts with: the schema as the
+   service shows it, the glossary under it, earlier pairs as turns), mixed with a replay sample of the general
+   training data (`build/data/<base>/packed.jsonl`, when present), so the model does not forget Spider;
+3. train from the base's committed adapter (`models.train`, `init_adapter`: its weights, a fresh optimizer/schedule);
+4. publish the adapter (row-wise int8) and export it to ONNX (`models.export.build`) into a temp directory;
+5. evaluate the candidate and the current model (`current_model_dir`, what the server serves) with
+   `models.evaluate` on the same questions: the held-out pairs (prompted as the service would: glossary and the k
+   nearest train pairs) and the business suite;
+6. the rule (`decide`): publish when the candidate is better on the held-out pairs (strictly more right) and not
+   worse on the business suite (at most `suite_tolerance` points below). Then the temp directory is renamed to
+   `<exports_dir>/<base>/specialized-<timestamp>` (one atomic rename: a server never sees half a model); else it is
+   deleted. Either way a JSON report goes to `reports_dir` (and the run directory).
+
+Progress: a text bar in the log (`log.txt` in the run directory, which the server tails) and `status.json` beside
+it (stage, percent, verdict). One run per base at a time (a lock file beside the run directories). Not resumable.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+# ---------------------------------------------------------------- defaults (override by preset / --key=value)
+base = ""  # registry name (models.bases); "" = BASE_MODEL
+database_url = ""  # whose verified pairs; "" = DATABASE_URL (SQLite: the held-out pairs are executed to judge them)
+querylog_url = ""  # the application database holding them; "" = QUERYLOG_URL
+current_model_dir = ""  # the model to beat; "" = MODEL_DIR
+exports_dir = ""  # "" = MODEL_EXPORTS_DIR (build/onnx): published to <exports_dir>/<base>/specialized-<timestamp>
+run_dir = ""  # log, status, data, training run; "" = build/specialize/<base>/<timestamp>
+reports_dir = "reports/specialize"  # the JSON report (also in run_dir); "" = run_dir only
+init_adapter = ""  # "" = the base's committed adapter (models/adapters/<adapter>)
+holdout_fraction = 0.2  # of the pairs, by a hash of their id: the same pair stays on its side as pairs are added
+min_pairs = 20
+min_holdout = 4
+replay_ratio = 1.0  # replay rows per specialized row
+max_len = 1024
+epochs = 3.0
+max_steps = 0  # 0 = from epochs
+lr = 2e-4
+warmup_steps = 5
+batch_tokens = 4096
+threads = 2
+autocast = ""  # "bf16" on AVX512-BF16 CPUs (see models/train.py)
+examples_k = 3  # held-out questions are prompted with the k nearest train pairs, as the service would
+suite = "models/scenarios"  # business suite, on the demo database
+suite_limit = 0  # 0 = every case; else N spread evenly (the same N for both models)
+suite_glossary = "app/db/demo_glossary.yaml"  # the suite is prompted with the demo glossary, as the service does
+suite_tolerance = 0.0  # percentage points the suite may drop
+publish = "if_better"  # if_better | always (the comparison is still reported) | never
+bits = 8
+eval_batch_size = 8
+seed = 1337
+# ---------------------------------------------------------------------------------------------------------------
+CONFIG_KEYS = [
+    k for k, v in list(globals().items()) if not k.startswith("_") and isinstance(v, (int, float, str, list))
+]
+STAGES = {"read": (0, 5), "train": (5, 50), "export": (50, 70), "evaluate": (70, 99), "publish": (99, 100)}
+
+
+class Refused(Exception):
+    """The run cannot start or go on (too few pairs, another run, a bad setting); the message is for the operator."""
+
+
+def configure(argv: list[str]) -> dict:
+    """nanoGPT-style: preset files are exec'd, then --key=value overrides are literal-evaluated."""
+    g = globals()
+    for arg in argv:
+        if not arg.startswith("--"):
+            exec(Path(arg).read_text(), g)
+        else:
+            key, _, val = arg[2:].partition("=")
+            if key not in CONFIG_KEYS:
+                raise Refused(f"unknown config key: {key}")
+            try:
+                g[key] = ast.literal_eval(val)
+            except (ValueError, SyntaxError):
+                g[key] = val
+    return {k: g[k] for k in CONFIG_KEYS}
+
+
+class Progress:
+    """A text progress bar in the log and status.json for the server (written atomically: it polls it)."""
+
+    def __init__(self, run_dir: Path, run_id: str):
+        self.path, self.status = run_dir / "status.json", {"run_id": run_id, "state": "running", "percent": 0}
+        self.status["started_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        self._last = (None, -1)
+
+    def write(self, **fields) -> None:
+        self.status |= fields
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status, indent=2))
+        tmp.replace(self.path)
+
+    def stage(self, name: str, done: int = 0, total: int = 1, note: str = "") -> None:
+        lo, hi = STAGES[name]
+        pct = int(lo + (hi - lo) * min(done, total) / max(total, 1))
+        if (name, pct) == self._last:
+            return
+        self._last = (name, pct)
+        bar = "#" * (pct // 5) + "-" * (20 - pct // 5)
+        print(f"[{bar}] {pct:3d}% {name} {done}/{total} {note}".rstrip(), flush=True)
+        self.write(stage=name, percent=pct, message=note or name)
+
+
+def held_out(example_id: int, fraction: float) -> bool:
+    """Stable by id: a pair's side never changes as pairs are added (a hash, not every k-th id)."""
+    return int(hashlib.sha1(str(example_id).encode()).hexdigest()[:8], 16) % 1000 < fraction * 1000
+
+
+def decide(cand: dict, cur: dict, tolerance: float = 0.0) -> tuple[bool, str]:
+    """The publish rule: strictly better on the held-out pairs, and on the business suite not worse than
+    `tolerance` points. (Better on both passes it too.) Returns (publish?, the reason in words)."""
+    h_c, h_0, s_c, s_0 = cand["heldout_ex"], cur["heldout_ex"], cand["suite_ex"], cur["suite_ex"]
+    if h_c <= h_0:
+        return False, f"not better on the held-out pairs ({h_c}% vs {h_0}%)"
+    if s_c < s_0 - tolerance:
+        return False, f"worse on the business suite ({s_c}% vs {s_0}%, tolerance {tolerance} points)"
+    return True, f"better on the held-out pairs ({h_c}% vs {h_0}%), suite {s_c}% vs {s_0}%"
+
+
+class TrainPoolContext:
+    """What the service would put in a held-out question's prompt: the glossary (as selected for the question) and
+    its k nearest train pairs as earlier turns. The same for both models (`models.evaluate.run`'s `context`)."""
+
+    def __init__(self, train: list[dict], entries, k: int, budget: int, count_tokens):
+        from app.knowledge.examples import ExampleIndex
+
+        self.train, self.entries, self.k, self.budget, self.count = train, entries, k, budget, count_tokens
+        self.index = ExampleIndex([p["question"] for p in train])
+
+    def for_item(self, item: dict) -> tuple[list[tuple[str, str]], str, dict]:
+        from app.knowledge import glossary
+
+        chosen = glossary.select(self.entries, item["question"], self.budget, self.count) if self.entries else []
+        picked = [self.train[i] for i in self.index.nearest(item["question"], self.k)]
+        used = {"examples": [p["id"] for p in picked], "glossary": [e.name for e in chosen]}
+        return [(p["question"], p["sql"]) for p in picked], glossary.format_entries(chosen), used
+
+
+def acquire_lock(path: Path) -> None:
+    """One run per base: the lock holds the pid; a lock whose process is gone is taken over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                path.unlink(missing_ok=True)  # stale
+                continue
+            except PermissionError:
+                pass
+            raise Refused(f"another specialize run is in progress (pid {pid}, lock {path})") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return
+    raise Refused(f"cannot take the lock {path}")
+
+
+def read_pairs(cfg: dict, settings) -> tuple[list[dict], list, str]:
+    import sqlalchemy as sa
+
+    from app.knowledge.store import KnowledgeStore, database_key
+
+    engine = sa.create_engine(cfg["querylog_url"])
+    try:
+        store = KnowledgeStore(engine)
+        key = database_key(cfg["database_url"])
+        return store.examples(key), store.glossary(key), key
+    finally:
+        engine.dispose()
+
+
+def sqlite_file(url: str) -> Path:
+    import sqlalchemy as sa
+
+    u = sa.engine.make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        raise Refused(
+            f"specialize judges held-out pairs by running them on SQLite; {u.get_backend_name()} is not supported yet"
+        )
+    return Path(u.database).resolve()
+
+
+def lora_shape(adapter: Path, base_dir: Path) -> dict:
+    """The training keys that make the run's LoRA the adapter's own shape (so its weights load)."""
+    acfg = json.loads((adapter / "adapter_config.json").read_text())
+    n_layers = json.loads((base_dir / "config.json").read_text())["num_hidden_layers"]
+    layers = acfg.get("layers_to_transform") or list(range(n_layers))
+    return {
+        "lora_r": acfg["r"],
+        "lora_alpha": acfg["lora_alpha"],
+        "lora_dropout": acfg.get("lora_dropout", 0.0),
+        "target_modules": sorted(acfg["target_modules"]),
+        "train_layers": n_layers - min(layers),
+    }
+
+
+def prepare(cfg: dict, spec, pairs: list[dict], entries, data_dir: Path, settings) -> dict:
+    """Tokenized training data in data_dir: the packed train pairs, a replay sample, and val (the train pairs one by
+    one, which the run reports as its fit)."""
+    import sqlalchemy as sa
+
+    from app.db.schema import introspect
+    from app.knowledge import glossary
+    from app.nl2sql.prompt import build_prompt, build_target, format_schema
+    from models.base import load_tokenizer
+    from models.data import Pair, pack, read_jsonl, write_jsonl
+
+    tok = load_tokenizer(spec.model_dir)
+    engine = sa.create_engine(cfg["database_url"])
+    try:
+        schema = format_schema(introspect(engine, sample_values=settings.schema_sample_values))
+    finally:
+        engine.dispose()
+    count = lambda s: len(tok(s, add_special_tokens=False).input_ids)  # noqa: E731
+    # The glossary lines the service writes under the schema when they all fit its budget (past it, it picks per
+    # question, which one packed sequence cannot follow: then none).
+    notes = (
+        glossary.format_entries(entries)
+        if entries and count(glossary.format_entries(entries)) <= (settings.glossary_token_budget)
+        else ""
+    )
+    schema_text = f"{schema}\n{notes}" if notes else schema
+    db_pairs = [Pair("db", p["question"], p["sql"]) for p in pairs]
+    packed = pack(tok, db_pairs, Path("."), cfg["max_len"], seed=cfg["seed"], schema_of=lambda _: schema_text)
+    if not packed:
+        raise Refused(f"no train pair fits in {cfg['max_len']} tokens with the schema")
+    write_jsonl(data_dir / "specialize.jsonl", packed)
+    files = ["specialize.jsonl"]
+    replay_src = spec.data_dir / "packed.jsonl"
+    n_replay = 0
+    if replay_src.exists() and cfg["replay_ratio"] > 0:
+        rows = [r for r in read_jsonl(replay_src) if len(r["ids"]) <= cfg["max_len"]]
+        n_replay = min(len(rows), round(cfg["replay_ratio"] * len(packed)))
+        write_jsonl(data_dir / "replay.jsonl", random.Random(cfg["seed"]).sample(rows, n_replay))
+        files.append("replay.jsonl")
+    val = []
+    for p in db_pairs:
+        p_ids = tok(build_prompt(schema_text, p.question), add_special_tokens=False).input_ids
+        t_ids = tok(build_target(p.sql), add_special_tokens=False).input_ids
+        if len(p_ids) + len(t_ids) <= cfg["max_len"]:
+            val.append({"ids": p_ids + t_ids, "start": len(p_ids), "db_id": "db"})
+    write_jsonl(data_dir / "val.jsonl", val)
+    return {
+        "train_files": files,
+        "packed_sequences": len(packed),
+        "replay_sequences": n_replay,
+        "replay_source": str(replay_src) if n_replay else None,
+        "glossary_in_schema": bool(notes),
+    }
+
+
+def evaluate_pair(cfg: dict, run_dir: Path, gens: dict, heldout: list[dict], train: list[dict], entries, db_path,
+                  progress: Progress, settings) -> dict:  # fmt: skip
+    """EX of every generator on the held-out pairs and the business suite: the same questions for all."""
+    from app.core.config import BUILD_DIR
+    from app.knowledge import glossary
+    from models import evaluate
+    from models.context import BusinessContext
+
+    demo = BUILD_DIR / "demo.sqlite"  # the suite's gold SQL expects the demo database (seed 0)
+    if not demo.exists():
+        from app.db.demo import build_sqlite
+
+        build_sqlite(demo)
+    h_items = [
+        {"id": p["id"], "db_id": "db", "db_path": str(db_path), "question": p["question"], "gold": p["sql"],
+         "group": "held-out"}
+        for p in heldout
+    ]  # fmt: skip
+    s_all = evaluate.suite_items(Path(cfg["suite"]), demo)
+    n = cfg["suite_limit"]
+    s_items = [s_all[i * len(s_all) // n] for i in range(n)] if n and n < len(s_all) else s_all
+    suite_entries = glossary.parse_yaml(Path(cfg["suite_glossary"]).read_text()) if cfg["suite_glossary"] else []
+    out_dir = run_dir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, jobs = {}, [(name, part) for name in gens for part in ("heldout", "suite")]
+    for i, (name, part) in enumerate(jobs):
+        gen = gens[name]
+        progress.stage(
+            "evaluate",
+            i,
+            len(jobs),
+            f"{name} on the {part} ({len(h_items if part == 'heldout' else s_items)} questions)",
+        )
+        count = gen.count_tokens
+        if part == "heldout":
+            items = h_items
+            ctx = TrainPoolContext(train, entries, cfg["examples_k"], settings.glossary_token_budget, count)
+        else:
+            items = s_items
+            ctx = (
+                BusinessContext(s_all, suite_entries, 0, 5, settings.glossary_token_budget, count)
+                if suite_entries
+                else None
+            )
+        out = out_dir / f"{name}_{part}.jsonl"
+        out.unlink(missing_ok=True)
+        evaluate.run(items, gen, out, cfg["eval_batch_size"], context=ctx)
+        s = evaluate.summarize(out, {"run": f"{name}_{part}", "model_id": gen.model_id})
+        results.setdefault(name, {"model_id": gen.model_id})[f"{part}_ex"] = s["ex"]
+        results[name][f"{part}_n"] = s["n"]
+        results[name][f"{part}_categories"] = s["categories"]
+    progress.stage("evaluate", len(jobs), len(jobs))
+    return results
+
+
+def main(argv: list[str]) -> int:
+    from app.core.config import BUILD_DIR, get_settings
+    from models.bases import BaseModelError, get_base
+
+    cfg = configure(argv)
+    settings = get_settings()
+    try:
+        spec = get_base(cfg["base"] or None)
+    except BaseModelError as exc:
+        raise Refused(str(exc)) from None
+    cfg["base"] = spec.name
+    cfg["database_url"] = cfg["database_url"] or settings.database_url
+    cfg["querylog_url"] = cfg["querylog_url"] or settings.querylog_url
+    cfg["current_model_dir"] = cfg["current_model_dir"] or str(settings.model_dir)
+    cfg["exports_dir"] = cfg["exports_dir"] or str(settings.model_exports_dir)
+    cfg["init_adapter"] = cfg["init_adapter"] or str(spec.adapter_dir)
+    if cfg["publish"] not in ("if_better", "always", "never"):
+        raise Refused(f"publish must be if_better, always or never, not {cfg['publish']!r}")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(cfg["run_dir"] or BUILD_DIR / "specialize" / spec.name / stamp)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    progress = Progress(run_dir, run_dir.name)
+    try:
+        acquire_lock(run_dir.parent / "lock")
+    except Refused as exc:
+        progress.write(state="failed", message=str(exc))
+        raise
+    name = f"specialized-{stamp}"
+    final = Path(cfg["exports_dir"]) / spec.name / name
+    tmp = final.with_name(f".{name}.tmp")  # renamed to `final` in one step; never served while being written
+    t0 = time.time()
+    try:
+        progress.write(config=cfg)
+        progress.stage("read", 0, 1, "reading verified pairs")
+        db_path = sqlite_file(cfg["database_url"])
+        current = Path(cfg["current_model_dir"])
+        if not (current / "model.onnx").exists():
+            raise Refused(f"no current model at {current} (model.onnx): set current_model_dir")
+        if not (Path(cfg["init_adapter"]) / "adapter_config.json").exists():
+            raise Refused(f"no adapter to start from at {cfg['init_adapter']}")
+        pairs, entries, db_key = read_pairs(cfg, settings)
+        heldout = [p for p in pairs if held_out(p["id"], cfg["holdout_fraction"])]
+        from models.scenarios import load_suite
+        from models.synth import normalize_question
+
+        suite_q = {normalize_question(c.question) for c in load_suite(Path(cfg["suite"]))}
+        train_all = [p for p in pairs if not held_out(p["id"], cfg["holdout_fraction"])]
+        train = [p for p in train_all if normalize_question(p["question"]) not in suite_q]
+        print(f"{len(pairs)} verified pairs of {db_key}: {len(train)} train, {len(heldout)} held out"
+              f" ({len(train_all) - len(train)} train pairs dropped: business-suite questions)", flush=True)  # fmt: skip
+        if len(pairs) < cfg["min_pairs"] or len(heldout) < cfg["min_holdout"] or not train:
+            raise Refused(
+                f"too few verified pairs: {len(pairs)} ({len(heldout)} held out, {len(train)} to train on); at least "
+                f"{cfg['min_pairs']} with {cfg['min_holdout']} held out are needed: approve or correct more answers"
+            )
+        data_dir = run_dir / "data"
+        data = prepare(cfg, spec, train, entries, data_dir, settings)
+        progress.stage("read", 1, 1, f"{data['packed_sequences']} packed sequences, {data['replay_sequences']} replay")
+
+        from models import train as trainer
+
+        shape = lora_shape(Path(cfg["init_adapter"]), spec.model_dir)
+        keys = {"base": spec.name, "base_dir": str(spec.model_dir), "data_dir": str(data_dir),
+                "out_dir": str(run_dir / "train"), "train_files": data["train_files"], "init_adapter": cfg["init_adapter"],
+                "method": "lora", "max_len": cfg["max_len"], "epochs": cfg["epochs"], "max_steps": cfg["max_steps"],
+                "lr": cfg["lr"], "warmup_steps": cfg["warmup_steps"], "batch_tokens": cfg["batch_tokens"],
+                "threads": cfg["threads"], "autocast": cfg["autocast"], "seed": cfg["seed"], "limit_train": 0,
+                "limit_val": 0, "eval_interval": 10**9, "log_interval": 1, "resume_from": ""} | shape  # fmt: skip
+        progress.stage("train", 0, 1, "loading the base")
+        trainer.main([f"--{k}={v!r}" for k, v in keys.items()],
+                     on_step=lambda s, n: progress.stage("train", s, n, f"step {s}/{n}"))  # fmt: skip
+        train_log = json.loads((run_dir / "train" / "log.json").read_text())
+
+        progress.stage("export", 0, 1, "merging and exporting to ONNX")
+        from models.export import build
+        from models.publish import publish as publish_adapter
+
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        adapter = publish_adapter(run_dir / "train", tmp / "adapter")
+        build(spec, adapter, cfg["bits"], out_dir=tmp, label=name, force=True)
+        progress.stage("export", 1, 1)
+
+        variant = current.name if current.name in ("fp32", "int8", "int4") else f"int{cfg['bits']}"
+        if not (tmp / variant).exists():
+            variant = f"int{cfg['bits']}"
+        from app.nl2sql.engine import OnnxGenerator
+
+        gens = {
+            "current": OnnxGenerator(current, cfg["threads"]),
+            "candidate": OnnxGenerator(tmp / variant, cfg["threads"]),
+        }
+        results = evaluate_pair(cfg, run_dir, gens, heldout, train, entries, db_path, progress, settings)
+        ok, reason = decide(results["candidate"], results["current"], cfg["suite_tolerance"])
+        published = cfg["publish"] == "always" or (cfg["publish"] == "if_better" and ok)
+        report = {
+            "run_id": run_dir.name,
+            "database": db_key,
+            "base": spec.name,
+            "rule": "publish when strictly better on the held-out pairs and not worse on the business suite "
+            f"(tolerance {cfg['suite_tolerance']} points); publish={cfg['publish']}",
+            "verdict": "better" if ok else "not better",
+            "reason": reason,
+            "published": published,
+            "model_id": f"{spec.name}+{name}" if published else None,
+            "export_dir": str(final / variant) if published else None,
+            "pairs": {
+                "total": len(pairs),
+                "train": len(train),
+                "heldout": len(heldout),
+                "dropped_suite_questions": len(train_all) - len(train),
+                "heldout_ids": [p["id"] for p in heldout],
+            },  # fmt: skip
+            "data": data,
+            "train": {
+                k: train_log.get(k)
+                for k in ("step", "steps_total", "best_val", "tokens_per_s", "wall_s", "peak_rss_mb")
+            },
+            "evaluation": results,
+            "config": cfg,
+            "wall_s": round(time.time() - t0, 1),
+        }
+        progress.stage("publish", 0, 1, reason)
+        if published:
+            (tmp / "specialize_report.json").write_text(json.dumps(report, indent=2))
+            tmp.replace(final)  # atomic: the server only ever loads complete directories
+            print(f"published {final} (publish={cfg['publish']}; {reason})", flush=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+            print(f"not published: {reason}", flush=True)
+        write_report(report, run_dir, cfg["reports_dir"])
+        progress.write(state="published" if published else "rejected", percent=100, stage="done", message=reason,
+                       export_dir=report["export_dir"], model_id=report["model_id"], report=report)  # fmt: skip
+        return 0
+    except (Refused, SystemExit) as exc:  # train.py exits with a message on bad data or settings
+        message = str(exc) if not isinstance(exc, SystemExit) else str(exc.code)
+        print(f"refused: {message}", flush=True)
+        progress.write(state="failed", message=message)
+        return 2
+    except BaseException as exc:
+        progress.write(state="failed", message=f"{type(exc).__name__}: {str(exc)[:300]}")
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a finished run renamed it away; anything left here is partial
+        (run_dir.parent / "lock").unlink(missing_ok=True)
+
+
+def write_report(report: dict, run_dir: Path, reports_dir: str) -> None:
+    body = json.dumps(report, indent=2)
+    (run_dir / "report.json").write_text(body)
+    if reports_dir:
+        d = Path(reports_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{report['run_id']}.json.tmp"
+        tmp.write_text(body)
+        tmp.replace(d / f"{report['run_id']}.json")
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except Refused as exc:  # before the run directory exists (a bad key, the lock)
+        print(f"refused: {exc}", file=sys.stderr)
+        sys.exit(2)

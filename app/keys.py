@@ -1,6 +1,6 @@
 """`python -m app.keys`: manage API keys in the keys file (`API_KEYS_FILE`, default build/api_keys.json).
 
-    python -m app.keys create --name alice [--tables orders,customers] [--rate-limit 30] [--burst 10]
+    python -m app.keys create --name alice [--tables orders,customers] [--rate-limit 30] [--burst 10] [--admin]
     python -m app.keys list
     python -m app.keys revoke alice
     python -m app.keys ensure-local      # `make run`: a key named `local` when there is none yet
@@ -38,9 +38,9 @@ def _positive(text: str) -> int:
 
 
 def cmd_create(store: KeyStore, a: argparse.Namespace) -> int:
-    new = store.create(a.name, _tables(a.tables), a.rate_limit, a.burst)
+    new = store.create(a.name, _tables(a.tables), a.rate_limit, a.burst, admin=a.admin)
     scope = ", ".join(new.record.tables) if new.record.tables else "all tables"
-    print(f"created key {new.record.name!r} ({scope}) in {store.path}")
+    print(f"created {'admin ' if a.admin else ''}key {new.record.name!r} ({scope}) in {store.path}")
     print("store it now; it is not shown again and cannot be recovered:")
     print(new.key)
     return 0
@@ -55,7 +55,7 @@ def cmd_list(store: KeyStore, a: argparse.Namespace) -> int:
     for k in keys:
         tables = ",".join(k.tables) if k.tables is not None else "*"
         limit = f"{k.rate_limit_per_minute or 'default'}/min burst {k.rate_limit_burst or 'default'}"
-        print(f"  {k.name:<20} created {k.created_at}  tables {tables}  rate {limit}")
+        print(f"  {k.name:<20} created {k.created_at}  tables {tables}  rate {limit}{'  admin' if k.admin else ''}")
     return 0
 
 
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--tables", help="comma-separated tables this key may read (default: all)")
     c.add_argument("--rate-limit", type=_positive, help="requests per minute (default: RATE_LIMIT_PER_MINUTE)")
     c.add_argument("--burst", type=_positive, help="requests at once (default: RATE_LIMIT_BURST)")
+    c.add_argument("--admin", action="store_true", help="may specialize, load and roll back the served model")
     c.set_defaults(run=cmd_create)
     sub.add_parser("list", help="list keys (names and limits; never the keys)").set_defaults(run=cmd_list)
     r = sub.add_parser("revoke", help="delete a key by name")

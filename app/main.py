@@ -22,15 +22,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.api.disconnect import CancelOnDisconnect
 from app.api.errors import document_validation_errors
 from app.api.middleware import BodySizeLimit, CatchAll, SecurityHeaders
-from app.api.routes import answers, docs, health, info, knowledge, knowledge_ui, login, query, ui
+from app.api.routes import answers, docs, health, info, knowledge, knowledge_ui, login, model, query, ui
 from app.auth.principal import Authenticator, LoginRequired, RateLimited
 from app.auth.ratelimit import retry_after_header
 from app.core.config import Settings, get_settings
 from app.core.metrics import Metrics
 from app.db.catalog import SchemaCatalog
 from app.nl2sql.engine import OnnxGenerator
+from app.nl2sql.hotswap import Swapper
 from app.nl2sql.progress import ProgressBoard
 from app.nl2sql.service import QueryService
+from app.nl2sql.specialize import SpecializeRunner
 from app.querylog.store import QueryLog
 from app.sql.executor import Executor
 
@@ -58,6 +60,9 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
         app.state.settings, app.state.service, app.state.metrics = settings, service, service.metrics
         app.state.auth = auth
         app.state.progress = ProgressBoard()  # questions being answered that a page may follow or cancel
+        # hot swap (one load at a time) and specialize runs, whose published model is swapped in when they end
+        app.state.swapper = Swapper(service, settings.ort_threads, settings.prefix_cache_entries)
+        app.state.specialize = SpecializeRunner(settings, app.state.swapper.load_path)
         try:
             service.catalog.refresh()
         except Exception as exc:  # the database may come up later; /readyz says so meanwhile
@@ -65,6 +70,7 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
         service.batcher.start()
         log.info("Querywise ready: model %s, database %s", service.model_id, service.executor.dialect)
         yield
+        await app.state.specialize.stop()
         await service.batcher.stop()
         await to_thread.run_sync(service.querylog.close)  # write what the log database could not take yet
 
@@ -85,6 +91,7 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
     app.include_router(login.router)
     app.include_router(docs.router)
     app.include_router(answers.router)
+    app.include_router(model.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # Outermost last: security headers see every response (413s, CORS answers and unexpected 500s too).

@@ -31,6 +31,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -485,6 +486,8 @@ def write_report(report: dict, run_dir: Path, reports_dir: str) -> None:
 
 
 if __name__ == "__main__":
+    # stopped by the server (shutdown) or an operator: unwind, so the temp export and the lock are removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped (SIGTERM)"))
     try:
         sys.exit(main(sys.argv[1:]))
     except Refused as exc:  # before the run directory exists (a bad key, the lock)

@@ -1,7 +1,8 @@
 """FastAPI dependencies as `Annotated` aliases: the app's long-lived components live on `app.state`.
 
-Access control: `PrincipalDep` (API: 401 without a valid key), `UiPrincipalDep` (UI: redirect to /login), and the
-rate-limited variants for the routes that run queries (`LimitedPrincipalDep`, `UiLimitedPrincipalDep`: 429).
+Access control: `PrincipalDep` (API: 401 without a valid key), `UiPrincipalDep` (UI: redirect to /login), `AdminDep`
+and `UiAdminDep` (403 unless the key is an admin key), and the rate-limited variants for the routes that run queries
+(`LimitedPrincipalDep`, `UiLimitedPrincipalDep`: 429).
 """
 
 from collections.abc import AsyncIterator
@@ -72,6 +73,23 @@ async def require_ui_principal(request: Request, auth: AuthDep, metrics: Metrics
 
 PrincipalDep = Annotated[Principal, Depends(require_principal)]
 UiPrincipalDep = Annotated[Principal, Depends(require_ui_principal)]
+NOT_ADMIN = "This needs an admin key (one created with `python -m app.keys create --admin`)."
+
+
+async def require_admin(principal: PrincipalDep) -> Principal:
+    if not principal.admin:
+        raise HTTPException(403, NOT_ADMIN)
+    return principal
+
+
+async def require_ui_admin(principal: UiPrincipalDep) -> Principal:
+    if not principal.admin:
+        raise HTTPException(403, NOT_ADMIN)
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]  # starts training, changes the served model
+UiAdminDep = Annotated[Principal, Depends(require_ui_admin)]
 
 
 def _limited(request: Request, principal: Principal, auth: Authenticator, metrics: Metrics) -> Principal:

@@ -48,6 +48,7 @@ class ApiKey:
     tables: tuple[str, ...] | None = None  # allow-list (lowercased); None = every table
     rate_limit_per_minute: int | None = None  # None = Settings.rate_limit_per_minute
     rate_limit_burst: int | None = None  # None = Settings.rate_limit_burst
+    admin: bool = False  # may start a specialize run and load or roll back the served model
 
     def as_json(self) -> dict:
         d = asdict(self)
@@ -99,11 +100,14 @@ def _parse_record(raw: object, where: Path) -> ApiKey:
     for k, v in limits.items():
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise KeyFileError(f"{where}: key {name!r}: `{k}` must be a positive integer or null")
+    admin = raw.get("admin", False)
+    if not isinstance(admin, bool):
+        raise KeyFileError(f"{where}: key {name!r}: `admin` must be true or false")
     try:
         tables = normalize_tables(tables)
     except KeyFileError as exc:
         raise KeyFileError(f"{where}: key {name!r}: {exc}") from None
-    return ApiKey(name, digest, str(created), tables, **limits)
+    return ApiKey(name, digest, str(created), tables, **limits, admin=admin)
 
 
 class KeyStore:
@@ -200,6 +204,7 @@ class KeyStore:
         tables: list[str] | None = None,
         rate_limit_per_minute: int | None = None,
         rate_limit_burst: int | None = None,
+        admin: bool = False,
     ) -> NewKey:
         if not NAME_RE.match(name or ""):
             raise KeyFileError(
@@ -220,6 +225,7 @@ class KeyStore:
             tables=normalize_tables(tables),
             rate_limit_per_minute=rate_limit_per_minute,
             rate_limit_burst=rate_limit_burst,
+            admin=admin,
         )
         self._write((*keys, record))
         return NewKey(record, key)

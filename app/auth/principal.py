@@ -31,6 +31,7 @@ class Principal:
     per_minute: int
     burst: int
     rate_key: str  # whose bucket: the key, or the client address when auth is disabled
+    admin: bool = False  # a key created with --admin (everyone when auth is disabled: every route is open then)
 
 
 class LoginRequired(Exception):
@@ -134,12 +135,13 @@ class Authenticator:
             per_minute=record.rate_limit_per_minute or self.settings.rate_limit_per_minute,
             burst=record.rate_limit_burst or self.settings.rate_limit_burst,
             rate_key=f"key:{record.name}",
+            admin=record.admin,
         )
 
     def anonymous(self, request: Request) -> Principal:
         host = request.client.host if request.client else "unknown"
         s = self.settings
-        return Principal("anonymous", "open", None, s.rate_limit_per_minute, s.rate_limit_burst, f"ip:{host}")
+        return Principal("anonymous", "open", None, s.rate_limit_per_minute, s.rate_limit_burst, f"ip:{host}", True)
 
     def authenticate(self, request: Request) -> Principal | None:
         """The caller, or None. A key in a header wins over the cookie; a wrong key is not rescued by a cookie."""

@@ -28,7 +28,21 @@ class GenerationStepper:
     ):
         self.generator, self.max_new_tokens, self.finish = generator, max_new_tokens, finish
         self.mean_s: float | None = None  # moving average of one request's decode time (for Retry-After)
+        self.pending: tuple[OnnxGenerator, Callable[[], None]] | None = None  # a hot swap waiting for an empty batch
         self.reset()
+
+    def swap(self, generator: OnnxGenerator, done: Callable[[], None]) -> None:
+        """Decode on `generator` from now on: at once when no row is decoding, else once the rows in the batch have
+        finished on the model they started with (the worker admits none meanwhile). `done()` when it happened.
+        Runs in the generation thread, so it never lands in the middle of a step."""
+        self.pending = (generator, done)
+        self.apply_pending()
+
+    def apply_pending(self) -> None:
+        if self.pending is not None and not len(self.batch):
+            (self.generator, done), self.pending = self.pending, None
+            self.reset()
+            done()
 
     def reset(self) -> None:
         self.batch = DecodeBatch(self.generator)
@@ -68,6 +82,7 @@ class ContinuousBatcher(Batcher):
         """In the generation thread: rows nobody waits for leave, `new` requests join, one decode step for all."""
         if gone:
             self.stepper.drop(gone)
+        self.stepper.apply_pending()
         finished = {}
         for key, payload in new:
             done = self.stepper.add(key, payload)
@@ -75,14 +90,28 @@ class ContinuousBatcher(Batcher):
                 finished[key] = done
         if len(self.stepper):
             finished.update(self.stepper.step())
+        self.stepper.apply_pending()  # the last row of the old model just finished: the next step is the new one's
         return finished
+
+    async def swap(self, generator: OnnxGenerator) -> None:
+        """Hot swap at a step boundary: rows already decoding finish on the old model, new ones wait for the new one
+        (at most one answer's decode), so no request fails and none mixes two models."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def mark() -> None:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        await loop.run_in_executor(self._pool, self.stepper.swap, generator, mark)
+        await done
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
         active: dict[int, _Item] = {}
         while True:
             new = [] if active else [await self._next_live(None)]
-            while len(active) + len(new) < self.max_batch_size:
+            # a pending hot swap: no row joins the old model's batch; it drains, then the new model takes over
+            while self.stepper.pending is None and len(active) + len(new) < self.max_batch_size:
                 item = await self._next_live(0)
                 if item is None:
                     break
@@ -122,3 +151,4 @@ class ContinuousBatcher(Batcher):
             if not item.future.done():
                 item.future.set_exception(exc)
         self.stepper.reset()
+        self.stepper.apply_pending()

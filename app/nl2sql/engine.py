@@ -38,6 +38,7 @@ class Generation:
     text: str
     prompt_tokens: int
     new_tokens: int
+    model_id: str = ""  # the model that wrote it (a hot swap may change the served one meanwhile)
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class OnnxGenerator:
     def __init__(self, model_dir: Path, threads: int = 0, prefix_cache_entries: int = 4, io_binding: bool = True):
         """`io_binding=False` runs decode steps with `session.run` and numpy feeds (the earlier path, kept for
         bench.kv_binding to compare against)."""
-        model_dir = Path(model_dir)
+        model_dir = self.model_dir = Path(model_dir)
         onnx_path = model_dir / "model.onnx"
         if not onnx_path.exists():
             raise ModelLoadError(f"no model at {onnx_path}: run `make model` to build it")
@@ -269,7 +270,7 @@ class DecodeBatch:
 
     def _generation(self, row: _Row) -> Generation:
         text = self.gen.tokenizer.decode(row.tokens, skip_special_tokens=True)
-        return Generation(text, row.prompt_tokens, len(row.tokens))
+        return Generation(text, row.prompt_tokens, len(row.tokens), self.gen.model_id)
 
     def add(self, key: object, prompt: str, max_new_tokens: int, sampling: Sampling = GREEDY) -> Generation | None:
         """Prefill `prompt` and join the batch; returns its Generation at once if it is already finished."""

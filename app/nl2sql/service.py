@@ -94,6 +94,7 @@ class _Generated:
     text: str
     generate_ms: float
     batch_size: int
+    model_id: str = ""  # the model that wrote it (an answer decoded across a hot swap names the old one)
 
 
 # An answer with nothing in it is not a success, and the user is told so in words (the SQL may be wrong).
@@ -121,6 +122,8 @@ class QueryService:
         self.querylog = querylog
         self.metrics = metrics
         self.model_id = settings.model_id or generator.model_id
+        self.previous: OnnxGenerator | None = None  # served before the last hot swap: what a rollback returns to
+        self._swap_lock = asyncio.Lock()
         # glossary and verified examples live in the application database, next to the query log
         self.knowledge = Knowledge(
             KnowledgeStore(querylog.engine),
@@ -139,7 +142,7 @@ class QueryService:
         }
         if settings.continuous_batching:
             stepper = GenerationStepper(
-                generator, settings.max_new_tokens, lambda g, ms, size: _Generated(g.text, ms, size)
+                generator, settings.max_new_tokens, lambda g, ms, size: _Generated(g.text, ms, size, g.model_id)
             )
             self.batcher: Batcher = ContinuousBatcher(stepper, **queue)
         else:
@@ -195,7 +198,34 @@ class QueryService:
         t0 = time.perf_counter()
         gens = self.generator.generate(prompts, self.settings.max_new_tokens, [s for _, s in pairs])
         ms = (time.perf_counter() - t0) * 1000
-        return [_Generated(g.text, ms, len(prompts)) for g in gens]
+        return [_Generated(g.text, ms, len(prompts), g.model_id) for g in gens]
+
+    async def swap_model(self, generator: OnnxGenerator) -> OnnxGenerator:
+        """Serve `generator` from the next step boundary on, without a restart; returns the one it replaces, which is
+        kept for `rollback`. Rows already decoding finish on the old model (static batches: the batch running keeps
+        the generator it started with), so no request in flight fails."""
+        async with self._swap_lock:
+            old = self.generator
+            if isinstance(self.batcher, ContinuousBatcher):
+                await self.batcher.swap(generator)
+            self.generator, self.previous = generator, old
+            self.model_id = generator.model_id
+            log.info("model swapped: %s (%s) replaces %s", self.model_id, generator.model_dir, old.model_id)
+            return old
+
+    def _answered_by(self, model_id: str) -> str:
+        """The id to report for an answer a model wrote: the served id (MODEL_ID may rename it) unless an earlier
+        model, swapped out meanwhile, wrote it."""
+        return self.model_id if not model_id or model_id == self.generator.model_id else model_id
+
+    async def rollback(self) -> OnnxGenerator | None:
+        """Serve the model from before the last swap again (and keep the current one: a second rollback undoes it).
+        None when there was no swap."""
+        previous = self.previous
+        if previous is None:
+            return None
+        await self.swap_model(previous)
+        return previous
 
     async def ask(self, question: str, allowed_tables: Collection[str] | None = None) -> Outcome:
         """Raises InvalidQuestion (empty or too long) before any work, and QueueFull when the model queue is full."""
@@ -225,6 +255,7 @@ class QueryService:
         out = await self._guard_and_execute(extract_sql(gen.text), t0, allowed_tables)
         out.question, out.generated_sql = question, gen.text
         out.generate_ms, out.batch_size = round(gen.generate_ms, 1), gen.batch_size
+        out.model_id = self._answered_by(gen.model_id)
         if self.settings.exec_guided_candidates and wants_candidates(out.status):
             out = await self._execution_guided(prompt, out, t0, allowed_tables, names)
         out.verified_examples, out.glossary_terms = len(ctx.earlier), list(ctx.terms)
@@ -272,7 +303,7 @@ class QueryService:
                 task.cancel()  # no-op for finished ones
         chosen = tried[best_index([t.status for t in tried])]
         self.metrics.exec_guided.labels("rescued" if chosen is not greedy else "not_rescued").inc()
-        chosen.question, chosen.batch_size = greedy.question, greedy.batch_size
+        chosen.question, chosen.batch_size, chosen.model_id = greedy.question, greedy.batch_size, greedy.model_id
         chosen.generate_ms = round((greedy.generate_ms or 0) + (time.perf_counter() - g0) * 1000, 1)
         chosen.candidates = len(samplers)
         return chosen
@@ -320,6 +351,7 @@ class QueryService:
         chosen = tried[vote_index([t.status for t in tried], keys)]
         self.metrics.exec_guided.labels("vote_changed" if chosen is not tried[0] else "vote_kept").inc()
         chosen.question, chosen.batch_size = question, drafts[0].batch_size
+        chosen.model_id = self._answered_by(drafts[0].model_id)
         chosen.generate_ms = round(generate_ms, 1)
         chosen.candidates = len(drafts) - 1 or None
         return chosen
@@ -371,7 +403,7 @@ class QueryService:
 
     async def _finish(self, out: Outcome, source: str, t0: float) -> Outcome:
         out.total_ms = round((time.perf_counter() - t0) * 1000, 1)
-        out.model_id = self.model_id if source == "question" else None
+        out.model_id = (out.model_id or self.model_id) if source == "question" else None
         if source == "question":
             out.answer_id = uuid.uuid4().hex  # unguessable: feedback on it needs no other proof of who asked
         self.metrics.requests.labels(source, out.status, out.category).inc()

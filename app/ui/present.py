@@ -103,8 +103,16 @@ def cell(value: object, column: Column) -> str:
     return f"{value:,.2f}"
 
 
+# Past this the layout helps nobody (a 3,000-value IN list becomes 3,000 lines) and the laid-out text could outgrow
+# the guard's length cap, so the editor would hold SQL that no longer runs when re-submitted: shown as it ran.
+PRETTY_MAX_CHARS = 4_000
+
+
 def pretty_sql(sql: str, dialect: str) -> str:
-    """The query laid out one clause per line (sqlglot's printer, same tree); as it was when it does not parse."""
+    """The query laid out one clause per line (sqlglot's printer, same tree); as it was when it does not parse or
+    is long."""
+    if len(sql) > PRETTY_MAX_CHARS:
+        return sql
     try:
         trees = sqlglot.parse(sql, read=dialect)
         if len(trees) != 1 or trees[0] is None:

@@ -11,7 +11,7 @@ import pytest
 
 from app.nl2sql.progress import ProgressBoard, report
 from app.ui.charts import bucket_chart, result_chart
-from app.ui.present import cell, columns_of, plain_message, readable_header
+from app.ui.present import PRETTY_MAX_CHARS, cell, columns_of, plain_message, pretty_sql, readable_header
 from app.ui.rows import RowsError, count_sql, page_sql, to_csv
 
 
@@ -43,6 +43,17 @@ def test_a_parse_error_is_one_sentence_with_the_detail_apart():
     sentence, detail = plain_message("syntax_error", "The SQL could not be parsed: Expected ) (line 1, column 9).")
     assert sentence.count(".") == 2 and "Expected" not in sentence and detail.endswith("column 9).")
     assert plain_message("unknown_table", "no such table: x") == ("no such table: x", None)
+
+
+def test_sql_is_laid_out_unless_it_is_long():
+    from app.sql.guard import MAX_SQL_CHARS, guard_sql
+
+    assert pretty_sql("SELECT name FROM customers WHERE id = 1", "sqlite").count("\n") >= 2
+    long = "SELECT name FROM customers WHERE customer_id IN (" + ", ".join(map(str, range(3000))) + ")"
+    assert len(long) > PRETTY_MAX_CHARS and pretty_sql(long, "sqlite") == long  # as it ran, not 3,000 lines
+    assert len(pretty_sql(long, "sqlite")) < MAX_SQL_CHARS  # the editor's text still runs when re-submitted
+    guard_sql(pretty_sql(long, "sqlite"), dialect="sqlite", row_limit=200)
+    assert pretty_sql("SELECT FROM WHERE (", "sqlite") == "SELECT FROM WHERE ("
 
 
 def test_csv_quotes_and_neutralises_formulas():

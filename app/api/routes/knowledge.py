@@ -80,6 +80,11 @@ async def get_glossary(service: ServiceDep, principal: PrincipalDep, format: str
 @router.put(
     "/api/glossary",
     summary="Replace the business glossary (JSON or YAML body)",
+    responses={
+        400: {"description": "The body is not UTF-8 text"},
+        415: {"description": "Neither application/json nor application/yaml"},
+        422: {"description": "Not a valid glossary document (the message says where)"},
+    },
     openapi_extra={
         "requestBody": {
             "content": {

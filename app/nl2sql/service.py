@@ -41,6 +41,7 @@ from app.nl2sql.intent import WRITE_MESSAGE, asks_to_change_data
 from app.nl2sql.linking import link_schema
 from app.nl2sql.progress import report
 from app.nl2sql.prompt import build_conversation, format_schema
+from app.nl2sql.values import found_nothing, unmatched_values
 from app.querylog.store import LogEntry, QueryLog
 from app.sql.executor import ExecutionError, Executor
 from app.sql.guard import GuardError, guard_sql
@@ -248,6 +249,7 @@ class QueryService:
         if self.settings.exec_guided_vote and self.settings.exec_guided_candidates:
             out = await self._voted(prompt, question, t0, allowed_tables, names)
             out.verified_examples, out.glossary_terms = len(ctx.earlier), list(ctx.terms)
+            out = await self._explain_nothing(out, allowed_tables)
             return await self._finish(out, "question", t0)
         gen: _Generated = await self.batcher.submit((prompt, Sampling(names=names)) if names else prompt)
         self.metrics.latency.labels("generate").observe(gen.generate_ms / 1000)
@@ -259,7 +261,26 @@ class QueryService:
         if self.settings.exec_guided_candidates and wants_candidates(out.status):
             out = await self._execution_guided(prompt, out, t0, allowed_tables, names)
         out.verified_examples, out.glossary_terms = len(ctx.earlier), list(ctx.terms)
+        out = await self._explain_nothing(out, allowed_tables)
         return await self._finish(out, "question", t0)
+
+    async def _explain_nothing(self, out: Outcome, allowed_tables: Collection[str] | None) -> Outcome:
+        """An answer that found nothing (no rows, or one row of 0/NULL) because a text filter names a value the data
+        does not hold is `empty` (category `unmatched_value`), with a sentence naming the value and the look-alikes
+        the column does hold: a count of 0 for an invented value is not a success. The choice of answer is made
+        before, without this check."""
+        if out.status not in ("ok", "empty") or not out.sql or not found_nothing(out.rows):
+            return out
+        try:
+            schema = self.schema_for(allowed_tables)
+            missing = await to_thread.run_sync(unmatched_values, out.sql, schema, self.executor, allowed_tables)
+        except (sa.exc.SQLAlchemyError, OSError):
+            return out
+        if missing:
+            out.status, out.category = "empty", "unmatched_value"
+            what = "; ".join(m.sentence() for m in missing)
+            out.message = f"Nothing matched: {what}. Check the value in the question or the SQL below."
+        return out
 
     async def _execution_guided(
         self,
@@ -359,6 +380,7 @@ class QueryService:
     async def run_sql(self, sql: str, allowed_tables: Collection[str] | None = None) -> Outcome:
         t0 = time.perf_counter()
         out = await self._guard_and_execute(sql, t0, allowed_tables)
+        out = await self._explain_nothing(out, allowed_tables)
         return await self._finish(out, "sql", t0)
 
     async def _guard_and_execute(self, sql: str, t0: float, allowed_tables: Collection[str] | None = None) -> Outcome:

@@ -143,6 +143,11 @@ def is_denied_function(name: str) -> bool:
     return lowered in _DENIED_FUNCTIONS or lowered.startswith(_DENIED_PREFIXES) or bool(_DENIED_PATTERN.search(lowered))
 
 
+def sqlglot_dialect(name: str) -> str:
+    """sqlglot's name for a database dialect (`postgresql` → `postgres`)."""
+    return _dialect(name)
+
+
 def _dialect(name: str) -> str:
     try:
         return _DIALECTS[name.lower()]

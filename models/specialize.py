@@ -252,9 +252,10 @@ def prepare(cfg: dict, spec, pairs: list[dict], entries, data_dir: Path, setting
     n_replay = 0
     if replay_src.exists() and cfg["replay_ratio"] > 0:
         rows = [r for r in read_jsonl(replay_src) if len(r["ids"]) <= cfg["max_len"]]
-        n_replay = min(len(rows), round(cfg["replay_ratio"] * len(packed)))
-        write_jsonl(data_dir / "replay.jsonl", random.Random(cfg["seed"]).sample(rows, n_replay))
-        files.append("replay.jsonl")
+        n_replay = min(len(rows), max(1, round(cfg["replay_ratio"] * len(packed))))
+        if n_replay:  # train.py caches each file's hidden states: an empty file has none to cache
+            write_jsonl(data_dir / "replay.jsonl", random.Random(cfg["seed"]).sample(rows, n_replay))
+            files.append("replay.jsonl")
     val = []
     for p in db_pairs:
         p_ids = tok(build_prompt(schema_text, p.question), add_special_tokens=False).input_ids

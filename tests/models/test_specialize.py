@@ -166,3 +166,43 @@ def test_specialize_publishes_and_the_server_swaps_without_a_failed_request(serv
     assert r.status_code == 200 and r.json()["model_id"] == before
     r = c.post("/api/model/rollback", headers=auth_headers(admin))  # and forward again
     assert r.json()["model_id"] == after
+
+
+def test_training_data_is_the_service_prompt_plus_replay(tmp_path, demo_db):
+    """The packed train pairs start exactly as the service prompts a question (the schema as the catalog shows it,
+    the glossary under it when it fits), later pairs are follow-up turns; a replay sample joins from the base's
+    general data; val holds every train pair alone."""
+    from types import SimpleNamespace
+
+    from app.core.config import Settings
+    from app.db.catalog import SchemaCatalog
+    from app.knowledge import glossary
+    from app.nl2sql.prompt import build_conversation, build_followup
+    from models import specialize
+    from models.base import load_tokenizer
+    from models.bases import SMOLLM2
+    from models.data import read_jsonl, write_jsonl
+
+    tok = load_tokenizer(SMOLLM2.model_dir)
+    general = tmp_path / "general"
+    write_jsonl(general / "packed.jsonl", [{"ids": [1, 2, 3], "spans": [[1, 3]], "db_id": f"x{i}"} for i in range(9)])
+    spec = SimpleNamespace(model_dir=SMOLLM2.model_dir, data_dir=general)
+    pairs = [{"id": i, "question": p["question"], "sql": p["query"]} for i, p in enumerate(generate_pairs(6, seed=2))]
+    entries = glossary.parse_yaml("terms:\n  - term: revenue\n    definition: money from order lines\n")
+    cfg = {"max_len": 4096, "seed": 0, "replay_ratio": 2.0}
+    settings = Settings(database_url=f"sqlite:///{demo_db}")
+    out = specialize.prepare(
+        cfg | {"database_url": settings.database_url}, spec, pairs, entries, tmp_path / "d", settings
+    )
+    assert out["train_files"] == ["specialize.jsonl", "replay.jsonl"] and out["glossary_in_schema"]
+    rows = list(read_jsonl(tmp_path / "d" / "specialize.jsonl"))
+    assert len(rows) == out["packed_sequences"] == 1 and len(rows[0]["spans"]) == 6
+    assert len(list(read_jsonl(tmp_path / "d" / "replay.jsonl"))) == out["replay_sequences"] == 2
+    assert len(list(read_jsonl(tmp_path / "d" / "val.jsonl"))) == 6
+    text = tok.decode(rows[0]["ids"])
+    catalog = SchemaCatalog(sa.create_engine(settings.database_url))
+    first = text[: text.index("<|im_start|>assistant\n") + len("<|im_start|>assistant\n")]
+    question = first.rsplit("Question: ", 1)[1].split("<|im_end|>")[0]
+    service_prompt = build_conversation(catalog.text, question, notes=glossary.format_entries(entries))
+    assert first == service_prompt
+    assert text.count(build_followup("").split("Question:")[0] + "Question: ") == 5  # the others as later turns

@@ -116,3 +116,31 @@ def test_qwen_trains_on_packed_sequences_in_bf16_and_publishes_a_compact_adapter
     model = PeftModel.from_pretrained(base, materialize(dest))
     lora = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
     assert lora and any(v.abs().sum() > 0 for v in lora.values())
+
+
+def test_init_adapter_starts_from_the_committed_weights_and_refuses_another_shape(tmp_path, data_dir, monkeypatch):
+    """`init_adapter` (specialize): the run's LoRA starts as the committed adapter (row-wise int8, restored), with a
+    fresh optimizer; an adapter of another shape (r, layers) stops the run with a message instead of half-loading."""
+    for k in train.CONFIG_KEYS:  # train.main keeps its config in module globals: later tests get them back
+        monkeypatch.setattr(train, k, getattr(train, k))
+    from models.adapter_io import load_weights
+    from models.specialize import lora_shape
+
+    adapter = Path("models/adapters") / SMOLLM2.adapter
+    shape = lora_shape(adapter, SMOLLM2.model_dir)
+    cfg = {k: getattr(train, k) for k in train.CONFIG_KEYS} | shape | {"base_dir": str(SMOLLM2.model_dir)}
+    model, _ = train.build_model(cfg)
+    train.load_init_adapter(model, adapter)
+    state = model.state_dict()
+    committed = load_weights(adapter / "adapter_model.safetensors")
+    for name, w in committed.items():
+        key = name.replace(".lora_A.weight", ".lora_A.default.weight").replace(
+            ".lora_B.weight", ".lora_B.default.weight"
+        )
+        assert torch.equal(state[key], w), name
+    other, _ = train.build_model(cfg | {"lora_r": 4})
+    with pytest.raises(SystemExit, match="does not fit this run's LoRA shape"):
+        train.load_init_adapter(other, adapter)
+    log = _run(tmp_path / "run", data_dir, f"--init_adapter={adapter}", *(f"--{k}={v!r}" for k, v in shape.items()),
+               "--max_steps=2", "--eval_interval=2")  # fmt: skip
+    assert log["step"] == 2 and log["config"]["init_adapter"] == str(adapter)

@@ -30,6 +30,8 @@ def export_dir(path: str, root: Path) -> Path:
     allowed = Path(root).resolve()
     if not resolved.is_relative_to(allowed):
         raise ModelPathError(f"path: only exports under {allowed} can be loaded")
+    if any(part.startswith(".") for part in resolved.relative_to(allowed).parts):
+        raise ModelPathError("path: a hidden directory is a run's temporary export, still being written")
     missing = [f for f in ("model.onnx", "tokenizer.json") if not (resolved / f).is_file()]
     if missing:
         raise ModelPathError(f"path: {resolved} is not an export (no {', '.join(missing)})")

@@ -54,11 +54,19 @@ async def test_admin_routes_need_an_admin_key(admin_app):
         str(EXPORTS / ".." / "qwen2.5-coder-0.5b" / "int8"),  # .. out of it
         str(EXPORTS),  # inside, but not an export
         "/etc/passwd",
+        "hidden",  # a specialize run's temp export (`.specialized-<timestamp>.tmp`): never served
         "",
     ],
 )
-async def test_load_refuses_paths_that_are_not_exports_under_the_exports_dir(admin_app, path):
+async def test_load_refuses_paths_that_are_not_exports_under_the_exports_dir(admin_app, path, tmp_path):
     client, admin, _ = admin_app
+    if path == "hidden":  # a complete-looking export in a hidden directory under the exports dir
+        hidden = tmp_path / "exports" / ".specialized-x.tmp" / "fp32"
+        hidden.mkdir(parents=True)
+        for f in ("model.onnx", "tokenizer.json"):
+            (hidden / f).symlink_to(MODEL_DIR / f)
+        client.app.state.settings.model_exports_dir = tmp_path / "exports"
+        path = str(hidden)
     r = await client.post("/api/model/load", json={"path": path}, headers=auth_headers(admin))
     assert r.status_code == 422, r.text
     assert "path" in r.json()["detail"]

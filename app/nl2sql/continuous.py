@@ -28,28 +28,23 @@ class GenerationStepper:
     ):
         self.generator, self.max_new_tokens, self.finish = generator, max_new_tokens, finish
         self.mean_s: float | None = None  # moving average of one request's decode time (for Retry-After)
-        self.pending: tuple[OnnxGenerator, Callable[[], None]] | None = None  # a hot swap waiting for an empty batch
         self.reset()
 
-    def swap(self, generator: OnnxGenerator, done: Callable[[], None]) -> None:
-        """Decode on `generator` from now on: at once when no row is decoding, else once the rows in the batch have
-        finished on the model they started with (the worker admits none meanwhile). `done()` when it happened.
-        Runs in the generation thread, so it never lands in the middle of a step."""
-        self.pending = (generator, done)
-        self.apply_pending()
-
-    def apply_pending(self) -> None:
-        if self.pending is not None and not len(self.batch):
-            (self.generator, done), self.pending = self.pending, None
-            self.reset()
-            done()
+    def swap(self, generator: OnnxGenerator) -> None:
+        """Hot swap (in the generation thread, so between steps): new rows join a batch on `generator`; rows already
+        decoding go on in their own batch, on the model they started with, until they finish. Nobody waits for a
+        drain, and no answer mixes two models."""
+        if len(self.batch):
+            self.draining.append(self.batch)
+        self.generator, self.batch = generator, DecodeBatch(generator)
 
     def reset(self) -> None:
         self.batch = DecodeBatch(self.generator)
+        self.draining: list[DecodeBatch] = []  # batches of models swapped out, until their last row finishes
         self._joined: dict[object, tuple[float, int]] = {}  # key -> (start time, batch size when it joined)
 
     def __len__(self) -> int:
-        return len(self.batch)
+        return len(self.batch) + sum(len(b) for b in self.draining)
 
     def add(self, key: object, payload: str | tuple[str, Sampling]) -> Any | None:
         prompt, sampling = as_request(payload)
@@ -59,12 +54,19 @@ class GenerationStepper:
         return None if done is None else self._result(key, done)
 
     def drop(self, keys: set[object]) -> None:
-        self.batch.drop(keys)
+        for batch in (self.batch, *self.draining):
+            batch.drop(keys)
+        self.draining = [b for b in self.draining if len(b)]
         for key in keys:
             self._joined.pop(key, None)
 
     def step(self) -> dict[object, Any]:
-        return {k: self._result(k, g) for k, g in self.batch.step().items()}
+        done = {}
+        for batch in (*self.draining, self.batch):  # one step each: two models decode side by side while draining
+            if len(batch):
+                done |= batch.step()
+        self.draining = [b for b in self.draining if len(b)]
+        return {k: self._result(k, g) for k, g in done.items()}
 
     def _result(self, key: object, g: Generation) -> Any:
         t0, size = self._joined.pop(key)
@@ -82,7 +84,6 @@ class ContinuousBatcher(Batcher):
         """In the generation thread: rows nobody waits for leave, `new` requests join, one decode step for all."""
         if gone:
             self.stepper.drop(gone)
-        self.stepper.apply_pending()
         finished = {}
         for key, payload in new:
             done = self.stepper.add(key, payload)
@@ -90,28 +91,19 @@ class ContinuousBatcher(Batcher):
                 finished[key] = done
         if len(self.stepper):
             finished.update(self.stepper.step())
-        self.stepper.apply_pending()  # the last row of the old model just finished: the next step is the new one's
         return finished
 
     async def swap(self, generator: OnnxGenerator) -> None:
-        """Hot swap at a step boundary: rows already decoding finish on the old model, new ones wait for the new one
-        (at most one answer's decode), so no request fails and none mixes two models."""
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-
-        def mark() -> None:
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
-
-        await loop.run_in_executor(self._pool, self.stepper.swap, generator, mark)
-        await done
+        """Hot swap at a step boundary (the generation thread runs it between two steps): rows already decoding
+        finish on the old model, new ones join on the new one at once, so no request fails or waits for a drain."""
+        await asyncio.get_running_loop().run_in_executor(self._pool, self.stepper.swap, generator)
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
         active: dict[int, _Item] = {}
         while True:
             new = [] if active else [await self._next_live(None)]
-            # a pending hot swap: no row joins the old model's batch; it drains, then the new model takes over
-            while self.stepper.pending is None and len(active) + len(new) < self.max_batch_size:
+            while len(active) + len(new) < self.max_batch_size:
                 item = await self._next_live(0)
                 if item is None:
                     break
@@ -151,4 +143,3 @@ class ContinuousBatcher(Batcher):
             if not item.future.done():
                 item.future.set_exception(exc)
         self.stepper.reset()
-        self.stepper.apply_pending()

@@ -9,6 +9,8 @@
     python -m models.evaluate --run dev-guided --candidates 4                 # execution-guided decoding
     python -m models.evaluate --run dev-constrained --constrained             # identifiers limited to the schema
     python -m models.evaluate compare reports/eval/a.json reports/eval/b.json
+    python -m models.evaluate --run dev-vote --constrained --candidates 4 --vote   # candidates for every question
+    python -m models.evaluate choices reports/eval/dev-vote.jsonl              # greedy / served rule / vote / oracle
 
 Predictions are generated in batches through the same engine the service uses (ONNX int8 by default), executed
 read-only with a timeout next to the gold SQL, compared as Spider does (multisets; ordered only when the gold has
@@ -374,6 +376,25 @@ def token_counter(generator):
     return lambda text: len(generator.tok(text, add_special_tokens=False).input_ids)
 
 
+def choice_rules(path: Path) -> dict[str, float]:
+    """From a `--vote` run's records: EX of the greedy answers, of the service's default rule (the first answer that
+    runs with rows, greedy first), of voting, and of an oracle that always picks a right candidate when there is one
+    (the ceiling of any rule over these candidates)."""
+    counts: Counter = Counter()
+    n = 0
+    for r in read_jsonl(path):
+        v = r.get("votes")
+        if v is None:
+            raise ValueError(f"{path}: record {r['id']} has no votes (run with --candidates N --vote)")
+        statuses, right = v["statuses"], v["right"]
+        n += 1
+        counts["greedy"] += right[0]
+        counts["first_that_runs"] += right[best_index(statuses)]
+        counts["vote"] += right[v["chosen"]]
+        counts["oracle"] += any(right)
+    return {k: round(100 * counts[k] / n, 1) for k in ("greedy", "first_that_runs", "vote", "oracle")} | {"n": n}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "same-questions":
@@ -382,6 +403,20 @@ def main(argv: list[str] | None = None) -> int:
             print("usage: same-questions BASELINE.jsonl RUN.jsonl ... (all must exist)", file=sys.stderr)
             return 2
         print(on_same_questions(paths[0], paths[1:]))
+        return 0
+    if argv and argv[0] == "choices":
+        paths = [Path(p) for p in argv[1:]]
+        if not paths or any(not p.exists() for p in paths):
+            print("usage: choices VOTE_RUN.jsonl ... (runs made with --candidates N --vote)", file=sys.stderr)
+            return 2
+        print("| run | n | greedy | first that runs (served) | vote | oracle |\n|---|---:|---:|---:|---:|---:|")
+        for p in paths:
+            try:
+                c = choice_rules(p)
+            except ValueError as exc:
+                print(str(exc), file=sys.stderr)
+                return 2
+            print(f"| {p.stem} | {c['n']} | {c['greedy']} | {c['first_that_runs']} | {c['vote']} | {c['oracle']} |")
         return 0
     if argv and argv[0] == "compare":
         paths = [Path(p) for p in argv[1:]]

@@ -56,6 +56,10 @@ def test_voting_draws_candidates_for_every_question_and_records_each(out_root):
         assert r["ok"] == v["right"][v["chosen"]]  # the chosen answer is the one judged
         assert r["rescued"] == (v["chosen"] > 0)
     assert json.loads((out_root / "v3.json").read_text())["vote"] is True
+    rules = evaluate.choice_rules(out_root / "v3.jsonl")
+    assert rules["n"] == 3 and rules["greedy"] <= rules["oracle"] and rules["vote"] <= rules["oracle"]
+    assert evaluate.main(["choices", str(out_root / "v3.jsonl")]) == 0
+    assert evaluate.main(["choices", str(out_root / "missing.jsonl")]) == 2
     assert evaluate.main(["--run", "bad", "--vote"]) == 2  # voting needs candidates
 
 

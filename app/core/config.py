@@ -86,9 +86,11 @@ class Settings(BaseSettings):
     schema_token_budget: int = Field(1200, ge=100, le=8000)
 
     # What Querywise learns about the business (app.knowledge), in the application database. Glossary lines go under
-    # the schema: all of them up to this many tokens, past it the ones the question is about. Verified examples:
-    # the k most similar approved question/SQL pairs become earlier turns of the prompt (0 = none).
-    glossary_token_budget: int = Field(300, ge=0, le=4000)
+    # the schema: all of them up to this many tokens, past it the ones the question is about; 0 (the default) keeps
+    # them out of the prompt: the served model was never trained with glossary lines and they cost it business-suite
+    # answers (24% -> 18%, reports/eval/qwen-dedup-biz-glossary-int8-served.md). Verified examples: the k most
+    # similar approved question/SQL pairs become earlier turns of the prompt (0 = none; 3 took the suite 24% -> 30%).
+    glossary_token_budget: int = Field(0, ge=0, le=4000)
     verified_examples_k: int = Field(3, ge=0, le=10)
     # A YAML glossary imported at start into a database that has none yet. Unset: the demo database gets the
     # glossary shipped with it (app/db/demo_glossary.yaml), any other database starts empty.

@@ -41,7 +41,9 @@ def app_db_url(request, tmp_path):
 def keyed(settings_for, demo_db, app_db_url):
     """Settings with auth on, an unrestricted key and a key limited to the order tables."""
     settings, admin = with_key(
-        settings_for(f"sqlite:///{demo_db}").model_copy(update={"querylog_url": app_db_url}), "admin"
+        # the glossary in the prompt is off by default (it hurt the served model); these tests turn it on
+        settings_for(f"sqlite:///{demo_db}", glossary_token_budget=300).model_copy(update={"querylog_url": app_db_url}),
+        "admin",
     )
     settings, orders = with_key(settings, "orders-only", tables=["orders", "order_items", "customers"])
     return settings, auth_headers(admin), auth_headers(orders)
@@ -192,7 +194,9 @@ async def test_an_old_query_log_gains_the_feedback_columns(tmp_path, settings_fo
 async def test_a_glossary_file_is_imported_once_and_keys_are_shown_only_their_part(settings_for, demo_db, generator):
     from app.knowledge.context import DEMO_GLOSSARY
 
-    settings = settings_for(f"sqlite:///{demo_db}").model_copy(update={"glossary_file": DEMO_GLOSSARY})
+    settings = settings_for(f"sqlite:///{demo_db}", glossary_token_budget=300).model_copy(
+        update={"glossary_file": DEMO_GLOSSARY}
+    )
     question = "Total revenue and payroll of the sales reps managers"
     async with app_client(settings, generator) as c:
         service = c.app.state.service

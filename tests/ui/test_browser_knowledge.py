@@ -37,6 +37,7 @@ def server(tmp_path_factory, demo_db, generator):
         model_dir=MODEL_DIR,
         auth_disabled=False,
         api_keys_file=tmp / "api_keys.json",
+        glossary_token_budget=300,  # off by default (it hurt the served model); the page shows what was used
     )
     key = KeyStore(settings.api_keys_file).create("analyst").key
     port = free_port()

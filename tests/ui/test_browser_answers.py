@@ -132,6 +132,17 @@ def test_a_parse_error_reads_as_one_sentence_and_the_link_reproduces_an_answer(s
     page.wait_for_selector("#result-card .badge.refused")
 
 
+def test_a_zero_for_a_value_not_in_the_data_reads_as_empty_with_the_value_named(server, page):
+    run_sql(page, "SELECT COUNT(*) FROM customers WHERE city = 'paris'")
+    assert page.inner_text("#result-card .badge.empty") == "empty"
+    assert page.inner_text("#result-card .badge.cat") == "value not in the data"
+    message = page.inner_text("#result-message")
+    assert "city = 'paris'" in message and "'Paris'" in message  # the value, and the spelling the data holds
+    shot(page, "unmatched_value.png", clip={"x": 0, "y": 0, "width": 1280, "height": 420})
+    run_sql(page, "SELECT COUNT(*) FROM orders WHERE status = 'cancelled' AND order_id < 0")
+    assert page.inner_text("#result-card .badge.ok") == "ok"  # a value the data holds: the 0 is the answer
+
+
 def test_progress_while_the_model_works_and_cancel_stops_it_on_the_server(server, page):
     url, app = server["url"], server["app"]
     # The stage text for execution-guided candidates, as the page shows it (the service's report is unit-tested).

@@ -22,7 +22,11 @@ BOUND_S = 300  # a hang becomes a failure after this; nothing is timed
 @pytest.fixture
 async def admin_app(settings_for, demo_db, generator, tmp_path):
     base = settings_for(
-        f"sqlite:///{demo_db}", model_exports_dir=EXPORTS, specialize_dir=tmp_path / "runs", exec_guided_candidates=0
+        f"sqlite:///{demo_db}",
+        model_exports_dir=EXPORTS,
+        specialize_dir=tmp_path / "runs",
+        exec_guided_candidates=0,
+        queue_max_wait_s=600,  # never shed for waiting on a shared CPU: a failed question must be the swap's
     )
     settings, plain = with_key(base, "analyst")
     admin = KeyStore(settings.api_keys_file).create("ops", admin=True).key  # python -m app.keys create --admin

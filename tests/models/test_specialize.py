@@ -96,6 +96,9 @@ def served(settings_for, demo_db, generator, tmp_path):
         specialize_dir=tmp_path / "runs",
         specialize_preset=preset,
         exec_guided_candidates=0,
+        # a question is never shed for waiting: on a CPU this shared (training, other suites), the queue's deadline
+        # turned slow prefills into 503s before the run had even started; a failure here must be the swap's
+        queue_max_wait_s=600,
     )
     settings, analyst = with_key(base, "analyst")
     admin = KeyStore(settings.api_keys_file).create("ops", admin=True).key

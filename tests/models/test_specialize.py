@@ -193,7 +193,8 @@ def test_training_data_is_the_service_prompt_plus_replay(tmp_path, demo_db):
     pairs = [{"id": i, "question": p["question"], "sql": p["query"]} for i, p in enumerate(generate_pairs(6, seed=2))]
     entries = glossary.parse_yaml("terms:\n  - term: revenue\n    definition: money from order lines\n")
     cfg = {"max_len": 4096, "seed": 0, "replay_ratio": 2.0}
-    settings = Settings(database_url=f"sqlite:///{demo_db}")
+    # glossary lines are off by default (they hurt the served model untrained); on here, to check where they go
+    settings = Settings(database_url=f"sqlite:///{demo_db}", glossary_token_budget=300)
     out = specialize.prepare(
         cfg | {"database_url": settings.database_url}, spec, pairs, entries, tmp_path / "d", settings
     )

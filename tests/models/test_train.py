@@ -1,6 +1,7 @@
 """The training script on a tiny preset: loss falls, the best adapter is saved, a run resumes, and the split
 (cached lower layers + trained top layers) computes the same loss as the whole model."""
 
+import copy
 import json
 import random
 from pathlib import Path
@@ -30,7 +31,14 @@ def data_dir(tmp_path_factory) -> Path:
     return d
 
 
+# train.configure writes a run's settings into the module (nanoGPT style): each run starts from the defaults, so
+# one test's preset (e.g. the packed Qwen run's train_files) never leaks into the next
+_DEFAULTS = {k: copy.deepcopy(getattr(train, k)) for k in train.CONFIG_KEYS}
+
+
 def _run(out: Path, data: Path, *extra: str) -> dict:
+    for k, v in _DEFAULTS.items():
+        setattr(train, k, copy.deepcopy(v))
     train.main([str(TINY), f"--out_dir={out}", f"--data_dir={data}", *extra])
     return json.loads((out / "log.json").read_text())
 

@@ -144,32 +144,54 @@ def test_a_zero_for_a_value_not_in_the_data_reads_as_empty_with_the_value_named(
 
 
 def test_progress_while_the_model_works_and_cancel_stops_it_on_the_server(server, page):
+    import threading
+
+    from anyio import to_thread
+
     url, app = server["url"], server["app"]
-    # The stage text for execution-guided candidates, as the page shows it (the service's report is unit-tested).
-    page.route(
-        "**/api/progress/*",
-        lambda route: route.fulfill(json={"stage": "candidates", "candidate": 2, "candidates": 4, "elapsed_ms": 1}),
-    )
-    page.fill("#question", "Which customers placed the most orders in each region last year?")
-    page.click("#ask-button")
-    page.wait_for_selector("#progress-text >> text=trying candidate 2 of 4")
-    assert page.locator("#progress").is_visible() and page.locator("#cancel-button").is_visible()
-    page.wait_for_function("() => parseFloat(document.querySelector('#progress-elapsed').textContent) > 0")
-    shot(page, "progress.png", clip={"x": 0, "y": 0, "width": 1280, "height": 260})
-    page.unroute("**/api/progress/*")
-    rids = []
-    page.on("request", lambda r: r.url.startswith(url + "/api/progress/") and rids.append(r.url.rsplit("/", 2)))
-    page.click("#cancel-button")
-    page.wait_for_selector("#result-cancelled")
-    assert page.locator("#progress").is_hidden()
-    assert rids and rids[-1][-1] == "cancel"
-    # On the server: the request is gone from the progress board and the key's in-flight count, the queue is empty.
-    deadline = time.monotonic() + 60
-    while app.state.auth.in_flight.counts or app.state.progress._entries or app.state.service.batcher.depth:
-        assert time.monotonic() < deadline, "the cancelled question kept running on the server"
-        time.sleep(0.1)
-    rid = rids[-1][-2]
-    assert page.request.get(f"{url}/api/progress/{rid}").status == 404
+    service = app.state.service
+    # Hold the question on the server once the model has written its SQL, until the test has looked and cancelled:
+    # without the hold a fast answer could finish first and the page would have nothing in progress to show.
+    release, held = threading.Event(), threading.Event()
+    execute = service._guard_and_execute
+
+    async def holding(sql, t0, allowed_tables=None):
+        held.set()
+        await to_thread.run_sync(release.wait, abandon_on_cancel=True)
+        return await execute(sql, t0, allowed_tables)
+
+    service._guard_and_execute = holding
+    try:
+        page.fill("#question", "Which customers placed the most orders in each region last year?")
+        page.click("#ask-button")
+        assert held.wait(120), "the question never reached the database step"
+        page.wait_for_selector("#progress", state="visible")
+        assert page.locator("#cancel-button").is_visible()
+        page.wait_for_function("() => parseFloat(document.querySelector('#progress-elapsed').textContent) > 0")
+        # The stage text for execution-guided candidates, as the page shows it (the service's report is unit-tested).
+        page.route(
+            "**/api/progress/*",
+            lambda route: route.fulfill(json={"stage": "candidates", "candidate": 2, "candidates": 4, "elapsed_ms": 1}),
+        )
+        page.wait_for_selector("#progress-text >> text=trying candidate 2 of 4")
+        shot(page, "progress.png", clip={"x": 0, "y": 0, "width": 1280, "height": 260})
+        page.unroute("**/api/progress/*")
+        rids = []
+        page.on("request", lambda r: r.url.startswith(url + "/api/progress/") and rids.append(r.url.rsplit("/", 2)))
+        page.click("#cancel-button")
+        page.wait_for_selector("#result-cancelled")
+        assert page.locator("#progress").is_hidden()
+        assert rids and rids[-1][-1] == "cancel"
+        # On the server: the request is gone from the progress board and the key's in-flight count, the queue empty.
+        deadline = time.monotonic() + 60
+        while app.state.auth.in_flight.counts or app.state.progress._entries or service.batcher.depth:
+            assert time.monotonic() < deadline, "the cancelled question kept running on the server"
+            time.sleep(0.1)
+        rid = rids[-1][-2]
+        assert page.request.get(f"{url}/api/progress/{rid}").status == 404
+    finally:
+        release.set()
+        service._guard_and_execute = execute
 
 
 def test_history_lists_only_this_keys_questions_and_saved_questions_rerun(server, page):

@@ -91,8 +91,8 @@ def parse(doc: object) -> list[Entry]:
         return []
     if not isinstance(doc, dict) or set(doc) - {"terms", "columns"}:
         raise GlossaryError("A glossary is a mapping with `terms` and/or `columns` lists.")
-    terms, columns = doc.get("terms") or [], doc.get("columns") or []
-    if not isinstance(terms, list) or not isinstance(columns, list):
+    terms, columns = doc.get("terms", []), doc.get("columns", [])
+    if not isinstance(terms, list) or not isinstance(columns, list):  # `terms: 0` is not an empty glossary
         raise GlossaryError("`terms` and `columns` must be lists.")
     if len(terms) + len(columns) > MAX_ENTRIES:
         raise GlossaryError(f"At most {MAX_ENTRIES} glossary entries; this one has {len(terms) + len(columns)}.")
@@ -124,13 +124,17 @@ def parse(doc: object) -> list[Entry]:
     return out
 
 
-def parse_yaml(text: str) -> list[Entry]:
+def parse_yaml(text: str, allow_empty: bool = True) -> list[Entry]:
+    """Entries from YAML (or JSON) text. `allow_empty=False` (the API) refuses an empty document: replacing the
+    glossary with nothing must be said explicitly (`{"terms": [], "columns": []}`), not by an empty upload."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark else ""
         raise GlossaryError(f"The glossary is not valid YAML{at}.") from None
+    if doc is None and not allow_empty:
+        raise GlossaryError('The glossary document is empty; to clear the glossary send {"terms": [], "columns": []}.')
     return parse(doc)
 
 

@@ -83,6 +83,8 @@ async def test_glossary_round_trip_yaml_and_the_allow_list(keyed, generator):
             ("terms: [", "application/yaml", "not valid YAML"),
             ('{"terms": [{"term": "x", "definition": "y", "sql": "1; DROP TABLE orders"}]}', "application/json", "one SQL expression"),
             ('{"columns": [{"column": "orders.nope", "description": "y"}]}', "application/json", "no such column"),
+            ("null\n", "application/yaml", "document is empty"),  # an empty upload never wipes the glossary
+            ("", "application/json", "document is empty"),
         ]:  # fmt: skip
             r = await c.put("/api/glossary", content=body, headers=admin | {"content-type": ctype})
             assert r.status_code == 422 and message in r.json()["detail"], r.text

@@ -30,7 +30,11 @@ def board(request: Request) -> ProgressBoard:
 @router.get(
     "/export.csv",
     response_class=Response,
-    responses={200: {"content": {"text/csv": {}}, "description": "The rows as CSV"}, 400: {"description": "Refused"}},
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "The rows as CSV"},
+        400: {"description": "Refused"},
+        503: {"description": "Database unavailable"},
+    },
 )
 async def export_csv(
     service: ServiceDep,
@@ -53,7 +57,7 @@ async def export_csv(
     )
 
 
-@router.get("/progress/{rid}")
+@router.get("/progress/{rid}", responses={404: {"description": "Not running (finished, cancelled or another key's)"}})
 async def progress(request: Request, rid: Rid, principal: PrincipalDep) -> dict:
     """What the request is doing: `stage` (queued, writing, running, candidates), `candidate` k of `candidates`."""
     p = board(request).get(principal.rate_key, rid)
@@ -62,7 +66,9 @@ async def progress(request: Request, rid: Rid, principal: PrincipalDep) -> dict:
     return p.as_dict()
 
 
-@router.post("/progress/{rid}/cancel")
+@router.post(
+    "/progress/{rid}/cancel", responses={404: {"description": "Not running (finished, cancelled or another key's)"}}
+)
 async def cancel(request: Request, rid: Rid, principal: PrincipalDep) -> dict:
     """Stop the request: its decoding rows leave the batch and it runs no SQL after this."""
     if not board(request).cancel(principal.rate_key, rid):

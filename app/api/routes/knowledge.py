@@ -21,7 +21,13 @@ from app.knowledge.feedback import FeedbackError, give
 from app.knowledge.store import KnowledgeUnavailable
 from app.nl2sql.service import QueryService
 
-AUTH = {401: {"description": "No API key, or a wrong one"}, 503: {"description": "Application database unavailable"}}
+AUTH = {
+    400: {"description": "The body could not be read"},
+    401: {"description": "No API key, or a wrong one"},
+    413: {"description": "Body too large"},
+    429: {"description": "Too many requests of this key (see Retry-After)"},
+    503: {"description": "Application database unavailable"},
+}
 router = APIRouter(tags=["knowledge"], responses=AUTH)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
@@ -87,10 +93,21 @@ async def get_glossary(service: ServiceDep, principal: PrincipalDep, format: str
     },
     openapi_extra={
         "requestBody": {
+            "description": "The glossary document as JSON, or the same document as YAML (Content-Type "
+            "application/yaml; `GET ?format=yaml` exports it).",
             "content": {
-                "application/json": {"example": {"terms": [{"term": "revenue", "definition": "...", "sql": "SUM(x)"}]}},
-                "application/yaml": {"schema": {"type": "string"}},
-            }
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "terms": {"type": "array", "items": {"type": "object"}},
+                            "columns": {"type": "array", "items": {"type": "object"}},
+                        },
+                    },
+                    "example": {"terms": [{"term": "revenue", "definition": "...", "sql": "SUM(x)"}]},
+                }
+            },
         }
     },
 )
@@ -105,7 +122,9 @@ async def put_glossary(request: Request, service: ServiceDep, principal: Princip
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         # JSON is YAML: one parser for both keeps the two imports identical
-        entries = glossary.parse_yaml(text) if ctype in YAML_TYPES or ctype == "application/json" else None
+        entries = (
+            glossary.parse_yaml(text, allow_empty=False) if ctype in YAML_TYPES or ctype == "application/json" else None
+        )
         if entries is None:
             raise HTTPException(415, "Send the glossary as application/json or application/yaml.")
         final = await to_thread.run_sync(write_glossary, service, entries, principal.tables)
@@ -186,7 +205,11 @@ async def list_examples(service: ServiceDep, principal: PrincipalDep) -> dict:
     return {"examples": [public(r) for r in rows]}
 
 
-@router.put("/api/verified-examples/{example_id}", summary="Edit a verified example (the SQL passes the guard)")
+@router.put(
+    "/api/verified-examples/{example_id}",
+    summary="Edit a verified example (the SQL passes the guard)",
+    responses={404: {"description": "No verified example has this id (or not one this key may see)"}},
+)
 async def put_example(example_id: int, body: ExampleBody, service: ServiceDep, principal: PrincipalDep) -> dict:
     try:
         row = await to_thread.run_sync(edit_example, service, example_id, body.question, body.sql, principal.tables)
@@ -199,7 +222,11 @@ async def put_example(example_id: int, body: ExampleBody, service: ServiceDep, p
     return public(row)
 
 
-@router.delete("/api/verified-examples/{example_id}", summary="Delete a verified example")
+@router.delete(
+    "/api/verified-examples/{example_id}",
+    summary="Delete a verified example",
+    responses={404: {"description": "No verified example has this id (or not one this key may see)"}},
+)
 async def remove_example(example_id: int, service: ServiceDep, principal: PrincipalDep) -> dict:
     try:
         gone = await to_thread.run_sync(delete_example, service, example_id, principal.tables)
@@ -210,7 +237,11 @@ async def remove_example(example_id: int, service: ServiceDep, principal: Princi
     return {"deleted": example_id}
 
 
-@router.post("/feedback", summary="👍/👎 on an answer; a 👎 may carry the right SQL")
+@router.post(
+    "/feedback",
+    summary="👍/👎 on an answer; a 👎 may carry the right SQL",
+    responses={404: {"description": "No answer has this id"}, 422: {"description": "Bad id, verdict or SQL"}},
+)
 async def feedback(body: FeedbackBody, service: ServiceDep, principal: LimitedPrincipalDep) -> dict:
     """A 👍 stores the answer's question and SQL as a verified example; a 👎 marks the answer wrong (the dashboards
     stop counting it as a success) and, with `sql`, stores that SQL as the verified answer once it passes the guard."""

@@ -16,7 +16,14 @@ from app.nl2sql.hotswap import ModelBusy, ModelLoadError, ModelPathError, Swappe
 from app.nl2sql.service import QueryService
 from app.nl2sql.specialize import AlreadyRunning, SpecializeRunner
 
-router = APIRouter(tags=["model"])
+router = APIRouter(
+    tags=["model"],
+    responses={
+        401: {"description": "No API key, or a wrong one"},
+        403: {"description": "Admin keys only"},
+        413: {"description": "Body too large"},
+    },
+)
 NO_PREVIOUS = "There is no earlier model to roll back to: the served model has not been swapped since the start."
 
 
@@ -43,7 +50,14 @@ async def get_model(service: ServiceDep, principal: AdminDep) -> dict:
     return model_info(service)
 
 
-@router.post("/api/model/load")
+@router.post(
+    "/api/model/load",
+    responses={
+        400: {"description": "The body could not be read"},
+        409: {"description": "A swap is already under way"},
+        422: {"description": "Not an export directory under MODEL_EXPORTS_DIR"},
+    },
+)
 async def load_model(
     body: LoadRequest, request: Request, service: ServiceDep, settings: SettingsDep, principal: AdminDep
 ):
@@ -58,7 +72,7 @@ async def load_model(
     return model_info(service)
 
 
-@router.post("/api/model/rollback")
+@router.post("/api/model/rollback", responses={409: {"description": "No previous model to return to"}})
 async def rollback(request: Request, service: ServiceDep, principal: AdminDep) -> dict:
     """Serve the model from before the last swap (twice: back again)."""
     try:
@@ -69,7 +83,7 @@ async def rollback(request: Request, service: ServiceDep, principal: AdminDep) -
     return model_info(service)
 
 
-@router.post("/api/specialize", status_code=202)
+@router.post("/api/specialize", status_code=202, responses={409: {"description": "A run is already under way"}})
 async def start_specialize(request: Request, service: ServiceDep, principal: AdminDep) -> dict:
     """Start `python -m models.specialize` (SPECIALIZE_PRESET) in a separate process; 409 while one runs."""
     try:

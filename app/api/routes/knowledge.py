@@ -8,9 +8,10 @@ entries about its tables, and sees, edits and stores only examples whose SQL rea
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
@@ -29,6 +30,8 @@ AUTH = {
     503: {"description": "Application database unavailable"},
 }
 router = APIRouter(tags=["knowledge"], responses=AUTH)
+# An example id as the path writes it: digits only (a lax int would take "+0.0" and answer 404 for malformed input)
+ExampleId = Annotated[str, Path(pattern=r"^[0-9]{1,15}$", description="the example's id")]
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
 
@@ -210,9 +213,11 @@ async def list_examples(service: ServiceDep, principal: PrincipalDep) -> dict:
     summary="Edit a verified example (the SQL passes the guard)",
     responses={404: {"description": "No verified example has this id (or not one this key may see)"}},
 )
-async def put_example(example_id: int, body: ExampleBody, service: ServiceDep, principal: PrincipalDep) -> dict:
+async def put_example(example_id: ExampleId, body: ExampleBody, service: ServiceDep, principal: PrincipalDep) -> dict:
     try:
-        row = await to_thread.run_sync(edit_example, service, example_id, body.question, body.sql, principal.tables)
+        row = await to_thread.run_sync(
+            edit_example, service, int(example_id), body.question, body.sql, principal.tables
+        )
     except ExampleError as exc:
         raise HTTPException(422, str(exc)) from None
     except KnowledgeUnavailable as exc:
@@ -227,14 +232,14 @@ async def put_example(example_id: int, body: ExampleBody, service: ServiceDep, p
     summary="Delete a verified example",
     responses={404: {"description": "No verified example has this id (or not one this key may see)"}},
 )
-async def remove_example(example_id: int, service: ServiceDep, principal: PrincipalDep) -> dict:
+async def remove_example(example_id: ExampleId, service: ServiceDep, principal: PrincipalDep) -> dict:
     try:
-        gone = await to_thread.run_sync(delete_example, service, example_id, principal.tables)
+        gone = await to_thread.run_sync(delete_example, service, int(example_id), principal.tables)
     except KnowledgeUnavailable as exc:
         raise unavailable(exc) from None
     if not gone:
         raise HTTPException(404, "No verified example has this id.")
-    return {"deleted": example_id}
+    return {"deleted": int(example_id)}
 
 
 @router.post(

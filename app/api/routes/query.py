@@ -17,8 +17,10 @@ AUTH_RESPONSES = {
 router = APIRouter(tags=["query"], responses=AUTH_RESPONSES)
 
 
+# Lengths are checked on the text as sent (no stripping first), so the limits the schema states are the limits the
+# server applies; blank text is refused by the handler with its own message.
 class QueryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
     question: StrictStr = Field(
         min_length=1,
         max_length=10_000,
@@ -28,7 +30,7 @@ class QueryRequest(BaseModel):
 
 
 class SqlRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
     sql: StrictStr = Field(
         min_length=1, max_length=20_000, description="A read-only SQL query (goes through the guard)"
     )
@@ -85,4 +87,6 @@ async def query(
 
 @router.post("/sql", response_model=QueryResponse, responses=error_responses(400, 503))
 async def run_sql(body: SqlRequest, service: ServiceDep, principal: LimitedPrincipalDep) -> QueryResponse:
-    return _response(await service.run_sql(body.sql, principal.tables))
+    if not body.sql.strip():
+        raise HTTPException(422, "The SQL is empty: write a query first.")
+    return _response(await service.run_sql(body.sql.strip(), principal.tables))

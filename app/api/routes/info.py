@@ -3,8 +3,10 @@
 Every route needs an API key (or a UI session); a key with a table allow-list sees only its tables.
 """
 
+from typing import Annotated
+
 from anyio import to_thread
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from app.api.deps import PrincipalDep, ServiceDep, require_principal
 from app.nl2sql.examples import example_questions
@@ -66,9 +68,11 @@ async def stats(service: ServiceDep) -> dict:
     }
 
 
-@router.get("/dashboard")
-async def dashboard(service: ServiceDep, hours: int = 24) -> dict:
-    hours = max(1, min(hours, 24 * 30))
+@router.get("/dashboard", responses={422: {"description": "hours is not one whole number from 1 to 720"}})
+async def dashboard(request: Request, service: ServiceDep, hours: Annotated[int, Query(ge=1, le=24 * 30)] = 24) -> dict:
+    """Success rate, latency and recent queries over the last `hours` (1 to 720, i.e. 30 days)."""
+    if len(request.query_params.getlist("hours")) > 1:  # FastAPI would silently take the last one
+        raise HTTPException(422, "hours: give it once.")
     try:
         return await to_thread.run_sync(lambda: service.querylog.dashboard(hours=hours))
     except QueryLogUnavailable as exc:

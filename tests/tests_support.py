@@ -61,3 +61,20 @@ def start_in_thread(server: uvicorn.Server, timeout_s: float = 60) -> threading.
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.02)
     return thread
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's (`make system-deps`)
+# no background traffic: this machine's network is closed, and a test page may load nothing from another origin
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def launch_chromium(playwright):
+    """Debian's Chromium through Playwright, headless; a clear failure when it is not installed."""
+    from pathlib import Path
+
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium", pytrace=False)
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

@@ -10,15 +10,12 @@ from pathlib import Path
 import pytest
 import uvicorn
 from pg_cluster import free_port
-from tests_support import start_in_thread
+from tests_support import launch_chromium, start_in_thread
 
 from app.main import create_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-CHROMIUM = "/usr/bin/chromium"
 REPORTS = Path(__file__).resolve().parents[2] / "reports"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +48,8 @@ def server(tmp_path_factory, demo_db, generator):
 def page():
     from playwright.sync_api import sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium", pytrace=False)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         pg = browser.new_page(viewport={"width": 1200, "height": 900})
         pg.csp_violations = []
         pg.on("console", lambda m: "Content Security Policy" in m.text and pg.csp_violations.append(m.text))

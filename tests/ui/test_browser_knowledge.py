@@ -11,14 +11,11 @@ from pathlib import Path
 import pytest
 import uvicorn
 from pg_cluster import free_port
-from tests_support import start_in_thread
+from tests_support import launch_chromium, start_in_thread
 
 from app.main import create_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 SHOTS = Path(__file__).resolve().parents[2] / "reports" / "ui"
 FIX = "SELECT COUNT(*) FROM customers WHERE segment = 'wholesale'"
 
@@ -54,11 +51,9 @@ def server(tmp_path_factory, demo_db, generator):
 def page(server):
     from playwright.sync_api import sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium", pytrace=False)
     url, key = server
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         pg = browser.new_page(viewport={"width": 1200, "height": 900})
         problems = []
         pg.on("console", lambda m: "Content Security Policy" in m.text and problems.append(m.text))

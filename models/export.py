@@ -5,7 +5,14 @@
     python -m models.export --adapter none           # the base model alone (zero-shot)
     python -m models.export --bits 4                 # int4 weights instead of int8
 
-Writes build/onnx/<base>/fp32 and build/onnx/<base>/int8; the service serves int8 by default.
+    python -m models.export --keep                   # also keep the fp32 export and the merged weights (benchmarks)
+
+Writes build/onnx/<base>/int8, what the service serves. The base is read from its GGUF when it was never
+converted, the merge happens in memory, and the fp32 export is a step on the way (in memory-backed /dev/shm when
+there is room, removed once its graph is loaded): for Qwen that keeps the 2.4 GB base, the 2.4 GB merged weights
+and the export's 5 GB peak off the disk (a fresh machine's `make test` ran out of space with them). `--keep`
+leaves build/onnx/<base>/fp32, build/merged/<base> and the converted base build/base/<base> in place for the
+benchmarks that compare against them.
 
 Quantization: dynamic signed-int8 (per-tensor activations) overflows on AVX2 CPUs without VNNI and halved
 accuracy on a toy test here; weight-only MatMulNBits (8-bit weights, block-wise scales, accuracy_level=4: int8
@@ -21,11 +28,13 @@ its stamp stays, since its answers do not change.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,8 +42,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from app.core.config import BUILD_DIR  # noqa: E402
 from models.adapter_io import materialize  # noqa: E402
-from models.attention_graph import rewrite_dir, save_model  # noqa: E402
-from models.base import convert, load_tokenizer  # noqa: E402
+from models.attention_graph import rewrite_dir, rewrite_model, save_model  # noqa: E402
+from models.base import convert, load_base, save_tokenizer  # noqa: E402
 from models.bases import BaseModelError, BaseSpec, get_base  # noqa: E402
 
 MANIFEST = "querywise.json"
@@ -55,24 +64,36 @@ def model_id(spec: BaseSpec, adapter: Path | None) -> str:
     return f"{spec.name}+{adapter.name}" if adapter else f"{spec.name} (base, few-shot)"
 
 
-def merge(spec: BaseSpec, adapter: Path | None, out_dir: Path) -> Path:
-    """Base weights with the LoRA update folded in: the exported graph has no adapter overhead."""
-    if adapter is None:
-        return spec.model_dir
-    import torch
+def merge(spec: BaseSpec, adapter: Path | None, keep_dir: Path | None = None):
+    """The base (converted dir or GGUF, `models.base.load_base`) with the LoRA update folded in, in memory: the
+    exported graph has no adapter overhead. `keep_dir` also saves the merged weights there."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
-    print(f"merging adapter {adapter} ...", flush=True)
-    base = AutoModelForCausalLM.from_pretrained(spec.model_dir, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, materialize(adapter)).merge_and_unload()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(out_dir, safe_serialization=True)
-    load_tokenizer(spec.model_dir).save_pretrained(out_dir)
+    model, tok = load_base(spec)
+    if adapter is not None:
+        print(f"merging adapter {adapter} ...", flush=True)
+        model = PeftModel.from_pretrained(model, materialize(adapter)).merge_and_unload()
+        if keep_dir is not None:
+            keep_dir.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(keep_dir, safe_serialization=True)
+            save_tokenizer(tok, keep_dir)
+    return model, tok
+
+
+def export_model(model, tok, out_dir: Path) -> Path:
+    """ONNX with KV cache (optimum's text-generation-with-past) of an in-memory model, its tokenizer beside it."""
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    print(f"exporting to ONNX (KV cache) in {out_dir} ...", flush=True)
+    model.config.use_cache = True
+    model.config.architectures = [type(model).__name__]  # as save_pretrained records it (a GGUF load leaves none)
+    onnx_export_from_model(model, out_dir, task="text-generation-with-past", do_validation=False, preprocessors=[tok])
+    save_tokenizer(tok, out_dir)  # the repaired one (end of turn, no BOS, no space clean-up)
     return out_dir
 
 
 def export_onnx(src: Path, out_dir: Path, tokenizer_dir: Path) -> Path:
+    """ONNX export of a model directory (optimum's loader)."""
     from optimum.exporters.onnx import main_export
 
     print(f"exporting {src} to ONNX (KV cache) ...", flush=True)
@@ -85,7 +106,16 @@ def export_onnx(src: Path, out_dir: Path, tokenizer_dir: Path) -> Path:
 
 
 def keep_last_logits(onnx_path: Path) -> None:
-    """Compute logits for the last position only.
+    """`last_logits_only` on a saved graph, saved back in place."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    last_logits_only(model)
+    save_model(model, onnx_path)
+
+
+def last_logits_only(model) -> None:
+    """Compute logits for the last position only (on a loaded graph, in place).
 
     Generation needs the next-token distribution of the last position; the exported graph computes the
     49k-vocabulary head for every prompt position (a 600-token prompt in a batch of 8 makes ~1 GB of logits and
@@ -93,10 +123,8 @@ def keep_last_logits(onnx_path: Path) -> None:
     (one position) are unchanged.
     """
     import numpy as np
-    import onnx
     from onnx import helper, numpy_helper
 
-    model = onnx.load(str(onnx_path))
     head = next(n for n in model.graph.node if n.op_type == "MatMul" and "lm_head" in n.name)
     hidden, last = head.input[0], head.input[0] + "_last"
     consts = {"qw_last_starts": -1, "qw_last_ends": np.iinfo(np.int64).max, "qw_last_axes": 1}
@@ -110,10 +138,10 @@ def keep_last_logits(onnx_path: Path) -> None:
     logits = next(o for o in model.graph.output if o.name == "logits")
     logits.type.tensor_type.shape.dim[1].Clear()
     logits.type.tensor_type.shape.dim[1].dim_value = 1
-    save_model(model, onnx_path)
 
 
-def quantize(fp32_dir: Path, out_dir: Path, bits: int = 8, block_size: int = 32) -> Path:
+def quantize(model, out_dir: Path, bits: int = 8, block_size: int = 32) -> Path:
+    """Weight-only MatMulNBits quantization of a loaded fp32 graph (consumed), saved as out_dir/model.onnx."""
     import logging
 
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -122,15 +150,30 @@ def quantize(fp32_dir: Path, out_dir: Path, bits: int = 8, block_size: int = 32)
 
     print(f"quantizing weights to int{bits} (MatMulNBits, block {block_size}) ...", flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    q = MatMulNBitsQuantizer(
-        str(fp32_dir / "model.onnx"), bits=bits, block_size=block_size, is_symmetric=True, accuracy_level=4
-    )
+    q = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True, accuracy_level=4)
     q.process()
     q.model.save_model_to_file(str(out_dir / "model.onnx"), use_external_data_format=False)
-    for f in fp32_dir.iterdir():
-        if f.suffix == ".json" and f.name != MANIFEST:
-            shutil.copy(f, out_dir / f.name)
     return out_dir
+
+
+def _mem_available() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
+def scratch_dir(need: float, base: Path = Path("/dev/shm")) -> Path | None:
+    """A fresh directory in memory-backed /dev/shm for a transient export of `need` bytes, or None (then the build
+    directory is used): only if the tmpfs has room and the machine keeps ~6 GB available besides (the export's
+    process holds the graph while it quantizes)."""
+    try:
+        if not base.is_dir() or shutil.disk_usage(base).free < need or _mem_available() < need + 6e9:
+            return None
+        return Path(tempfile.mkdtemp(prefix="querywise-export-", dir=base))
+    except OSError:
+        return None
 
 
 def upgrade_attention(d: Path) -> None:
@@ -162,20 +205,25 @@ def build(
     force: bool = False,
     out_dir: Path | None = None,
     label: str | None = None,
+    keep: bool = False,
 ) -> Path:
-    """`out_dir` (default build/onnx/<base>) gets fp32/ and int<bits>/; another out_dir also keeps the merged
-    weights to itself (removed after), so a second export never touches the served one. `label` names the model
-    (`<base>+<label>`) instead of the adapter directory's name."""
+    """`out_dir` (default build/onnx/<base>) gets int<bits>/ (and fp32/ with `keep`), so a second export never
+    touches the served one. `label` names the model (`<base>+<label>`) instead of the adapter directory's name.
+    `keep` also leaves the fp32 export, the converted base and (default out_dir only) the merged weights."""
     stamp = _stamp(spec, adapter, bits, block_size)
     root = out_dir or spec.onnx_dir
     qdir, fdir = root / f"int{bits}", root / "fp32"
-    if not force and read_manifest(qdir).get("stamp") == stamp and (qdir / "model.onnx").exists():
+    done = read_manifest(qdir).get("stamp") == stamp and (qdir / "model.onnx").exists()
+    if keep:
+        done = done and read_manifest(fdir).get("stamp") == stamp and (fdir / "model.onnx").exists()
+    if not force and done:
         for d in (fdir, qdir):
             upgrade_attention(d)
         print(f"ONNX model up to date: {qdir}")
         return qdir
     t0 = time.time()
-    convert(spec)
+    if keep:
+        convert(spec)
     info = {
         "model_id": f"{spec.name}+{label}" if label else model_id(spec, adapter),
         "adapter": label or (adapter.name if adapter else None),
@@ -183,24 +231,43 @@ def build(
         "base": spec.name,
         "base_title": spec.title,
     }
-    src = merge(spec, adapter, root / "merged" if out_dir else BUILD_DIR / "merged" / spec.name)
-    if fdir.exists():
-        shutil.rmtree(fdir)
-    export_onnx(src, fdir, spec.model_dir)
-    keep_last_logits(fdir / "model.onnx")
-    rewrite_dir(fdir, fdir)  # before quantizing: weight-only int8 leaves attention's MatMuls alone, so it inherits it
-    info["attention"] = BROADCAST
-    write_manifest(fdir, **info, quantization="fp32")
-    if qdir.exists():
-        shutil.rmtree(qdir)
-    quantize(fdir, qdir, bits, block_size)
+    model, tok = merge(spec, adapter, BUILD_DIR / "merged" / spec.name if keep and not out_dir else None)
+    for d in (fdir, qdir):
+        if d.exists():
+            shutil.rmtree(d)
+    # optimum writes the weights twice over while exporting (one file per tensor, then all in one file): 5 GB for
+    # Qwen. Kept, the export goes to fp32/; otherwise to scratch space in memory when there is room for it.
+    scratch = None if keep else scratch_dir(2.5 * 4 * sum(p.numel() for p in model.parameters()))
+    export_dir = scratch or fdir
+    try:
+        export_model(model, tok, export_dir)
+        del model  # the weights are in the export now
+        gc.collect()
+        import onnx
+
+        graph = onnx.load(str(export_dir / "model.onnx"))  # with its weights: the steps below work in memory
+        last_logits_only(graph)
+        rewrite_model(graph, json.loads((export_dir / "config.json").read_text()))  # int8 inherits it
+        info["attention"] = BROADCAST
+        qdir.mkdir(parents=True)
+        for f in export_dir.iterdir():
+            if f.suffix == ".json" and f.name != MANIFEST:
+                shutil.copy(f, qdir / f.name)
+        if keep:
+            save_model(graph, fdir / "model.onnx")
+            write_manifest(fdir, **info, quantization="fp32")
+            graph = onnx.load(str(fdir / "model.onnx"))  # saving weights externally took them out of the graph
+            print(f"  {fdir}: {(fdir / 'model.onnx').stat().st_size / 1e6:.0f} MB")
+        else:  # gone before the int8 model is written: the two never lie on disk together
+            shutil.rmtree(export_dir)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    quantize(graph, qdir, bits, block_size)
     write_manifest(
         qdir, **info, quantization=f"weight-only int{bits} (MatMulNBits, block {block_size}, accuracy_level 4)"
     )
-    if out_dir and src != spec.model_dir:
-        shutil.rmtree(src, ignore_errors=True)
-    for d in (fdir, qdir):
-        print(f"  {d}: {(d / 'model.onnx').stat().st_size / 1e6:.0f} MB")
+    print(f"  {qdir}: {(qdir / 'model.onnx').stat().st_size / 1e6:.0f} MB")
     print(f"export done in {time.time() - t0:.0f}s")
     return qdir
 
@@ -216,6 +283,7 @@ def main() -> None:
     p.add_argument("--bits", type=int, choices=(4, 8), default=8)
     p.add_argument("--block-size", type=int, default=32)
     p.add_argument("--force", action="store_true")
+    p.add_argument("--keep", action="store_true", help="also keep the fp32 export, merged weights and converted base")
     a = p.parse_args()
     try:
         spec = get_base(a.base)
@@ -228,7 +296,7 @@ def main() -> None:
         print(f"no committed adapter for {spec.name}: exporting the base model (zero-shot)")
         adapter = None
     try:
-        build(spec, adapter, a.bits, a.block_size, a.force)
+        build(spec, adapter, a.bits, a.block_size, a.force, keep=a.keep)
     except BaseModelError as exc:
         sys.exit(str(exc))
 

@@ -388,6 +388,10 @@ def main(argv: list[str]) -> int:
 
         from models import train as trainer
 
+        progress.stage("train", 0, 1, "preparing the base")
+        from models.base import convert
+
+        convert(spec)  # once: `make model` exports from the GGUF without keeping a converted copy
         shape = lora_shape(Path(cfg["init_adapter"]), spec.model_dir)
         keys = {"base": spec.name, "base_dir": str(spec.model_dir), "data_dir": str(data_dir),
                 "out_dir": str(run_dir / "train"), "train_files": data["train_files"], "init_adapter": cfg["init_adapter"],
@@ -408,7 +412,8 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         adapter = publish_adapter(run_dir / "train", tmp / "adapter")
-        build(spec, adapter, cfg["bits"], out_dir=tmp, label=name, force=True)
+        # the fp32 export stays only where fp32 is what the server serves (the candidate is served like the current)
+        build(spec, adapter, cfg["bits"], out_dir=tmp, label=name, force=True, keep=current.name == "fp32")
         progress.stage("export", 1, 1)
 
         variant = current.name if current.name in ("fp32", "int8", "int4") else f"int{cfg['bits']}"

@@ -37,3 +37,34 @@ def test_serving_export_is_built_from_the_committed_adapter():
     manifest = read_manifest(SMOLLM2.onnx_dir / "fp32")
     assert manifest.get("adapter") == DEFAULT_ADAPTER.name and manifest.get("base") == SMOLLM2.name
     assert manifest.get("stamp") == _stamp(SMOLLM2, DEFAULT_ADAPTER, 8, 32)
+
+
+def test_lean_export_from_the_gguf_keeps_only_the_served_model_and_matches_the_kept_one(tmp_path, monkeypatch):
+    """`models.export` without --keep: the base read from the GGUF in memory (no converted copy), merged in memory,
+    the fp32 export removed once quantized; the int8 model computes exactly what the kept export's int8 does."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from models import bases
+    from models.export import build
+
+    monkeypatch.setattr(bases.BaseSpec, "model_dir", property(lambda self: tmp_path / "no-base" / self.name))
+    out = tmp_path / "exports"
+    qdir = build(SMOLLM2, DEFAULT_ADAPTER, out_dir=out, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["int8"] and not (tmp_path / "no-base").exists()
+    assert read_manifest(qdir)["stamp"] == _stamp(SMOLLM2, DEFAULT_ADAPTER, 8, 32)
+    assert {"tokenizer.json", "config.json", "generation_config.json"} <= {p.name for p in qdir.iterdir()}
+    kept = SMOLLM2.onnx_dir / "int8"  # make test builds the small base with --keep, from the converted base
+    assert read_manifest(kept)["stamp"] == read_manifest(qdir)["stamp"]
+    ids = np.array([[1, 2, 3, 4, 5, 6]], np.int64)
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(6)[None]}
+    outs = []
+    for d in (kept, qdir):
+        s = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
+        past = {
+            i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)
+            for i in s.get_inputs()
+            if i.name.startswith("past")
+        }
+        outs.append(s.run(["logits"], feed | past)[0])
+    assert np.array_equal(outs[0], outs[1])

@@ -23,7 +23,7 @@ def _session(path) -> ort.InferenceSession:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """The optimum export as it is before the rewrite (the served model has it already), from the merged weights
-    that `make model` leaves in build/merged."""
+    that `models.export --keep` leaves in build/merged (make test exports the test base so)."""
     from models.export import export_onnx, keep_last_logits
 
     d = tmp_path_factory.mktemp("exported")

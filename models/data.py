@@ -136,6 +136,7 @@ def pack(
     sample_values: int = 0,
     max_turns: int = 0,
     schema_of: Callable[[str], str] | None = None,
+    shared_prefix: bool = False,
 ) -> list[dict]:
     """In-context packing: one sequence per chunk of a database's questions, the schema written once.
 
@@ -153,6 +154,9 @@ def pack(
     only kind a question without verified examples gets) are a larger share, at some token cost.
 
     `schema_of(db_id)` gives the schema text instead of reading `db_root` (a live database, as the service shows it).
+
+    `shared_prefix` packs differently (`_pack_shared`): every question is a first turn that sees the schema and
+    itself only, as a question without verified examples is asked in service.
     """
     rng = random.Random(seed)
     by_db: dict[str, list[Pair]] = {}
@@ -161,6 +165,9 @@ def pack(
     rows = []
     for db_id in sorted(by_db):
         schema = schema_of(db_id) if schema_of else schema_text(str(db_root), db_id, sample_values)
+        if shared_prefix:
+            rows += _pack_shared(tokenizer, _spread(by_db[db_id], rng), schema, db_id, max_len)
+            continue
         ids: list[int] = []
         spans: list[list[int]] = []
         seen: set[str] = set()
@@ -188,6 +195,53 @@ def pack(
             seen.add(key)
         if ids:
             rows.append({"ids": ids, "spans": spans, "db_id": db_id})
+    return rows
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _pack_shared(tokenizer, pairs: list[Pair], schema: str, db_id: str, max_len: int) -> list[dict]:
+    """Shared-prefix packing: the tokens all of a database's prompts begin with (system and schema) once, then one
+    segment per question (the rest of its prompt and its SQL).
+
+    `segments` lists each segment's [start, end); training masks attention so that a segment sees the prefix and
+    itself only, and numbers its positions on from the prefix (`models.train.attention_layout`). Each answer is
+    then learned exactly as the single-example prompt would give it, a first turn, at the cost of a packed sequence.
+    Questions with the same SQL may share a sequence: they cannot see each other.
+    """
+    prompts = [tokenizer(build_prompt(schema, p.question), add_special_tokens=False).input_ids for p in pairs]
+    targets = [tokenizer(build_target(p.sql), add_special_tokens=False).input_ids for p in pairs]
+    if not prompts:
+        return []
+    # every segment keeps at least one prompt token: its first answer token is predicted from inside the segment
+    n = min(min(_common_prefix(prompts[0], x) for x in prompts), min(len(x) for x in prompts) - 1)
+    prefix = prompts[0][:n]
+    rows: list[dict] = []
+    ids: list[int] = []
+    spans: list[list[int]] = []
+    segments: list[list[int]] = []
+    for p_ids, t_ids in zip(prompts, targets, strict=True):
+        seg = p_ids[n:] + t_ids
+        if n + len(seg) > max_len:
+            continue
+        if ids and len(ids) + len(seg) > max_len:
+            rows.append({"ids": ids, "spans": spans, "segments": segments, "db_id": db_id})
+            ids, spans, segments = [], [], []
+        if not ids:
+            ids = list(prefix)
+        start = len(ids)
+        segments.append([start, start + len(seg)])
+        spans.append([start + len(p_ids) - n, start + len(seg)])
+        ids = ids + seg
+    if ids:
+        rows.append({"ids": ids, "spans": spans, "segments": segments, "db_id": db_id})
     return rows
 
 

@@ -4,7 +4,8 @@ python -m models.prepare                      # defaults below, tokenized for th
 python -m models.prepare --sample-values 3    # schema prompts with 3 example values per text column
 
 Besides one row per example it writes `packed.jsonl`: Spider train and the synthetic demo pairs packed per
-database (`models.data.pack`, sequences of at most `pack_len` tokens), what the Qwen presets train on.
+database (`models.data.pack`, sequences of at most `pack_len` tokens), what the Qwen presets train on, and
+`packed_shared.jsonl`: the same pairs packed with a shared prefix (each question a first turn, masked apart).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ synth_n = (
 max_len = 512  # examples longer than this are dropped from train/val (counted in meta.json)
 
 
-def write_synth(tok, out_dir: Path, sample_values: int, max_len: int) -> tuple[dict, list[dict]]:
+def write_synth(tok, out_dir: Path, sample_values: int, max_len: int) -> tuple[dict, list[dict], list[dict]]:
     """Synthetic pairs on the demo database, encoded with the same prompt builder as Spider; also their packing."""
     from app.db.demo import build_sqlite
     from models.data import Pair
@@ -43,7 +44,8 @@ def write_synth(tok, out_dir: Path, sample_values: int, max_len: int) -> tuple[d
     n = write_jsonl(out_dir / "synth_demo.jsonl", rows)
     print(f"synth {n:6d} examples on the demo database")
     packed = pack(tok, pairs, db_root, pack_len, sample_values=sample_values)
-    return {"examples": n, "databases": 1, "tokens": sum(len(r["ids"]) for r in rows)}, packed
+    shared = pack(tok, pairs, db_root, pack_len, sample_values=sample_values, shared_prefix=True)
+    return {"examples": n, "databases": 1, "tokens": sum(len(r["ids"]) for r in rows)}, packed, shared
 
 
 def main() -> None:
@@ -62,6 +64,7 @@ def main() -> None:
     db_root = a.spider_dir / "database"
     meta = {"spider_dir": str(a.spider_dir), "sample_values": a.sample_values, "max_len": a.max_len, "splits": {}}
     packed = pack(tok, splits["train"], db_root, pack_len, sample_values=a.sample_values)
+    shared = pack(tok, splits["train"], db_root, pack_len, sample_values=a.sample_values, shared_prefix=True)
     for name, pairs in splits.items():
         rows = [encode(tok, pr, db_root, a.sample_values) | {"question": pr.question, "sql": pr.sql} for pr in pairs]
         too_long = [r for r in rows if len(r["ids"]) > a.max_len]
@@ -78,16 +81,20 @@ def main() -> None:
         }
         print(f"{name:5s} {n:6d} examples {tokens:9d} tokens ({len(too_long)} over {a.max_len})")
     if synth_n and not a.no_synth:
-        meta["splits"]["synth_demo"], synth_packed = write_synth(tok, a.out_dir, a.sample_values, a.max_len)
+        meta["splits"]["synth_demo"], synth_packed, synth_shared = write_synth(
+            tok, a.out_dir, a.sample_values, a.max_len
+        )
         packed += synth_packed
-    write_jsonl(a.out_dir / "packed.jsonl", packed)
-    meta["splits"]["packed"] = {
-        "sequences": len(packed),
-        "examples": sum(len(r["spans"]) for r in packed),
-        "tokens": sum(len(r["ids"]) for r in packed),
-        "target_tokens": sum(e - s for r in packed for s, e in r["spans"]),
-    }
-    print(f"packed {len(packed)} sequences, {meta['splits']['packed']['tokens']} tokens")
+        shared += synth_shared
+    for name, rows in (("packed", packed), ("packed_shared", shared)):
+        write_jsonl(a.out_dir / f"{name}.jsonl", rows)
+        meta["splits"][name] = {
+            "sequences": len(rows),
+            "examples": sum(len(r["spans"]) for r in rows),
+            "tokens": sum(len(r["ids"]) for r in rows),
+            "target_tokens": sum(e - s for r in rows for s, e in r["spans"]),
+        }
+        print(f"{name} {len(rows)} sequences, {meta['splits'][name]['tokens']} tokens")
     (a.out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     if not a.no_report:
         from models.report import write_data_report

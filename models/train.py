@@ -115,6 +115,26 @@ def make_batches(lengths: list[int], budget: int, rng: random.Random) -> list[li
     return batches
 
 
+Layout = tuple[torch.Tensor, torch.Tensor | None] | None  # (position ids, attention mask or None for causal)
+
+
+def attention_layout(rows: list[dict], T: int) -> Layout:
+    """Position ids and attention mask for a batch padded to T tokens; None (plain causal) unless a row was packed
+    with a shared prefix (`models.data._pack_shared`). There each segment attends to the prefix and to itself, and
+    its positions continue from the prefix, as if it were the only question after the schema."""
+    if not any(r.get("segments") for r in rows):
+        return None
+    pos = torch.arange(T).repeat(len(rows), 1)
+    mask = torch.ones(T, T, dtype=torch.bool).tril().repeat(len(rows), 1, 1, 1)  # (batch, 1, query, key)
+    for i, r in enumerate(rows):
+        segments = r.get("segments") or []
+        prefix = segments[0][0] if segments else 0
+        for start, end in segments:
+            mask[i, 0, start:end, prefix:start] = False
+            pos[i, start:end] = torch.arange(prefix, prefix + end - start)
+    return pos, mask
+
+
 class Backbone:
     """The split model: frozen lower layers (run once, cached) and the trained top layers."""
 
@@ -125,11 +145,11 @@ class Backbone:
         self.lm_head = (model.get_base_model() if hasattr(model, "get_base_model") else model).lm_head
         self.split = split
 
-    def _run(self, h: torch.Tensor, layers) -> torch.Tensor:
-        pos = torch.arange(h.shape[1]).unsqueeze(0).expand(h.shape[0], -1)
+    def _run(self, h: torch.Tensor, layers, layout: Layout = None) -> torch.Tensor:
+        pos, mask = layout or (torch.arange(h.shape[1]).unsqueeze(0).expand(h.shape[0], -1), None)
         cos_sin = self.inner.rotary_emb(h, pos)
         for layer in layers:
-            out = layer(h, attention_mask=None, position_ids=pos, position_embeddings=cos_sin)
+            out = layer(h, attention_mask=mask, position_ids=pos, position_embeddings=cos_sin)
             h = out[0] if isinstance(out, tuple) else out
         return h
 
@@ -137,14 +157,14 @@ class Backbone:
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast)
 
     @torch.no_grad()
-    def lower(self, ids: torch.Tensor) -> torch.Tensor:
+    def lower(self, ids: torch.Tensor, layout: Layout = None) -> torch.Tensor:
         with self._cast():
-            return self._run(self.inner.embed_tokens(ids), self.inner.layers[: self.split]).float()
+            return self._run(self.inner.embed_tokens(ids), self.inner.layers[: self.split], layout).float()
 
-    def loss(self, h: torch.Tensor, ids: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
+    def loss(self, h: torch.Tensor, ids: torch.Tensor, tmask: torch.Tensor, layout: Layout = None) -> torch.Tensor:
         """Mean cross-entropy over target tokens; logits computed only where the next token is a target."""
         with self._cast():
-            h = self.inner.norm(self._run(h, self.inner.layers[self.split :]))
+            h = self.inner.norm(self._run(h, self.inner.layers[self.split :], layout))
             sel = tmask[:, 1:]
             logits = self.lm_head(h[:, :-1][sel])
         return F.cross_entropy(logits.float(), ids[:, 1:][sel])
@@ -176,7 +196,7 @@ class HiddenCache:
             order = make_batches([len(r["ids"]) for r in rows], 8192, random.Random(0))
             for n, b in enumerate(order):
                 ids, _ = collate([rows[i] for i in b], pad_id)
-                h = backbone.lower(ids).numpy()
+                h = backbone.lower(ids, attention_layout([rows[i] for i in b], ids.shape[1])).numpy()
                 for j, i in enumerate(b):
                     L = len(rows[i]["ids"])
                     self.mm[self.offsets[i] : self.offsets[i] + L] = h[j, :L]
@@ -300,7 +320,7 @@ def main(argv: list[str], on_step=None) -> None:
     def inputs(split_name: str, rows: list[dict], idx: list[int]):
         ids, tmask = collate([rows[i] for i in idx], pad_id)
         h = caches[split_name].batch(idx, ids.shape[1]) if caches else bb.inner.embed_tokens(ids)
-        return h, ids, tmask
+        return h, ids, tmask, attention_layout([rows[i] for i in idx], ids.shape[1])
 
     if cfg["init_adapter"]:
         load_init_adapter(model, Path(cfg["init_adapter"]))
@@ -325,9 +345,9 @@ def main(argv: list[str], on_step=None) -> None:
         model.eval()
         tot, n = 0.0, 0
         for b in make_batches([len(r["ids"]) for r in val], cfg["batch_tokens"], random.Random(0)):
-            h, ids, tmask = inputs("val", val, b)
+            h, ids, tmask, layout = inputs("val", val, b)
             k = int(tmask[:, 1:].sum())
-            tot += float(bb.loss(h, ids, tmask)) * k
+            tot += float(bb.loss(h, ids, tmask, layout)) * k
             n += k
         model.train()
         return tot / max(n, 1)
@@ -401,8 +421,8 @@ def main(argv: list[str], on_step=None) -> None:
         for _ in range(cfg["grad_accum"]):
             b = batches[state["batch_pos"] % len(batches)]
             state["batch_pos"] += 1
-            h, ids, tmask = inputs("train", train, b)
-            loss = bb.loss(h, ids, tmask) / cfg["grad_accum"]
+            h, ids, tmask, layout = inputs("train", train, b)
+            loss = bb.loss(h, ids, tmask, layout) / cfg["grad_accum"]
             loss.backward()
             loss_acc += float(loss.detach())
             state["tokens"] += sum(len(train[i]["ids"]) for i in b)

@@ -152,3 +152,44 @@ def test_init_adapter_starts_from_the_committed_weights_and_refuses_another_shap
     log = _run(tmp_path / "run", data_dir, f"--init_adapter={adapter}", *(f"--{k}={v!r}" for k, v in shape.items()),
                "--max_steps=2", "--eval_interval=2")  # fmt: skip
     assert log["step"] == 2 and log["config"]["init_adapter"] == str(adapter)
+
+
+def test_shared_prefix_packing_trains_each_question_as_a_first_turn():
+    """A shared-prefix packed sequence (schema once, one segment per question, masked apart) gives every answer
+    token the loss it has in its own single-question prompt: the packed row is those prompts, computed once."""
+    from models.data import pack
+
+    tok = load_tokenizer(SMOLLM2.model_dir)
+    db_root = SPIDER_DIR / "database"
+    train_pairs = spider_splits()["train"]
+    pairs = [p for p in train_pairs if p.db_id == train_pairs[0].db_id][:4]
+    [row] = pack(tok, pairs, db_root, max_len=4096, shared_prefix=True)
+    assert len(row["segments"]) == len(row["spans"]) == 4
+    singles = [encode(tok, p, db_root) for p in pairs]
+    prefix = row["segments"][0][0]
+    for (s, e), (ts, te) in zip(row["segments"], row["spans"], strict=True):
+        # each segment is one single prompt's tail and its SQL, in some order
+        assert any(r["ids"] == row["ids"][:prefix] + row["ids"][s:e] and r["start"] == prefix + ts - s for r in singles)
+        assert s < ts < te == e  # at least one prompt token before the answer
+    cfg = {k: getattr(train, k) for k in train.CONFIG_KEYS} | {
+        "train_layers": 4,
+        "lora_r": 4,
+        "base_dir": str(SMOLLM2.model_dir),
+    }
+    model, split = train.build_model(cfg)
+    model.eval()
+    bb = train.Backbone(model, split)
+    pad = tok.pad_token_id
+
+    def summed(rows):
+        ids, tmask = train.collate(rows, pad)
+        layout = train.attention_layout(rows, ids.shape[1])
+        with torch.no_grad():
+            return float(bb.loss(bb.lower(ids, layout), ids, tmask, layout)) * int(tmask[:, 1:].sum())
+
+    packed = summed([row])
+    separate = sum(summed([r]) for r in singles)
+    assert abs(packed - separate) < 1e-3 * separate
+    # and the mask matters: the same row read causally (segments seeing each other) is another loss
+    plain = {k: v for k, v in row.items() if k != "segments"}
+    assert abs(summed([plain]) - separate) > 1e-2 * separate

@@ -11,6 +11,7 @@ bases report `<|endoftext|>` as EOS, while a chat turn ends with `<|im_end|>`; n
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -19,18 +20,45 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 from app.core.config import get_settings  # noqa: E402
-from models.bases import BaseModelError, BaseSpec, get_base, gguf_path  # noqa: E402
+from models.bases import BASES, BaseModelError, BaseSpec, get_base, gguf_path  # noqa: E402
 
 EOS = "<|im_end|>"
 PAD = "<|endoftext|>"
 
 
 def load_tokenizer(path: Path | str | None = None):
+    """The repaired tokenizer of a model directory; of a registry base never converted, the one its GGUF holds."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path or get_base().model_dir, clean_up_tokenization_spaces=False)
+    path = Path(path or get_base().model_dir)
+    spec = base_at(path)
+    if spec is not None and not (path / "tokenizer.json").exists():
+        return gguf_tokenizer(spec)
+    tok = AutoTokenizer.from_pretrained(path, clean_up_tokenization_spaces=False)
     tok.eos_token = EOS
     tok.pad_token = tok.pad_token or PAD
+    tok.clean_up_tokenization_spaces = False
+    return tok
+
+
+def base_at(path: Path) -> BaseSpec | None:
+    """The registry base whose converted directory `path` is, if any (none when BASE_MODEL_DIR names the weights)."""
+    if get_settings().base_model_dir:
+        return None
+    return next((b for b in BASES.values() if b.model_dir == Path(path)), None)
+
+
+@functools.cache
+def gguf_tokenizer(spec: BaseSpec):
+    """The base's tokenizer read from its GGUF (~40 s for Qwen's 152k-token vocabulary: read once per process),
+    repaired: a chat turn ends with `<|im_end|>` (the GGUF says `<|endoftext|>`), no BOS, no space clean-up."""
+    from transformers import AutoTokenizer
+
+    src = gguf_path(spec)
+    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    tok.eos_token = EOS
+    tok.pad_token = PAD
+    tok.add_bos_token = False
     tok.clean_up_tokenization_spaces = False
     return tok
 
@@ -38,21 +66,28 @@ def load_tokenizer(path: Path | str | None = None):
 def load_gguf(spec: BaseSpec):
     """The base model and its repaired tokenizer, loaded from the GGUF into memory (fp32; nothing written)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     src = gguf_path(spec)
     print(f"loading {spec.title} from {src.name} (dequantizing the GGUF, 1-2 min) ...", flush=True)
-    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    tok = gguf_tokenizer(spec)
     model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
-    tok.eos_token = EOS
-    tok.pad_token = PAD
-    tok.add_bos_token = False
-    tok.clean_up_tokenization_spaces = False
     model.generation_config.eos_token_id = [tok.convert_tokens_to_ids(EOS), tok.convert_tokens_to_ids(PAD)]
     model.generation_config.pad_token_id = tok.convert_tokens_to_ids(PAD)
     model.generation_config.bos_token_id = None
     model.config.eos_token_id = tok.convert_tokens_to_ids(EOS)
     return model, tok
+
+
+def load_model(path: Path | str):
+    """The fp32 model of a model directory; of a registry base never converted, read from its GGUF in memory."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    spec = base_at(Path(path))
+    if spec is not None and not (Path(path) / "config.json").exists():
+        return load_base(spec)[0]
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
 
 def save_tokenizer(tok, out_dir: Path) -> None:

@@ -391,7 +391,7 @@ def main(argv: list[str]) -> int:
         progress.stage("train", 0, 1, "preparing the base")
         from models.base import convert
 
-        convert(spec)  # once: `make model` exports from the GGUF without keeping a converted copy
+        convert(spec)  # once (a lean `make model` reads the GGUF without keeping a converted copy)
         shape = lora_shape(Path(cfg["init_adapter"]), spec.model_dir)
         keys = {"base": spec.name, "base_dir": str(spec.model_dir), "data_dir": str(data_dir),
                 "out_dir": str(run_dir / "train"), "train_files": data["train_files"], "init_adapter": cfg["init_adapter"],

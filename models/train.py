@@ -233,9 +233,9 @@ class CacheSet:
 
 
 def build_model(cfg: dict):
-    from transformers import AutoModelForCausalLM
+    from models.base import load_model
 
-    model = AutoModelForCausalLM.from_pretrained(cfg["base_dir"], dtype=torch.float32)
+    model = load_model(cfg["base_dir"])  # a registry base never converted is read from its GGUF
     n_layers = model.config.num_hidden_layers
     split = n_layers - min(cfg["train_layers"], n_layers)
     if cfg["method"] == "full":

@@ -96,9 +96,9 @@ def test_qwen_trains_on_packed_sequences_in_bf16_and_publishes_a_compact_adapter
     """The served base's path end to end on a tiny budget: packed rows, bf16 autocast over cached lower layers, the
     best adapter published as row-wise int8, restored and loaded by peft on the base."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     from models.adapter_io import is_compact, materialize
+    from models.base import load_model
     from models.data import pack
     from models.publish import publish
 
@@ -120,7 +120,7 @@ def test_qwen_trains_on_packed_sequences_in_bf16_and_publishes_a_compact_adapter
     assert all(h["val_loss"] == h["val_loss"] and h["val_loss"] < 5 for h in log["history"])  # finite, sane
     dest = publish(out, tmp_path / "adapter")
     assert is_compact(dest)
-    base = AutoModelForCausalLM.from_pretrained(QWEN_CODER_05B.model_dir, dtype=torch.float32)
+    base = load_model(QWEN_CODER_05B.model_dir)  # converted by `make train`; read from the GGUF where it is not
     model = PeftModel.from_pretrained(base, materialize(dest))
     lora = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
     assert lora and any(v.abs().sum() > 0 for v in lora.values())

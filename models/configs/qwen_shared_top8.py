@@ -2,7 +2,8 @@
 # shared-prefix packed sequences (models.data._pack_shared): the schema once per sequence, then one segment per
 # question that attends to the schema and itself only, so every answer is learned as a first turn, the way a
 # question without verified examples is asked (617k tokens in 674 sequences for 9,004 examples). The 16 frozen
-# lower layers are cached once; matmuls in bf16, the LoRA weights fp32. One epoch fits one session.
+# lower layers are cached once; matmuls in bf16, the LoRA weights fp32. One epoch fits one session. Published as
+# models/adapters/qwen-sql-shared (not served: it no longer uses verified examples; models/card.md).
 base = "qwen2.5-coder-0.5b"
 out_dir = "models/runs/qwen_shared_top8"
 train_files = ["packed_shared.jsonl"]

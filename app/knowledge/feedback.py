@@ -70,6 +70,7 @@ def give(service, answer_id: str, verdict: str, sql: str | None, allowed: Collec
     answer_id = (answer_id or "").strip().lower()
     if not _ANSWER_ID.match(answer_id):
         raise FeedbackError(422, "answer_id: expected the 32-character id returned with the answer.")
+    verdict = (verdict or "").strip()
     if verdict not in VERDICTS:
         raise FeedbackError(422, "verdict: expected 'up' or 'down'.")
     row = _answer(service, answer_id)

@@ -141,6 +141,9 @@ async def test_feedback_stores_verified_examples_that_reach_the_prompt(keyed, ge
         eid = listed[0]["id"]
         r = await c.put(f"/api/verified-examples/{eid}", json={"question": "How many retail customers?", "sql": "DROP TABLE customers"}, headers=admin)  # fmt: skip
         assert r.status_code == 422
+        # the schema's max_length holds for the text as sent (the fuzz test found padding that stripping removed)
+        r = await c.put(f"/api/verified-examples/{eid}", json={"question": "How many?", "sql": "n" + "\r" * 20_000}, headers=admin)  # fmt: skip
+        assert r.status_code == 422 and "sql" in r.text
         r = await c.put(f"/api/verified-examples/{eid}", json={"question": "How many retail customers?", "sql": fix + " LIMIT 200"}, headers=admin)  # fmt: skip
         assert r.status_code == 200 and r.json()["sql"] == fix and r.json()["source"] == "edited"
         assert (await c.delete(f"/api/verified-examples/{eid}", headers=admin)).status_code == 200

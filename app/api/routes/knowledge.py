@@ -142,14 +142,16 @@ async def put_glossary(request: Request, service: ServiceDep, principal: Princip
     return glossary.document(final)
 
 
+# Lengths are checked on the text as sent (stripping first let 20,000 carriage returns after one letter through the
+# schema's max_length); the handlers strip and refuse blank text with their own messages.
 class ExampleBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
     question: StrictStr = Field(min_length=1, max_length=10_000)
     sql: StrictStr = Field(min_length=1, max_length=20_000)
 
 
 class FeedbackBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
     answer_id: StrictStr = Field(max_length=64, description="`answer_id` of a `POST /query` answer")
     verdict: StrictStr = Field(description="up (👍: the SQL is right) or down (👎)", examples=["down"])
     sql: StrictStr | None = Field(

@@ -71,8 +71,8 @@ def test_checkpoint_round_trips_through_peft(tmp_path, data_dir):
     assert lora and any(v.abs().sum() > 0 for v in lora.values())  # trained, not the zero init
 
 
-def test_split_backbone_matches_whole_model_loss(data_dir):
-    """Cached lower layers + top layers must compute exactly what the whole model computes."""
+def _small_split_model():
+    """SmolLM2 with LoRA on its top 4 layers, in eval mode: (model, index of the first trained layer)."""
     cfg = {k: getattr(train, k) for k in train.CONFIG_KEYS} | {
         "train_layers": 4,
         "lora_r": 4,
@@ -80,6 +80,12 @@ def test_split_backbone_matches_whole_model_loss(data_dir):
     }
     model, split = train.build_model(cfg)
     model.eval()
+    return model, split
+
+
+def test_split_backbone_matches_whole_model_loss(data_dir):
+    """Cached lower layers + top layers must compute exactly what the whole model computes."""
+    model, split = _small_split_model()
     rows = [json.loads(line) for line in (data_dir / "train.jsonl").open()][:3]
     ids, tmask = train.collate(rows, load_tokenizer(SMOLLM2.model_dir).pad_token_id)
     bb = train.Backbone(model, split)
@@ -171,13 +177,7 @@ def test_shared_prefix_packing_trains_each_question_as_a_first_turn():
         # each segment is one single prompt's tail and its SQL, in some order
         assert any(r["ids"] == row["ids"][:prefix] + row["ids"][s:e] and r["start"] == prefix + ts - s for r in singles)
         assert s < ts < te == e  # at least one prompt token before the answer
-    cfg = {k: getattr(train, k) for k in train.CONFIG_KEYS} | {
-        "train_layers": 4,
-        "lora_r": 4,
-        "base_dir": str(SMOLLM2.model_dir),
-    }
-    model, split = train.build_model(cfg)
-    model.eval()
+    model, split = _small_split_model()
     bb = train.Backbone(model, split)
     pad = tok.pad_token_id
 

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from app.nl2sql.batcher import Batcher, QueueClosed, _Item
-from app.nl2sql.engine import DecodeBatch, Generation, OnnxGenerator, Sampling, as_request
+from app.nl2sql.engine import DecodeBatch, OnnxGenerator
+from app.nl2sql.generator import Generation, GenerationRequest
 
 
 class GenerationStepper:
@@ -46,10 +47,9 @@ class GenerationStepper:
     def __len__(self) -> int:
         return len(self.batch) + sum(len(b) for b in self.draining)
 
-    def add(self, key: object, payload: str | tuple[str, Sampling]) -> Any | None:
-        prompt, sampling = as_request(payload)
+    def add(self, key: object, request: GenerationRequest) -> Any | None:
         t0 = time.perf_counter()
-        done = self.batch.add(key, prompt, self.max_new_tokens, sampling)
+        done = self.batch.add(key, request.prompt, self.max_new_tokens, request.sampling)
         self._joined[key] = (t0, len(self.batch) + (done is not None))
         return None if done is None else self._result(key, done)
 

@@ -1,6 +1,8 @@
-"""ONNX Runtime text generation: greedy decoding with the KV cache, several prompts at once.
+"""ONNX Runtime text generation (`OnnxGenerator`, the `Generator` that serves): decoding with the KV cache, several
+prompts at once, whole batches (`generate`) or step by step (`DecodeBatch`, what continuous batching drives).
 
-The model is the optimum export (`text-generation-with-past`) of SmolLM2 (fp32 served; weight-only int8 built too).
+The model is the optimum export (`text-generation-with-past`) of the registered base plus adapter, weight-only int8
+as served (models.export).
 Prompts are prefilled one by one and decoded together with left-padded KV caches; the attention mask hides the
 padding and position ids count real tokens only, so each answer is the same as decoding that prompt alone. Decoding
 stops at `<|im_end|>` (end of SQL).
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +26,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from app.nl2sql.constrain import IdentifierConstraint, SchemaNames, pick_allowed, token_texts
+from app.nl2sql.constrain import IdentifierConstraint, pick_allowed, token_texts
+from app.nl2sql.generator import GREEDY, MAX_NEW_TOKENS, Generation, Sampling
 
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>")
 CONSTRAINED_TOP_K = 64  # how far down the model's ranking a constrained row looks for an allowed token
@@ -31,33 +35,6 @@ CONSTRAINED_TOP_K = 64  # how far down the model's ranking a constrained row loo
 
 class ModelLoadError(RuntimeError):
     """The model artifact is missing or unreadable: the service must not start."""
-
-
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    prompt_tokens: int
-    new_tokens: int
-    model_id: str = ""  # the model that wrote it (a hot swap may change the served one meanwhile)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How one row picks its next token: temperature 0 is greedy; otherwise top-k sampling from its own seed.
-    With `names`, only tokens that keep the SQL's identifiers inside that schema are taken (while any is in reach)."""
-
-    temperature: float = 0.0
-    top_k: int = 40
-    seed: int = 0
-    names: SchemaNames | None = None
-
-
-GREEDY = Sampling()
-
-
-def as_request(item: str | tuple[str, Sampling]) -> tuple[str, Sampling]:
-    """A queue item: a bare prompt (greedy) or a (prompt, sampling) pair (an execution-guided candidate)."""
-    return item if isinstance(item, tuple) else (item, GREEDY)
 
 
 class PrefixCache:
@@ -123,12 +100,14 @@ def _common_prefix(a: tuple[int, ...], b: list[int]) -> int:
     return int(diff[0]) if diff.size else n
 
 
-def _pick(
+def pick_token(
     logits: np.ndarray,
     sampling: Sampling,
     rng: np.random.Generator | None,
     constraint: IdentifierConstraint | None = None,
 ) -> int:
+    """The next token from one row's last-position logits: greedy or seeded top-k sampling, and within the schema's
+    names when the row is constrained (also used by the torch generator, so both engines pick alike)."""
     if sampling.temperature <= 0 or rng is None:
         tok = int(logits.argmax())
         if constraint is not None and not constraint.allows(tok):
@@ -155,7 +134,7 @@ class OnnxGenerator:
     def __init__(self, model_dir: Path, threads: int = 0, prefix_cache_entries: int = 4, io_binding: bool = True):
         """`io_binding=False` runs decode steps with `session.run` and numpy feeds (the earlier path, kept for
         bench.kv_binding to compare against)."""
-        model_dir = self.model_dir = Path(model_dir)
+        model_dir = self._model_dir = Path(model_dir)
         onnx_path = model_dir / "model.onnx"
         if not onnx_path.exists():
             raise ModelLoadError(f"no model at {onnx_path}: run `make model` to build it")
@@ -191,8 +170,17 @@ class OnnxGenerator:
         return self.manifest.get("model_id", "unknown")
 
     @property
+    def model_dir(self) -> Path:
+        return self._model_dir
+
+    @property
     def fine_tuned(self) -> bool:
         return bool(self.manifest.get("adapter"))
+
+    stepwise = True
+
+    def decode_batch(self) -> DecodeBatch:
+        return DecodeBatch(self)
 
     @property
     def token_texts(self) -> list[str]:
@@ -204,7 +192,7 @@ class OnnxGenerator:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
-    def _prefill(self, ids: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def prefill(self, ids: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
         """One prompt alone: last-position logits and its KV cache (only the part after a cached prefix is run)."""
         n = len(ids)
         done, past = self.prefix_cache.lookup(ids)
@@ -220,7 +208,7 @@ class OnnxGenerator:
         return logits[0, -1], present
 
     def generate(
-        self, prompts: list[str], max_new_tokens: int = 160, sampling: list[Sampling] | None = None
+        self, prompts: Sequence[str], max_new_tokens: int = MAX_NEW_TOKENS, sampling: Sequence[Sampling] | None = None
     ) -> list[Generation]:
         """Decode several prompts together (greedy unless `sampling` says otherwise for a row).
 
@@ -230,7 +218,7 @@ class OnnxGenerator:
         is identical to decoding that prompt alone (in fp32; the int8 MatMulNBits kernels are not batch-invariant).
         """
         sampling = sampling or [GREEDY] * len(prompts)
-        batch = DecodeBatch(self)
+        batch = self.decode_batch()
         results: dict[int, Generation] = {}
         for i, (prompt, s) in enumerate(zip(prompts, sampling, strict=True)):
             finished = batch.add(i, prompt, max_new_tokens, s)
@@ -279,8 +267,8 @@ class DecodeBatch:
         constraint = (
             IdentifierConstraint(sampling.names, self.gen.token_texts, self.gen.stop_ids) if sampling.names else None
         )
-        logits, present = self.gen._prefill(ids)
-        first = _pick(logits, sampling, rng, constraint)
+        logits, present = self.gen.prefill(ids)
+        first = pick_token(logits, sampling, rng, constraint)
         row = _Row(key, len(ids), max_new_tokens, sampling, rng, constraint, len(ids), [])
         if first in self.gen.stop_ids or max_new_tokens < 1:
             return self._generation(row)
@@ -323,7 +311,7 @@ class DecodeBatch:
         finished, keep = {}, []
         for i, r in enumerate(self.rows):
             r.pos += 1
-            tok = _pick(logits[i, -1], r.sampling, r.rng, r.constraint)
+            tok = pick_token(logits[i, -1], r.sampling, r.rng, r.constraint)
             if tok not in self.gen.stop_ids:
                 r.tokens.append(tok)
             if tok in self.gen.stop_ids or len(r.tokens) >= r.max_new_tokens:

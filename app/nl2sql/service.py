@@ -26,9 +26,10 @@ from app.knowledge.store import KnowledgeStore, database_key
 from app.nl2sql.batcher import Batcher, QueueFull
 from app.nl2sql.constrain import SchemaNames
 from app.nl2sql.continuous import ContinuousBatcher, GenerationStepper
-from app.nl2sql.engine import OnnxGenerator, Sampling, as_request
+from app.nl2sql.engine import OnnxGenerator
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
+from app.nl2sql.generator import GenerationRequest, Sampling
 from app.nl2sql.guided import (
     best_index,
     candidate_sampling,
@@ -192,12 +193,10 @@ class QueryService:
             return self.catalog.text  # untouched: the fine-tuned model was trained on whole schemas
         return format_schema(link_schema(self.catalog.schema, question, budget, count, total_tokens=total))
 
-    def _generate_batch(self, requests: list[str | tuple[str, Sampling]]) -> list[_Generated]:
-        """Queue items are prompts (greedy) or (prompt, sampling) pairs for execution-guided candidates."""
-        pairs = [as_request(r) for r in requests]
-        prompts = [p for p, _ in pairs]
+    def _generate_batch(self, requests: list[GenerationRequest]) -> list[_Generated]:
+        prompts = [r.prompt for r in requests]
         t0 = time.perf_counter()
-        gens = self.generator.generate(prompts, self.settings.max_new_tokens, [s for _, s in pairs])
+        gens = self.generator.generate(prompts, self.settings.max_new_tokens, [r.sampling for r in requests])
         ms = (time.perf_counter() - t0) * 1000
         return [_Generated(g.text, ms, len(prompts), g.model_id) for g in gens]
 
@@ -251,7 +250,7 @@ class QueryService:
             out.verified_examples, out.glossary_terms = len(ctx.earlier), list(ctx.terms)
             out = await self._explain_nothing(out, allowed_tables)
             return await self._finish(out, "question", t0)
-        gen: _Generated = await self.batcher.submit((prompt, Sampling(names=names)) if names else prompt)
+        gen: _Generated = await self.batcher.submit(GenerationRequest(prompt, Sampling(names=names)))
         self.metrics.latency.labels("generate").observe(gen.generate_ms / 1000)
         report("running")
         out = await self._guard_and_execute(extract_sql(gen.text), t0, allowed_tables)
@@ -301,7 +300,7 @@ class QueryService:
         # all candidates decode together; each is judged as soon as it and those before it are done, and the first
         # that runs with rows is answered at once: the ones after it are cancelled and leave the batch. The choice
         # is the one waiting for all of them would make (the first, in order, that returns rows).
-        tasks = [asyncio.ensure_future(self.batcher.submit((prompt, s))) for s in samplers]
+        tasks = [asyncio.ensure_future(self.batcher.submit(GenerationRequest(prompt, s))) for s in samplers]
         tried, seen = [greedy], {extract_sql(greedy.generated_sql or "")}
         try:
             for number, task in enumerate(tasks, 1):
@@ -345,7 +344,7 @@ class QueryService:
         if self.batcher.depth + len(samplers) + 1 > self.settings.queue_max_size // 2:
             self.metrics.exec_guided.labels("skipped_busy").inc()  # under load, greedy alone: capacity goes first
             samplers = []
-        requests = [(prompt, Sampling(names=names)) if names else prompt] + [(prompt, s) for s in samplers]
+        requests = [GenerationRequest(prompt, Sampling(names=names))] + [GenerationRequest(prompt, s) for s in samplers]
         g0 = time.perf_counter()
         tasks = [asyncio.ensure_future(self.batcher.submit(r)) for r in requests]
         try:

@@ -19,6 +19,7 @@ NAMES = SchemaNames.of(
 
 @pytest.fixture(scope="module")
 def tokenizer():
+    """The served export's tokenizer (build/onnx, built with the model): the tests that take it are marked slow."""
     return Tokenizer.from_file(str(MODEL_DIR / "tokenizer.json"))
 
 
@@ -43,6 +44,7 @@ def refused(sql: str, tokenizer, texts) -> list[str]:
     return [text for _, text in refused_at(sql, tokenizer, texts)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sql",
     [
@@ -75,6 +77,7 @@ def test_valid_sql_is_never_refused(sql, tokenizer, texts):
     assert refused(sql, tokenizer, texts) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sql", "bad_name"),
     [
@@ -104,6 +107,7 @@ def test_names_outside_the_schema_are_refused(sql, bad_name, tokenizer, texts):
     assert start <= bad[0][0] <= start + 1 + len(bad_name), (bad, start)
 
 
+@pytest.mark.slow
 def test_a_refused_token_taken_anyway_does_not_wedge_the_row(tokenizer, texts):
     c = IdentifierConstraint(NAMES, texts)
     for t in tokenizer.encode("SELECT bogus", add_special_tokens=False).ids:
@@ -113,6 +117,7 @@ def test_a_refused_token_taken_anyway_does_not_wedge_the_row(tokenizer, texts):
     assert c.refused == 1  # the token that started `bogus`, taken anyway
 
 
+@pytest.mark.slow
 def test_a_word_taken_against_the_constraint_is_not_judged_again(tokenizer, texts):
     c = IdentifierConstraint(NAMES, texts)
     ids = tokenizer.encode("SELECT name FROM customers WHERE bogus = 1", add_special_tokens=False).ids
@@ -123,6 +128,7 @@ def test_a_word_taken_against_the_constraint_is_not_judged_again(tokenizer, text
     assert verdicts.count(False) == 1 and c.refused == 1  # only the token that started the unknown word
 
 
+@pytest.mark.slow
 def test_stop_tokens_are_always_allowed(tokenizer, texts):
     end = tokenizer.token_to_id("<|im_end|>")
     c = IdentifierConstraint(NAMES, texts, free_tokens=[end])

@@ -59,6 +59,7 @@ def test_prefix_caching_and_batching_give_the_same_answers_as_a_fresh_prefill(ge
     assert batched == fresh
 
 
+@pytest.mark.slow
 def test_seeded_sampling_is_reproducible_and_varies_with_the_seed(generator, prompts):
     p = prompts[0]
     greedy = generator.generate([p], NEW_TOKENS)[0].text

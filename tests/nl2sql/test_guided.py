@@ -1,6 +1,8 @@
 """Execution-guided decoding: the choice rule, and the service falling back to the greedy answer when no sampled
 candidate runs (real model, real database)."""
 
+import pytest
+
 from app.nl2sql.guided import best_index, candidate_sampling, wants_candidates
 
 
@@ -20,6 +22,7 @@ def test_candidate_seeds_are_stable_per_prompt_and_distinct():
     assert all(s.temperature == 0.7 for s in a)
 
 
+@pytest.mark.slow
 async def test_no_candidate_runs_so_the_greedy_answer_stands(settings_for, demo_db, generator):
     from tests_support import app_client
 
@@ -34,6 +37,7 @@ async def test_no_candidate_runs_so_the_greedy_answer_stands(settings_for, demo_
         assert service.metrics.exec_guided.labels("rescued")._value.get() == 0
 
 
+@pytest.mark.slow
 async def test_candidates_are_not_drawn_when_greedy_runs_or_when_off(settings_for, demo_db, generator):
     from tests_support import app_client
 
@@ -46,6 +50,7 @@ async def test_candidates_are_not_drawn_when_greedy_runs_or_when_off(settings_fo
         assert r["status"] == "ok" and r["candidates"] is None
 
 
+@pytest.mark.slow
 async def test_voting_decodes_candidates_with_the_greedy_answer_and_answers_the_majority(
     settings_for, demo_db, generator
 ):

@@ -45,6 +45,7 @@ def test_questions_about_data_are_not(q):
     assert not asks_to_change_data(q)
 
 
+@pytest.mark.slow
 async def test_a_write_request_is_answered_in_words_without_the_model(client):
     r = await client.post("/query", json={"question": "Delete all customers"})
     d = r.json()

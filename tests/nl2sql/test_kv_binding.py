@@ -52,6 +52,7 @@ def test_io_binding_gives_the_answers_of_the_numpy_path_through_joins_and_leaves
     assert ort.OrtValue in kinds and set(fed_kinds) == {np.ndarray}  # the bound path kept ORT's own buffers
 
 
+@pytest.mark.slow
 def test_generate_with_io_binding_matches_the_numpy_path_in_a_batch(generator, prompts):
     saved = generator.io_binding
     try:

@@ -66,6 +66,7 @@ def test_unmatched_values_on_postgres(postgres_url, postgres_readonly_url):
     _check(postgres_readonly_url)
 
 
+@pytest.mark.slow
 async def test_a_zero_for_a_value_not_in_the_data_is_not_a_success(client):
     r = (await client.post("/sql", json={"sql": "SELECT COUNT(*) FROM customers WHERE city = 'Atlantis'"})).json()
     assert r["status"] == "empty" and r["category"] == "unmatched_value"

@@ -36,6 +36,7 @@ def _model_copy(tmp_path: Path, onnx_bytes: bytes | None) -> Path:
     return d
 
 
+@pytest.mark.slow  # copies the real export's files
 @pytest.mark.parametrize(
     ("onnx", "fragment"),
     [
@@ -54,6 +55,7 @@ def test_broken_model_refuses_to_start_in_one_line(tmp_path, onnx, fragment):
     assert "Uvicorn running" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow
 def test_truncated_model_refuses_to_start(tmp_path):
     """The first megabyte of the real file: a plausible header, a graph cut short (a copy that did not finish)."""
     with (MODEL_DIR / "model.onnx").open("rb") as f:
@@ -63,6 +65,7 @@ def test_truncated_model_refuses_to_start(tmp_path):
     assert proc.returncode != 0 and len(lines) == 1 and "cannot load the model" in lines[0], proc.stderr
 
 
+@pytest.mark.slow
 def test_missing_tokenizer_refuses_to_start(tmp_path):
     d = tmp_path / "model"
     d.mkdir()

@@ -1,16 +1,24 @@
-"""Helpers shared by tests (fixtures live in conftest.py): the real app served in-process through httpx.
+"""Helpers shared by tests (fixtures live in conftest.py): the real app served in-process through httpx, and waits
+for something to happen.
 
 Access control: `settings_for(...)` (conftest) builds settings with auth off. For a test that needs it on,
 `settings, key = with_key(settings_for(url))` turns it on with a fresh key in the test's own keys file; send the key
 as `headers=auth_headers(key)`.
+
+Waiting: a test never sleeps a fixed time hoping something has happened by then (too short on a loaded machine, too
+long everywhere else); it waits for the thing itself with `wait_until` (threads) or `wait_until_async` (the event
+loop), whose bound only turns a hang into a failure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import httpx
 import uvicorn
@@ -18,7 +26,7 @@ import uvicorn
 from app.auth.keys import KeyStore
 from app.core.config import Settings, get_settings
 from app.main import create_app
-from app.nl2sql.engine import OnnxGenerator
+from app.nl2sql.generator import Generator
 
 MODEL_DIR = get_settings().model_dir.resolve()  # what the service serves by default (make test: SmolLM2 fp32)
 
@@ -42,7 +50,7 @@ def auth_headers(key: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def app_client(settings: Settings, generator: OnnxGenerator) -> AsyncIterator[httpx.AsyncClient]:
+async def app_client(settings: Settings, generator: Generator) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan running (batcher started, schema read), and an httpx client bound to it."""
     app = create_app(settings, generator)
     async with app.router.lifespan_context(app):
@@ -52,14 +60,40 @@ async def app_client(settings: Settings, generator: OnnxGenerator) -> AsyncItera
             yield client
 
 
-def start_in_thread(server: uvicorn.Server, timeout_s: float = 60) -> threading.Thread:
+BOUND_S = 60.0  # how long a wait may take before it is a failure: generous, nothing is timed by it
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = BOUND_S, poll_s: float = 0.01) -> Any:
+    """Poll `condition()` until it is truthy and return its value; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"never happened within {timeout_s:g} s: {what}"
+        time.sleep(poll_s)
+    return value
+
+
+async def wait_until_async(
+    condition: Callable[[], Any], what: str, timeout_s: float = BOUND_S, poll_s: float = 0.01
+) -> Any:
+    """`wait_until` inside the event loop: the loop keeps running between polls. `condition` may be a coroutine
+    function (e.g. a request whose answer says whether the thing happened)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"never happened within {timeout_s:g} s: {what}"
+        await asyncio.sleep(poll_s)
+
+
+def start_in_thread(server: uvicorn.Server, timeout_s: float = BOUND_S) -> threading.Thread:
     """Run a real uvicorn server in a daemon thread and return once it accepts connections."""
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + timeout_s
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
+    wait_until(lambda: server.started or not thread.is_alive(), "the server started", timeout_s, poll_s=0.02)
+    assert server.started, "the server's thread ended before it started serving"
     return thread
 
 

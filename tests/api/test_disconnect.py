@@ -8,26 +8,19 @@ import contextlib
 import json
 import socket
 import threading
-import time
-from collections.abc import Callable
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 from pg_cluster import free_port
-from tests_support import start_in_thread, with_key
+from tests_support import start_in_thread, wait_until, with_key
 
 from app.main import create_app
 from app.server import DrainingServer, server_config
 
+pytestmark = pytest.mark.slow  # the real model decoding
+
 BOUND_S = 120  # a hang becomes a failure after this; nothing is timed
-
-
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + BOUND_S
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -47,7 +40,7 @@ def served(settings_for, demo_db, generator):
     server = DrainingServer(server_config(app, "127.0.0.1", port), app)
     server.config.log_level = "warning"
     thread = start_in_thread(server)
-    _wait_for(lambda: hasattr(app.state, "service"), "the app started")
+    wait_until(lambda: hasattr(app.state, "service"), "the app started", BOUND_S)
     yield app, port, alice, bob
     server.should_exit = True
     thread.join(timeout=60)
@@ -109,17 +102,17 @@ def test_a_question_whose_client_left_leaves_the_batch_and_frees_the_way(served,
     service, auth = app.state.service, app.state.auth
     stats = service.batcher.stats
     with _request_then_hang_up(port, path, alice, form=form, body=body):
-        _wait_for(lambda: stats.requests == 1, "alice's question is decoding")
+        wait_until(lambda: stats.requests == 1, "alice's question is decoding", BOUND_S)
         # bob asks while alice's row holds the only decoding slot: he waits in the queue behind it
         asker, answer = _ask_in_thread(port, bob, "How many customers are there?")
-        _wait_for(lambda: service.batcher.depth == 1, "bob's question is queued")
+        wait_until(lambda: service.batcher.depth == 1, "bob's question is queued", BOUND_S)
     # alice hung up: her request is cancelled, her row leaves the batch unfinished, and bob's question takes its place
     asker.join(timeout=BOUND_S)
     assert stats.cancelled == 1 and stats.dropped == 1 and stats.requests == 2
     assert _middleware(app).cancelled == 1
     assert answer and answer[0].status_code == 200, answer
     assert answer[0].json()["status"] in ("ok", "empty", "error"), answer[0].text
-    _wait_for(lambda: auth.in_flight.counts == {}, "both keys' in-flight slots are free")
+    wait_until(lambda: auth.in_flight.counts == {}, "both keys' in-flight slots are free", BOUND_S)
 
 
 def test_a_query_whose_client_left_is_stopped_in_the_database(served):
@@ -128,7 +121,7 @@ def test_a_query_whose_client_left_is_stopped_in_the_database(served):
     pool = app.state.service.executor.engine.pool
     forever = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT COUNT(*) FROM c"
     with _request_then_hang_up(port, "/sql", alice, body={"sql": forever}):
-        _wait_for(lambda: pool.checkedout() == 1, "the query runs")
-    _wait_for(lambda: pool.checkedout() == 0, "the query stopped and gave its connection back")
+        wait_until(lambda: pool.checkedout() == 1, "the query runs", BOUND_S)
+    wait_until(lambda: pool.checkedout() == 0, "the query stopped and gave its connection back", BOUND_S)
     assert _middleware(app).cancelled == 1
-    _wait_for(lambda: app.state.auth.in_flight.counts == {}, "alice's in-flight slot is free")
+    wait_until(lambda: app.state.auth.in_flight.counts == {}, "alice's in-flight slot is free", BOUND_S)

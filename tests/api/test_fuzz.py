@@ -3,8 +3,6 @@ HTTP, the real model (with few new tokens), the demo database. Every operation g
 no answer may be a 500, and every answer must match what the schema declares (status, content type, body).
 """
 
-import threading
-import time
 from collections import Counter
 
 import pytest
@@ -19,7 +17,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from tests_support import MODEL_DIR
+from tests_support import MODEL_DIR, start_in_thread
 
 from app.core.config import Settings
 from app.main import create_app
@@ -56,12 +54,7 @@ def fuzz_server(demo_db, generator, tmp_path_factory):
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings, generator), host="127.0.0.1", port=0, log_level="warning")
     )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the fuzz server did not start"
-        time.sleep(0.05)
+    thread = start_in_thread(server)
     port = server.servers[0].sockets[0].getsockname()[1]
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True

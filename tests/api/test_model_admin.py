@@ -6,10 +6,9 @@ specialize run with too few verified pairs ends failed with a message saying so,
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
-from tests_support import MODEL_DIR, app_client, auth_headers, with_key
+from tests_support import MODEL_DIR, app_client, auth_headers, wait_until_async, with_key
 
 from app.auth.keys import KeyStore
 
@@ -114,10 +113,12 @@ async def test_specialize_with_too_few_pairs_fails_with_a_message(admin_app):
     h = auth_headers(admin)
     r = await client.post("/api/specialize", headers=h)
     assert r.status_code == 202, r.text
-    deadline = time.monotonic() + BOUND_S
-    while (st := (await client.get("/api/specialize", headers=h)).json())["running"]:
-        assert time.monotonic() < deadline, st
-        await asyncio.sleep(0.5)
+
+    async def finished() -> dict | None:
+        st = (await client.get("/api/specialize", headers=h)).json()
+        return None if st["running"] else st
+
+    st = await wait_until_async(finished, "the specialize run ended", BOUND_S, poll_s=0.5)
     assert st["state"] == "failed", st
     assert "too few verified pairs" in st["message"]
     assert "too few verified pairs" in st["log_tail"]

@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+from tests_support import wait_until_async
 
 from app.sql.guard import guard_sql
 
@@ -158,11 +159,7 @@ async def test_one_key_cannot_hold_more_than_its_share_in_flight(settings_for, d
     async with app_client(settings, generator) as c:
         first = asyncio.create_task(c.post("/sql", json={"sql": slow}))
         in_flight = c.app.state.auth.in_flight.counts  # type: ignore[attr-defined]
-        for _ in range(500):  # until the first request holds its slot (event-based, no fixed sleep)
-            if in_flight:
-                break
-            await asyncio.sleep(0.01)
-        assert in_flight, "the first request never started"
+        await wait_until_async(lambda: in_flight, "the first request holds its slot")
         second = await c.post("/sql", json={"sql": "SELECT 1"})
         assert second.status_code == 429 and "in progress" in second.json()["detail"]
         assert second.headers["Retry-After"]
@@ -182,11 +179,9 @@ async def test_readiness_answers_while_the_shared_worker_threads_are_all_busy(cl
     limiter = to_thread.current_default_thread_limiter()
     blockers = [asyncio.create_task(to_thread.run_sync(release.wait)) for _ in range(int(limiter.total_tokens))]
     try:
-        for _ in range(500):
-            if limiter.borrowed_tokens == limiter.total_tokens:
-                break
-            await asyncio.sleep(0.01)
-        assert limiter.borrowed_tokens == limiter.total_tokens
+        await wait_until_async(
+            lambda: limiter.borrowed_tokens == limiter.total_tokens, "the slow work holds every worker thread"
+        )
         r = await asyncio.wait_for(client.get("/readyz"), timeout=10)
         assert r.status_code == 200 and r.json()["database"] is True
     finally:

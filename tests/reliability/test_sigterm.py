@@ -5,6 +5,7 @@ import asyncio
 import signal
 
 import pytest
+from tests_support import wait_until_async
 
 from bench.load import LoadConfig, ServerProcess, run_load, workload
 
@@ -17,8 +18,10 @@ async def test_sigterm_mid_load_loses_no_logged_answer(tmp_path, demo_db):
     server = ServerProcess(tmp_path, f"sqlite:///{demo_db}", MAX_NEW_TOKENS="32", BATCH_MAX_SIZE="4").start()
     try:
         load = asyncio.create_task(run_load(server.url, config, questions, sqls))
-        while len(server.querylog_rows()) < 40 and not load.done():  # well into the run, then the signal
-            await asyncio.sleep(0.2)
+        # well into the run, then the signal
+        await wait_until_async(
+            lambda: len(server.querylog_rows()) >= 40 or load.done(), "40 answers logged", timeout_s=120, poll_s=0.2
+        )
         server.proc.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(server.proc.wait, 90)
         result = await load

@@ -19,6 +19,7 @@ from uuid import UUID
 import psycopg
 import pytest
 import sqlalchemy as sa
+from tests_support import wait_until
 
 from app.core.cancel import CancelToken
 from app.sql.executor import NOT_ALLOWED, ExecutionError, Executor, QueryResult, categorize, json_value
@@ -499,14 +500,6 @@ def test_catalog_writes_still_refused_next_to_json_each(sqlite_db: Path, sqlite_
     assert digest(sqlite_db.parent) == before
 
 
-def _wait_for(condition, what: str, bound_s: float = 30.0) -> None:
-    """Poll until `condition()` holds; the bound only turns a hang into a failure (nothing is timed)."""
-    deadline = time.monotonic() + bound_s
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.01)
-
-
 def _run_in_thread(ex: Executor, guarded: GuardedSQL, cancel) -> tuple[threading.Thread, list]:
     outcome: list = []
 
@@ -530,7 +523,7 @@ def test_sqlite_query_stops_when_cancelled(sqlite_url: str) -> None:
     ex = Executor(sqlite_url, timeout_s=600)
     token = CancelToken()
     thread, outcome = _run_in_thread(ex, raw(FOREVER), token)
-    _wait_for(lambda: ex.engine.pool.checkedout() == 1, "the query took a connection")
+    wait_until(lambda: ex.engine.pool.checkedout() == 1, "the query took a connection")
     token.cancel()
     thread.join(timeout=60)
     assert not thread.is_alive() and isinstance(outcome[0], ExecutionError), outcome
@@ -556,7 +549,7 @@ def test_pg_query_is_cancelled_on_the_server(pg: PgUrls) -> None:
                 (sa.make_url(pg.reader).username,),
             ).fetchall()
 
-    _wait_for(lambda: bool(running()), "the query runs on the server")
+    wait_until(lambda: bool(running()), "the query runs on the server")
     token.cancel()
     thread.join(timeout=60)
     assert not thread.is_alive() and isinstance(outcome[0], ExecutionError), outcome

@@ -28,9 +28,17 @@ from app.auth.ratelimit import retry_after_header
 from app.core.config import Settings, get_settings
 from app.core.metrics import Metrics
 from app.db.catalog import SchemaCatalog
+from app.knowledge.context import Knowledge, seed_for
+from app.knowledge.parts import KnowledgeParts
+from app.knowledge.store import KnowledgeStore, database_key
+from app.nl2sql.answer_log import AnswerLog
+from app.nl2sql.batcher import Batcher, RequestQueue, WholeBatches
+from app.nl2sql.continuous import ContinuousBatches
 from app.nl2sql.engine import OnnxGenerator
+from app.nl2sql.generator import Generator
 from app.nl2sql.hotswap import Swapper
 from app.nl2sql.progress import ProgressBoard
+from app.nl2sql.prompter import Prompter
 from app.nl2sql.service import QueryService
 from app.nl2sql.specialize import SpecializeRunner
 from app.querylog.store import QueryLog
@@ -42,29 +50,65 @@ STATIC_DIR = Path(__file__).parent / "static"
 CANCELLABLE_PATHS = frozenset({"/query", "/sql", "/ui/ask", "/ui/sql"})
 
 
-def build_service(settings: Settings, generator: OnnxGenerator | None = None) -> QueryService:
+def build_batcher(settings: Settings, generator: Generator, metrics: Metrics) -> Batcher:
+    """The queue in front of the model, and how it batches: continuously when the generator decodes step by step."""
+    queue = RequestQueue(settings.queue_max_size, settings.queue_max_wait_s)
+    size, on_batch = settings.batch_max_size, metrics.batch_size.observe
+    if settings.continuous_batching and generator.stepwise:
+        worker = ContinuousBatches(generator, settings.max_new_tokens, size, on_batch)
+    else:
+        worker = WholeBatches(generator, settings.max_new_tokens, size, settings.batch_max_wait_ms, on_batch)
+    return Batcher(queue, worker)
+
+
+def build_service(settings: Settings, generator: Generator | None = None) -> QueryService:
+    """The service and its parts: model, batching queue, executor, schema catalog, knowledge, query log, metrics."""
     generator = generator or OnnxGenerator(settings.model_dir, settings.ort_threads, settings.prefix_cache_entries)
     executor = Executor(settings.database_url, settings.statement_timeout_s, settings.row_limit)
     catalog = SchemaCatalog(executor.engine, settings.schema_sample_values)
-    return QueryService(settings, generator, executor, catalog, QueryLog(settings.querylog_url), Metrics())
+    querylog, metrics = QueryLog(settings.querylog_url), Metrics()
+    # glossary and verified examples live in the application database, next to the query log
+    knowledge = Knowledge(
+        KnowledgeStore(querylog.engine),
+        database_key(settings.database_url),
+        settings.glossary_token_budget,
+        settings.verified_examples_k,
+        seed_for(settings.database_url, settings.glossary_file),
+    )
+    prompter = Prompter(catalog, knowledge, settings.schema_token_budget, settings.schema_constrained)
+    batcher = build_batcher(settings, generator, metrics)
+    return QueryService(settings, generator, batcher, prompter, executor, AnswerLog(querylog, metrics))
 
 
-def create_app(settings: Settings | None = None, generator: OnnxGenerator | None = None) -> FastAPI:
-    settings = settings or get_settings()
+def _expose(app: FastAPI, settings: Settings, service: QueryService, auth: Authenticator) -> None:
+    """What routes depend on (app.api.deps), each component on its own."""
+    state = app.state
+    state.settings, state.service, state.auth, state.metrics = settings, service, auth, service.metrics
+    state.batcher, state.executor, state.prompter = service.batcher, service.executor, service.prompter
+    state.catalog, state.querylog = service.prompter.catalog, service.answers.querylog
+    state.knowledge_parts = KnowledgeParts(
+        service.prompter.knowledge,
+        state.catalog,
+        state.querylog,
+        service.executor.dialect,
+        settings.row_limit,
+        settings.question_max_chars,
+    )
+    state.progress = ProgressBoard()  # questions being answered that a page may follow or cancel
+    # hot swap (one load at a time) and specialize runs, whose published model is swapped in when they end
+    state.swapper = Swapper(service, settings.ort_threads, settings.prefix_cache_entries)
+    state.specialize = SpecializeRunner(settings, state.swapper.load_path)
 
+
+def _lifespan(settings: Settings, generator: Generator | None):
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         auth = Authenticator(settings)
         auth.log_startup()  # a broken keys file stops the start here, before the model is loaded
         service = build_service(settings, generator)
-        app.state.settings, app.state.service, app.state.metrics = settings, service, service.metrics
-        app.state.auth = auth
-        app.state.progress = ProgressBoard()  # questions being answered that a page may follow or cancel
-        # hot swap (one load at a time) and specialize runs, whose published model is swapped in when they end
-        app.state.swapper = Swapper(service, settings.ort_threads, settings.prefix_cache_entries)
-        app.state.specialize = SpecializeRunner(settings, app.state.swapper.load_path)
+        _expose(app, settings, service, auth)
         try:
-            service.catalog.refresh()
+            service.prompter.catalog.refresh()
         except Exception as exc:  # the database may come up later; /readyz says so meanwhile
             log.warning("database not reachable at start: %s", str(exc).splitlines()[0][:200])
         service.batcher.start()
@@ -72,28 +116,12 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
         yield
         await app.state.specialize.stop()
         await service.batcher.stop()
-        await to_thread.run_sync(service.querylog.close)  # write what the log database could not take yet
+        await to_thread.run_sync(app.state.querylog.close)  # write what the log database could not take yet
 
-    app = FastAPI(
-        title="Querywise",
-        version="0.1.0",
-        lifespan=lifespan,
-        docs_url=None,  # served from app/static by app.api.routes.docs: no CDN
-        redoc_url=None,
-        description="Ask a business question in plain English; get guarded, read-only SQL and its rows.",
-    )
-    app.include_router(query.router)
-    app.include_router(health.router)
-    app.include_router(info.router)
-    app.include_router(ui.router)
-    app.include_router(knowledge.router)
-    app.include_router(knowledge_ui.router)
-    app.include_router(login.router)
-    app.include_router(docs.router)
-    app.include_router(answers.router)
-    app.include_router(model.router)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return lifespan
 
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
     # Outermost last: security headers see every response (413s, CORS answers and unexpected 500s too).
     # Innermost: a question or query whose client disconnected before its answer is cancelled (after the body is read).
     app.add_middleware(CancelOnDisconnect, paths=CANCELLABLE_PATHS)
@@ -109,6 +137,23 @@ def create_app(settings: Settings | None = None, generator: OnnxGenerator | None
             max_age=600,
         )
     app.add_middleware(SecurityHeaders)
+
+
+def create_app(settings: Settings | None = None, generator: Generator | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Querywise",
+        version="0.1.0",
+        lifespan=_lifespan(settings, generator),
+        docs_url=None,  # served from app/static by app.api.routes.docs: no CDN
+        redoc_url=None,
+        description="Ask a business question in plain English; get guarded, read-only SQL and its rows.",
+    )
+    for routes in (query, health, info, ui, knowledge, knowledge_ui, login, docs, answers, model):
+        app.include_router(routes.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    _add_middleware(app, settings)
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:

@@ -13,8 +13,13 @@ from fastapi import Depends, HTTPException, Request
 from app.auth.principal import SAFE_METHODS, Authenticator, LoginRequired, Principal, RateLimited, same_origin
 from app.core.config import Settings
 from app.core.metrics import Metrics
+from app.db.catalog import SchemaCatalog
+from app.knowledge.parts import KnowledgeParts
+from app.nl2sql.batcher import Batcher
+from app.nl2sql.prompter import Prompter
 from app.nl2sql.service import QueryService
-from app.querylog.store import asked_by
+from app.querylog.store import QueryLog, asked_by
+from app.sql.executor import Executor
 
 UNAUTHENTICATED = "Authentication required: send an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`."
 INVALID_KEY = "The API key is not valid (unknown or revoked)."
@@ -38,10 +43,40 @@ async def get_auth(request: Request) -> Authenticator:
     return request.app.state.auth
 
 
+async def get_catalog(request: Request) -> SchemaCatalog:
+    return request.app.state.catalog
+
+
+async def get_prompter(request: Request) -> Prompter:
+    return request.app.state.prompter
+
+
+async def get_querylog(request: Request) -> QueryLog:
+    return request.app.state.querylog
+
+
+async def get_batcher(request: Request) -> Batcher:
+    return request.app.state.batcher
+
+
+async def get_executor(request: Request) -> Executor:
+    return request.app.state.executor
+
+
+async def get_knowledge_parts(request: Request) -> KnowledgeParts:
+    return request.app.state.knowledge_parts
+
+
 ServiceDep = Annotated[QueryService, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AuthDep = Annotated[Authenticator, Depends(get_auth)]
+CatalogDep = Annotated[SchemaCatalog, Depends(get_catalog)]
+PrompterDep = Annotated[Prompter, Depends(get_prompter)]  # the schema as the model sees it
+QueryLogDep = Annotated[QueryLog, Depends(get_querylog)]
+BatcherDep = Annotated[Batcher, Depends(get_batcher)]
+KnowledgePartsDep = Annotated[KnowledgeParts, Depends(get_knowledge_parts)]  # glossary, examples, feedback
+ExecutorDep = Annotated[Executor, Depends(get_executor)]
 
 
 def _check_csrf(request: Request, principal: Principal) -> None:

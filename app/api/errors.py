@@ -4,7 +4,7 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
 from app.nl2sql.batcher import QueueClosed, QueueFull, QueueTimeout
-from app.nl2sql.service import Outcome
+from app.nl2sql.outcome import Outcome
 
 RETRY_AFTER_S = 2  # when nothing better is known
 DB_RETRY_AFTER_S = 5

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from app.knowledge.examples import ExampleError, check, strip_cap
+from app.knowledge.parts import KnowledgeParts
 from app.knowledge.store import ExamplesFull, KnowledgeUnavailable
 from app.nl2sql.prompt import normalize_sql
 from app.querylog.store import query_log
@@ -38,12 +39,12 @@ class FeedbackResult:
     message: str
 
 
-def _answer(service, answer_id: str):
+def _answer(kb: KnowledgeParts, answer_id: str):
     q = sa.select(
         query_log.c.question, query_log.c.sql, query_log.c.model_sql, query_log.c.status, query_log.c.category
     ).where(query_log.c.answer_id == answer_id, query_log.c.source == "question")
     try:
-        with service.querylog.engine.connect() as conn:
+        with kb.querylog.engine.connect() as conn:
             return conn.execute(q).first()
     except Exception as exc:
         raise KnowledgeUnavailable("The application database is unavailable right now.") from exc
@@ -65,7 +66,9 @@ def is_correction(answer_sql: str | None, model_sql: str | None, sql: str | None
     return _canonical(sql, dialect, row_limit) not in same
 
 
-def give(service, answer_id: str, verdict: str, sql: str | None, allowed: Collection[str] | None) -> FeedbackResult:
+def give(
+    kb: KnowledgeParts, answer_id: str, verdict: str, sql: str | None, allowed: Collection[str] | None
+) -> FeedbackResult:
     """Record a verdict (and a correction); FeedbackError (4xx) or KnowledgeUnavailable (503) when it cannot."""
     answer_id = (answer_id or "").strip().lower()
     if not _ANSWER_ID.match(answer_id):
@@ -73,17 +76,17 @@ def give(service, answer_id: str, verdict: str, sql: str | None, allowed: Collec
     verdict = (verdict or "").strip()
     if verdict not in VERDICTS:
         raise FeedbackError(422, "verdict: expected 'up' or 'down'.")
-    row = _answer(service, answer_id)
+    row = _answer(kb, answer_id)
     if row is None:
         raise FeedbackError(404, "No answer has this id (it may not be written to the query log yet).")
-    settings, store, knowledge = service.settings, service.knowledge.store, service.knowledge
+    store, knowledge = kb.knowledge.store, kb.knowledge
     limits = {
-        "dialect": service.executor.dialect,
-        "row_limit": settings.row_limit,
+        "dialect": kb.dialect,
+        "row_limit": kb.row_limit,
         "allowed": allowed,
-        "max_question": settings.question_max_chars,
+        "max_question": kb.question_max_chars,
     }
-    changed = is_correction(row.sql, row.model_sql, sql, service.executor.dialect, settings.row_limit)
+    changed = is_correction(row.sql, row.model_sql, sql, kb.dialect, kb.row_limit)
     correction = sql if changed else None
     if verdict == "up" and correction:
         raise FeedbackError(422, "Corrected SQL goes with a 👎: a 👍 approves the SQL the answer showed.")
@@ -106,7 +109,7 @@ def give(service, answer_id: str, verdict: str, sql: str | None, allowed: Collec
     except (ExampleError, ExamplesFull) as exc:
         raise FeedbackError(422, str(exc)) from None
     try:
-        with service.querylog.engine.begin() as conn:
+        with kb.querylog.engine.begin() as conn:
             conn.execute(query_log.update().where(query_log.c.answer_id == answer_id).values(verdict=verdict))
     except Exception as exc:
         raise KnowledgeUnavailable("The application database is unavailable right now.") from exc

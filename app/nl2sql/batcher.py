@@ -1,11 +1,13 @@
 """An asyncio batching queue in front of the generator: concurrent requests decode together.
 
-Requests wait at most `max_wait_ms` for company, up to `max_batch_size` per batch. The queue is bounded twice, so a
-saturated service sheds load fast instead of queueing without bound: when `max_queue` requests wait, `submit` raises
-`QueueFull` at once; a request not started within `max_queue_wait_s` leaves the queue with `QueueTimeout`. Both
-are answered 503 with a Retry-After of about one batch's time (`retry_after_s`). Generation runs in one worker
-thread, so the event loop keeps serving while the model decodes. `drain()` (on SIGTERM) and `stop()` answer whoever
-still waits with `QueueClosed`.
+A `Batcher` is a `RequestQueue` (its bounds, deadlines, shedding and statistics) plus a worker strategy that takes
+requests off it and decodes them: `WholeBatches` here (requests wait at most `max_wait_ms` for company, up to
+`max_batch_size` per batch, and the batch decodes to its end), or `app.nl2sql.continuous.ContinuousBatches` (requests
+join and leave a running decode at step boundaries). The queue is bounded twice, so a saturated service sheds load
+fast instead of queueing without bound: when `max_queue` requests wait, `submit` raises `QueueFull` at once; a request
+not started within `max_queue_wait_s` leaves the queue with `QueueTimeout`. Both are answered 503 with a Retry-After of
+about one batch's time (`retry_after_s`). Generation runs in one worker thread, so the event loop keeps serving while
+the model decodes. `drain()` (on SIGTERM) and `stop()` answer whoever still waits with `QueueClosed`.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import contextlib
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
+
+from app.nl2sql.generator import GenerationRequest, Generator
 
 
 class QueueFull(Exception):
@@ -31,6 +35,16 @@ class QueueTimeout(QueueFull):
 
 class QueueClosed(QueueFull):
     """The service is shutting down."""
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One request's answer as the queue returns it."""
+
+    text: str
+    generate_ms: float  # from joining the decode to its end (static batches: the whole batch's time)
+    batch_size: int  # rows decoding together when it joined
+    model_id: str = ""  # the model that wrote it (an answer decoded across a hot swap names the old one)
 
 
 @dataclass
@@ -56,33 +70,32 @@ class BatchStats:
             "mean_batch_s": round(self.mean_batch_s, 3) if self.mean_batch_s is not None else None,
         }
 
+    def count_batch(self, new: int, size: int) -> None:
+        """`new` requests started; `size` rows now decode together."""
+        self.batches += 1
+        self.requests += new
+        self.sizes[size] += 1
+        self.last_size = size
+
+    def time_batch(self, seconds: float) -> None:
+        prev = self.mean_batch_s
+        self.mean_batch_s = seconds if prev is None else 0.7 * prev + 0.3 * seconds
+
 
 @dataclass
-class _Item:
-    payload: Any
+class QueuedRequest:
+    request: GenerationRequest
     future: asyncio.Future
     started: bool = False  # taken into a batch: from then on the answer is worth waiting for
 
 
-class Batcher:
-    def __init__(
-        self,
-        run_batch: Callable[[Sequence[Any]], list[Any]],
-        max_batch_size: int = 8,
-        max_wait_ms: float = 10.0,
-        max_queue: int = 64,
-        on_batch: Callable[[int], None] | None = None,
-        max_queue_wait_s: float | None = None,
-    ):
-        self._run_batch = run_batch
-        self.max_batch_size = max_batch_size
-        self.max_wait = max_wait_ms / 1000
+class RequestQueue:
+    """The bounded queue: limits, deadlines, shedding and statistics; no decoding."""
+
+    def __init__(self, max_queue: int = 64, max_queue_wait_s: float | None = None):
         self.max_queue_wait_s = max_queue_wait_s
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max_queue)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
-        self._task: asyncio.Task | None = None
-        self._on_batch = on_batch
-        self._closed = False
+        self._queue: asyncio.Queue[QueuedRequest] = asyncio.Queue(maxsize=max_queue)
+        self.closed = False
         self.stats = BatchStats()
 
     @property
@@ -91,36 +104,20 @@ class Batcher:
 
     @property
     def full(self) -> bool:
-        return self._closed or self._queue.full()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._closed = False
-            self._task = asyncio.get_running_loop().create_task(self._worker(), name="batcher")
+        return self.closed or self._queue.full()
 
     def drain(self) -> None:
-        """Take no more work and answer everything still queued with QueueClosed (503); a batch that is decoding
-        finishes. Called when the server is told to stop, so a graceful shutdown does not wait on the queue."""
-        self._closed = True
+        """Take no more work and answer everything still queued with QueueClosed."""
+        self.closed = True
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if not item.future.done():
                 item.future.set_exception(QueueClosed())
 
-    async def stop(self) -> None:
-        """Drain, then stop the worker; the waiters of a batch cut short get QueueClosed too."""
-        self.drain()
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    async def submit(self, payload: Any) -> Any:
-        if self._closed:
+    async def submit(self, request: GenerationRequest) -> Generated:
+        if self.closed:
             raise QueueClosed
-        item = _Item(payload, asyncio.get_running_loop().create_future())
+        item = QueuedRequest(request, asyncio.get_running_loop().create_future())
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -140,8 +137,8 @@ class Batcher:
             self.stats.cancelled += 1
             raise
 
-    async def _next_live(self, timeout: float | None) -> _Item | None:  # None only when timeout is given
-        """The next queued item whose waiter still waits (timed-out ones are dropped here), or None at `timeout`."""
+    async def next_live(self, timeout: float | None) -> QueuedRequest | None:  # None only when timeout is given
+        """The next queued request whose waiter still waits (timed-out ones are dropped here), or None at `timeout`."""
         loop = asyncio.get_running_loop()
         end = None if timeout is None else loop.time() + timeout
         while True:
@@ -157,46 +154,132 @@ class Batcher:
                 item.started = True
                 return item
 
-    async def _collect(self) -> list[_Item]:
-        items = [await self._next_live(None)]
+
+def fail_all(items, exc: BaseException) -> None:
+    """Every waiter of `items` still waiting gets `exc`: nobody hangs on a decode that will not finish."""
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(exc)
+
+
+class Worker(Protocol):
+    """A batching strategy: takes requests off the queue and answers them, in its own generation thread."""
+
+    async def run(self, queue: RequestQueue) -> None: ...
+
+    async def swap(self, generator: Generator) -> None: ...  # serve `generator` from the next batch/step on
+
+    def close(self) -> None: ...
+
+
+class WholeBatches:
+    """Static batches: up to `max_batch_size` requests that arrive within `max_wait_ms` decode together, to the end."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        max_new_tokens: int,
+        max_batch_size: int = 8,
+        max_wait_ms: float = 10.0,
+        on_batch: Callable[[int], None] | None = None,
+    ):
+        self.generator, self.max_new_tokens = generator, max_new_tokens
+        self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
+        self.on_batch = on_batch
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+
+    def decode(self, generator: Generator, requests: list[GenerationRequest]) -> list[Generated]:
+        t0 = time.perf_counter()
+        prompts, samplings = [r.prompt for r in requests], [r.sampling for r in requests]
+        gens = generator.generate(prompts, self.max_new_tokens, samplings)
+        ms = (time.perf_counter() - t0) * 1000
+        return [Generated(g.text, ms, len(requests), g.model_id) for g in gens]
+
+    async def swap(self, generator: Generator) -> None:
+        self.generator = generator  # the batch decoding keeps the generator it started with
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _collect(self, queue: RequestQueue) -> list[QueuedRequest]:
+        items = [await queue.next_live(None)]
         deadline = asyncio.get_running_loop().time() + self.max_wait
         while len(items) < self.max_batch_size:
-            item = await self._next_live(max(0.0, deadline - asyncio.get_running_loop().time()))
+            item = await queue.next_live(max(0.0, deadline - asyncio.get_running_loop().time()))
             if item is None:
                 break
             items.append(item)
         return items
 
-    def retry_after_s(self) -> int:
-        """What to tell a shed client: about one batch's generation time (when a slot frees), 1 to 30 s."""
-        return max(1, min(30, math.ceil(self.stats.mean_batch_s or 2.0)))
-
-    async def _worker(self) -> None:
+    async def run(self, queue: RequestQueue) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            items = await self._collect()
-            self.stats.batches += 1
-            self.stats.requests += len(items)
-            self.stats.sizes[len(items)] += 1
-            self.stats.last_size = len(items)
-            if self._on_batch:
-                self._on_batch(len(items))
+            items = await self._collect(queue)
+            queue.stats.count_batch(len(items), len(items))
+            if self.on_batch:
+                self.on_batch(len(items))
             t0 = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._pool, self._run_batch, [i.payload for i in items])
+                requests = [i.request for i in items]
+                results = await loop.run_in_executor(self.pool, self.decode, self.generator, requests)
             except asyncio.CancelledError:  # stop() during a batch: its waiters must not hang
-                for i in items:
-                    if not i.future.done():
-                        i.future.set_exception(QueueClosed())
+                fail_all(items, QueueClosed())
                 raise
             except Exception as exc:  # the batch failed: every waiter gets the error, the worker goes on
-                for i in items:
-                    if not i.future.done():
-                        i.future.set_exception(exc)
+                fail_all(items, exc)
                 continue
-            took = time.perf_counter() - t0
-            prev = self.stats.mean_batch_s
-            self.stats.mean_batch_s = took if prev is None else 0.7 * prev + 0.3 * took
+            queue.stats.time_batch(time.perf_counter() - t0)
             for i, r in zip(items, results, strict=True):
                 if not i.future.done():
                     i.future.set_result(r)
+
+
+class Batcher:
+    """The queue and its worker, started and stopped together; what the service submits requests to."""
+
+    def __init__(self, queue: RequestQueue, worker: Worker):
+        self.queue, self.worker = queue, worker
+        self._task: asyncio.Task | None = None
+
+    @property
+    def stats(self) -> BatchStats:
+        return self.queue.stats
+
+    @property
+    def depth(self) -> int:
+        return self.queue.depth
+
+    @property
+    def full(self) -> bool:
+        return self.queue.full
+
+    async def submit(self, request: GenerationRequest) -> Generated:
+        return await self.queue.submit(request)
+
+    def start(self) -> None:
+        if self._task is None:
+            self.queue.closed = False
+            self._task = asyncio.get_running_loop().create_task(self.worker.run(self.queue), name="batcher")
+
+    def drain(self) -> None:
+        """Take no more work and answer everything still queued with QueueClosed (503); a batch that is decoding
+        finishes. Called when the server is told to stop, so a graceful shutdown does not wait on the queue."""
+        self.queue.drain()
+
+    async def stop(self) -> None:
+        """Drain, then stop the worker; the waiters of a batch cut short get QueueClosed too."""
+        self.drain()
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.worker.close()
+
+    async def swap(self, generator: Generator) -> None:
+        """Hot swap: new requests decode on `generator`; those decoding finish on the model they started with."""
+        await self.worker.swap(generator)
+
+    def retry_after_s(self) -> int:
+        """What to tell a shed client: about one batch's generation time (when a slot frees), 1 to 30 s."""
+        return max(1, min(30, math.ceil(self.stats.mean_batch_s or 2.0)))

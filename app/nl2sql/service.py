@@ -1,6 +1,9 @@
-"""Question → prompt → model (through the batching queue) → guard → read-only execution → logged outcome.
+"""The flow of one answer: question → prompt → model (through the batching queue) → guard → read-only execution →
+logged outcome; also SQL a user edited in the UI, through the same guard and executor (`run_sql`).
 
-Also runs SQL a user edited in the UI through the same guard and executor (`run_sql`).
+Its parts are built by the app factory (`app.main.build_service`) and passed in: the prompt's schema and business
+context (`Prompter`), the batching queue (`Batcher`), the executor and the answer log (`AnswerLog`). The service
+owns the flow and which model serves (`swap_model`, `rollback`).
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import logging
 import time
 import uuid
 from collections.abc import Collection
-from dataclasses import asdict, dataclass, field
 from functools import partial
 
 import sqlalchemy as sa
@@ -19,17 +21,12 @@ from anyio import to_thread
 from app.core.cancel import CancelToken
 from app.core.config import Settings
 from app.core.metrics import Metrics
-from app.db.catalog import SchemaCatalog
-from app.db.schema import Schema
-from app.knowledge.context import Context, Knowledge, seed_for
-from app.knowledge.store import KnowledgeStore, database_key
-from app.nl2sql.batcher import Batcher, QueueFull
+from app.knowledge.context import Context
+from app.nl2sql.answer_log import AnswerLog
+from app.nl2sql.batcher import Batcher, Generated, QueueFull
 from app.nl2sql.constrain import SchemaNames
-from app.nl2sql.continuous import ContinuousBatcher, GenerationStepper
-from app.nl2sql.engine import OnnxGenerator
 from app.nl2sql.extract import extract_sql
-from app.nl2sql.fewshot import EXAMPLES
-from app.nl2sql.generator import GenerationRequest, Sampling
+from app.nl2sql.generator import GenerationRequest, Generator, Sampling
 from app.nl2sql.guided import (
     best_index,
     candidate_sampling,
@@ -39,42 +36,15 @@ from app.nl2sql.guided import (
     wants_candidates,
 )
 from app.nl2sql.intent import WRITE_MESSAGE, asks_to_change_data
-from app.nl2sql.linking import link_schema
+from app.nl2sql.outcome import EMPTY_MESSAGES, Category, Outcome, Status
 from app.nl2sql.progress import report
-from app.nl2sql.prompt import build_conversation, format_schema
+from app.nl2sql.prompter import Prompter
 from app.nl2sql.values import found_nothing, unmatched_values
-from app.querylog.store import LogEntry, QueryLog
 from app.sql.executor import ExecutionError, Executor
 from app.sql.guard import GuardError, guard_sql
 
 log = logging.getLogger("querywise")
 SCHEMA_UNAVAILABLE = "The database is not reachable right now, so its schema cannot be read."
-
-
-@dataclass
-class Outcome:
-    status: str  # ok | empty | refused | error
-    category: str  # ok, empty_result, refused, syntax_error, unknown_table, unknown_column, timeout, ...
-    question: str | None = None
-    sql: str | None = None
-    generated_sql: str | None = None
-    message: str | None = None
-    columns: list[str] = field(default_factory=list)
-    rows: list[list] = field(default_factory=list)
-    row_count: int = 0
-    truncated: bool = False
-    generate_ms: float | None = None
-    execute_ms: float | None = None
-    total_ms: float = 0.0
-    model_id: str | None = None
-    batch_size: int | None = None
-    candidates: int | None = None  # sampled candidates drawn by execution-guided decoding (None: greedy sufficed)
-    answer_id: str | None = None  # names this answer in feedback (questions only)
-    verified_examples: int = 0  # verified question/SQL pairs shown to the model as earlier turns
-    glossary_terms: list[str] = field(default_factory=list)  # glossary entries shown to the model
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class InvalidQuestion(ValueError):
@@ -91,123 +61,37 @@ def check_question(question: str, max_chars: int) -> str:
     return question
 
 
-@dataclass(frozen=True)
-class _Generated:
-    text: str
-    generate_ms: float
-    batch_size: int
-    model_id: str = ""  # the model that wrote it (an answer decoded across a hot swap names the old one)
-
-
-# An answer with nothing in it is not a success, and the user is told so in words (the SQL may be wrong).
-EMPTY_MESSAGES = {
-    "empty_result": "No rows matched. The question may name a value that is not in the data, or the SQL below "
-    "may not mean what was asked: check it.",
-    "null_result": "The query ran, but every value it returned is empty (NULL): nothing matched. Check the SQL below.",
-}
-
-
 class QueryService:
     def __init__(
         self,
         settings: Settings,
-        generator: OnnxGenerator,
+        generator: Generator,
+        batcher: Batcher,
+        prompter: Prompter,
         executor: Executor,
-        catalog: SchemaCatalog,
-        querylog: QueryLog,
-        metrics: Metrics,
+        answers: AnswerLog,
     ):
-        self.settings = settings
-        self.generator = generator
-        self.executor = executor
-        self.catalog = catalog
-        self.querylog = querylog
-        self.metrics = metrics
+        self.settings, self.generator, self.batcher = settings, generator, batcher
+        self.prompter, self.executor, self.answers = prompter, executor, answers
+        self.metrics: Metrics = answers.metrics
         self.model_id = settings.model_id or generator.model_id
-        self.previous: OnnxGenerator | None = None  # served before the last hot swap: what a rollback returns to
+        self.previous: Generator | None = None  # served before the last hot swap: what a rollback returns to
         self._swap_lock = asyncio.Lock()
-        # glossary and verified examples live in the application database, next to the query log
-        self.knowledge = Knowledge(
-            KnowledgeStore(querylog.engine),
-            database_key(settings.database_url),
-            settings.glossary_token_budget,
-            settings.verified_examples_k,
-            seed_for(settings.database_url, settings.glossary_file),
-        )
-        self._names: tuple[Schema, SchemaNames] | None = None
-        queue = {
-            "max_batch_size": settings.batch_max_size,
-            "max_wait_ms": settings.batch_max_wait_ms,
-            "max_queue": settings.queue_max_size,
-            "on_batch": metrics.batch_size.observe,
-            "max_queue_wait_s": settings.queue_max_wait_s,
-        }
-        if settings.continuous_batching:
-            stepper = GenerationStepper(
-                generator, settings.max_new_tokens, lambda g, ms, size: _Generated(g.text, ms, size, g.model_id)
-            )
-            self.batcher: Batcher = ContinuousBatcher(stepper, **queue)
-        else:
-            self.batcher = Batcher(self._generate_batch, **queue)
 
     def prompt_for(self, question: str, allowed_tables: Collection[str] | None = None) -> str:
+        """The prompt the served model gets for `question` (glossary and verified examples included)."""
         return self.prompt_and_context(question, allowed_tables)[0]
 
     def prompt_and_context(self, question: str, allowed_tables: Collection[str] | None = None) -> tuple[str, Context]:
-        """The prompt, with the glossary entries and verified examples this key may see that fit the question.
-        Without any, it is the plain prompt the model was trained on, unchanged."""
-        examples = () if self.generator.fine_tuned else EXAMPLES
-        schema_text = self.schema_text_for(question, allowed_tables)
-        names = [t.name for t in self.catalog.schema.tables]
-        ctx = self.knowledge.context(question, allowed_tables, names, self.generator.count_tokens)
-        return build_conversation(schema_text, question, ctx.earlier, examples, ctx.notes), ctx
+        return self.prompter.prompt(question, self.generator, allowed_tables)
 
-    def names_for(self, allowed_tables: Collection[str] | None = None) -> SchemaNames | None:
-        """What schema-constrained decoding lets the model name (None when it is off): the tables the key may read."""
-        if not self.settings.schema_constrained:
-            return None
-        if allowed_tables is not None:
-            return SchemaNames.from_schema(self.schema_for(allowed_tables))
-        schema = self.catalog.schema
-        if self._names is None or self._names[0] is not schema:  # rebuilt when the catalog reloads the schema
-            self._names = (schema, SchemaNames.from_schema(schema))
-        return self._names[1]
-
-    def schema_for(self, allowed_tables: Collection[str] | None = None) -> Schema:
-        """The cached schema, or only the tables a key may read (foreign keys to hidden tables dropped)."""
-        schema = self.catalog.schema
-        return schema if allowed_tables is None else schema.restricted(allowed_tables)
-
-    def schema_text_for(self, question: str, allowed_tables: Collection[str] | None = None) -> str:
-        """The whole cached schema text when it fits the token budget, else the part linked to `question`.
-
-        With `allowed_tables` (a key's allow-list) the model sees only those tables: it cannot be led to write SQL
-        for tables the guard would refuse, and their names and columns are not revealed through the prompt.
-        """
-        budget, count = self.settings.schema_token_budget, self.generator.count_tokens
-        if allowed_tables is not None:
-            schema = self.schema_for(allowed_tables)
-            return format_schema(link_schema(schema, question, budget, count))
-        total = self.catalog.token_count(count)
-        if total <= budget:
-            return self.catalog.text  # untouched: the fine-tuned model was trained on whole schemas
-        return format_schema(link_schema(self.catalog.schema, question, budget, count, total_tokens=total))
-
-    def _generate_batch(self, requests: list[GenerationRequest]) -> list[_Generated]:
-        prompts = [r.prompt for r in requests]
-        t0 = time.perf_counter()
-        gens = self.generator.generate(prompts, self.settings.max_new_tokens, [r.sampling for r in requests])
-        ms = (time.perf_counter() - t0) * 1000
-        return [_Generated(g.text, ms, len(prompts), g.model_id) for g in gens]
-
-    async def swap_model(self, generator: OnnxGenerator) -> OnnxGenerator:
+    async def swap_model(self, generator: Generator) -> Generator:
         """Serve `generator` from the next step boundary on, without a restart; returns the one it replaces, which is
         kept for `rollback`. Rows already decoding finish on the old model (static batches: the batch running keeps
         the generator it started with), so no request in flight fails."""
         async with self._swap_lock:
             old = self.generator
-            if isinstance(self.batcher, ContinuousBatcher):
-                await self.batcher.swap(generator)
+            await self.batcher.swap(generator)
             self.generator, self.previous = generator, old
             self.model_id = generator.model_id
             log.info("model swapped: %s (%s) replaces %s", self.model_id, generator.model_dir, old.model_id)
@@ -218,7 +102,7 @@ class QueryService:
         model, swapped out meanwhile, wrote it."""
         return self.model_id if not model_id or model_id == self.generator.model_id else model_id
 
-    async def rollback(self) -> OnnxGenerator | None:
+    async def rollback(self) -> Generator | None:
         """Serve the model from before the last swap again (and keep the current one: a second rollback undoes it).
         None when there was no swap."""
         previous = self.previous
@@ -232,16 +116,16 @@ class QueryService:
         question = check_question(question, self.settings.question_max_chars)
         t0 = time.perf_counter()
         if asks_to_change_data(question):  # answered in words: the model would write an unrelated SELECT
-            out = Outcome("refused", "write_request", question=question, message=WRITE_MESSAGE)
+            out = Outcome(Status.REFUSED, Category.WRITE_REQUEST, question=question, message=WRITE_MESSAGE)
             return await self._finish(out, "question", t0)
         if self.batcher.full:  # shed at once, before any work for a question that cannot be queued
             raise QueueFull
         try:
             prompt, ctx = await to_thread.run_sync(self.prompt_and_context, question, allowed_tables)
-            names = self.names_for(allowed_tables)
+            names = self.prompter.names(allowed_tables)
         except (sa.exc.SQLAlchemyError, OSError):  # the schema could not be read: the database is down
             log.warning("schema unavailable for a question", exc_info=True)
-            out = Outcome("error", "db_unavailable", question=question, message=SCHEMA_UNAVAILABLE)
+            out = Outcome(Status.ERROR, Category.DB_UNAVAILABLE, question=question, message=SCHEMA_UNAVAILABLE)
             return await self._finish(out, "question", t0)
         self.metrics.queue_depth.set(self.batcher.depth)
         report("writing")  # the page says what is happening (app.nl2sql.progress)
@@ -250,7 +134,7 @@ class QueryService:
             out.verified_examples, out.glossary_terms = len(ctx.earlier), list(ctx.terms)
             out = await self._explain_nothing(out, allowed_tables)
             return await self._finish(out, "question", t0)
-        gen: _Generated = await self.batcher.submit(GenerationRequest(prompt, Sampling(names=names)))
+        gen: Generated = await self.batcher.submit(GenerationRequest(prompt, Sampling(names=names)))
         self.metrics.latency.labels("generate").observe(gen.generate_ms / 1000)
         report("running")
         out = await self._guard_and_execute(extract_sql(gen.text), t0, allowed_tables)
@@ -268,15 +152,15 @@ class QueryService:
         does not hold is `empty` (category `unmatched_value`), with a sentence naming the value and the look-alikes
         the column does hold: a count of 0 for an invented value is not a success. The choice of answer is made
         before, without this check."""
-        if out.status not in ("ok", "empty") or not out.sql or not found_nothing(out.rows):
+        if not out.ran or not found_nothing(out.rows):
             return out
         try:
-            schema = self.schema_for(allowed_tables)
+            schema = self.prompter.schema(allowed_tables)
             missing = await to_thread.run_sync(unmatched_values, out.sql, schema, self.executor, allowed_tables)
         except (sa.exc.SQLAlchemyError, OSError):
             return out
         if missing:
-            out.status, out.category = "empty", "unmatched_value"
+            out.status, out.category = Status.EMPTY, Category.UNMATCHED_VALUE
             what = "; ".join(m.sentence() for m in missing)
             out.message = f"Nothing matched: {what}. Check the value in the question or the SQL below."
         return out
@@ -354,7 +238,7 @@ class QueryService:
                 task.cancel()  # no-op for finished ones; frees the batch rows when this request is cancelled
         if isinstance(gens[0], BaseException):  # the greedy answer could not be queued: as without voting
             raise gens[0]
-        drafts = [g for g in gens if isinstance(g, _Generated)]  # candidates that found no room are left out
+        drafts = [g for g in gens if isinstance(g, Generated)]  # candidates that found no room are left out
         generate_ms = (time.perf_counter() - g0) * 1000
         self.metrics.latency.labels("generate").observe(drafts[0].generate_ms / 1000)
         report("running")
@@ -367,7 +251,7 @@ class QueryService:
                 ran[sql] = await self._guard_and_execute(sql, t0, allowed_tables)
                 ran[sql].generated_sql = g.text
             tried.append(ran[sql])
-        keys = [result_key(t.rows) if t.status == "ok" else None for t in tried]
+        keys = [result_key(t.rows) if t.status == Status.OK else None for t in tried]
         chosen = tried[vote_index([t.status for t in tried], keys)]
         self.metrics.exec_guided.labels("vote_changed" if chosen is not tried[0] else "vote_kept").inc()
         chosen.question, chosen.batch_size = question, drafts[0].batch_size
@@ -384,7 +268,9 @@ class QueryService:
 
     async def _guard_and_execute(self, sql: str, t0: float, allowed_tables: Collection[str] | None = None) -> Outcome:
         if not sql.strip():
-            return Outcome("error", "no_sql", sql=sql, message="The model did not write a SQL query for this question.")
+            return Outcome(
+                Status.ERROR, Category.NO_SQL, sql=sql, message="The model did not write a SQL query for this question."
+            )
         check = partial(
             guard_sql,
             sql,
@@ -397,14 +283,14 @@ class QueryService:
             # other users' requests) while it runs.
             guarded = await to_thread.run_sync(check)
         except GuardError as exc:
-            status = "refused" if exc.category == "refused" else "error"
+            status = Status.REFUSED if exc.category == Category.REFUSED else Status.ERROR
             return Outcome(status, exc.category, sql=sql, message=exc.message)
         cancel = CancelToken()
         try:
             # Not waiting for the thread when cancelled (the client went away): the token stops the query itself.
             res = await to_thread.run_sync(self.executor.run, guarded, cancel, abandon_on_cancel=True)
         except ExecutionError as exc:
-            status = "refused" if exc.category == "refused" else "error"  # the executor's own allow-list check
+            status = Status.REFUSED if exc.category == Category.REFUSED else Status.ERROR  # the executor's allow-list
             return Outcome(status, exc.category, sql=guarded.sql, message=exc.message)
         except BaseException:  # cancelled: nobody waits for this answer, so the database stops working on it too
             cancel.cancel()
@@ -427,31 +313,5 @@ class QueryService:
         out.model_id = (out.model_id or self.model_id) if source == "question" else None
         if source == "question":
             out.answer_id = uuid.uuid4().hex  # unguessable: feedback on it needs no other proof of who asked
-        self.metrics.requests.labels(source, out.status, out.category).inc()
-        self.metrics.latency.labels("total").observe(out.total_ms / 1000)
-        if out.execute_ms is not None:
-            self.metrics.latency.labels("execute").observe(out.execute_ms / 1000)
-        entry = LogEntry(
-            source=source,
-            question=out.question,
-            sql=out.sql,
-            status=out.status,
-            category=out.category,
-            message=out.message,
-            row_count=out.row_count,
-            generate_ms=out.generate_ms,
-            execute_ms=out.execute_ms,
-            total_ms=out.total_ms,
-            model_id=out.model_id,
-            batch_size=out.batch_size,
-            answer_id=out.answer_id,
-            model_sql=extract_sql(out.generated_sql) if out.generated_sql else None,
-        )
-        try:
-            written = await to_thread.run_sync(self.querylog.record, entry)
-        except Exception:  # the answer matters more than its log row
-            written = False
-            log.exception("query log write failed")
-        if not written:  # the row waits in the log's backlog (or is lost): counted and visible on /metrics
-            self.metrics.log_failures.inc()
+        await self.answers.record(out, source)
         return out

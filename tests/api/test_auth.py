@@ -170,7 +170,9 @@ async def test_sales_key_cannot_read_employees(secured):
 
     # What the model is shown for this key, and what happens when it is asked about employees anyway.
     service = secured.app.state.service
-    prompt_schema = service.schema_text_for("How many employees are there?", frozenset(SALES_TABLES))
+    prompt_schema = service.prompter.schema_text_for(
+        "How many employees are there?", service.generator.count_tokens, frozenset(SALES_TABLES)
+    )
     assert prompt_schema.splitlines()[0].startswith(("orders(", "customers(")) and "employees" not in prompt_schema
     body = (await secured.post("/query", json={"question": "How many employees are there?"}, headers=sales)).json()
     assert body["status"] != "ok" or "employees" not in body["sql"].lower(), body

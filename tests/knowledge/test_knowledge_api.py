@@ -171,7 +171,7 @@ async def test_dashboards_do_not_count_answers_marked_wrong(keyed, generator):
         b = (await c.post("/query", json={"question": "How many products are there?"}, headers=admin)).json()
         r = await c.post("/feedback", json={"answer_id": b["answer_id"], "verdict": "up"}, headers=admin)
         assert r.status_code == 200 and r.json()["example_id"], r.text
-        engine = c.app.state.service.querylog.engine
+        engine = c.app.state.querylog.engine
         with engine.connect() as conn:
             stored = conn.execute(sa.select(verified_example.c.sql, verified_example.c.source)).all()
             verdicts = conn.execute(sa.select(query_log.c.verdict).where(query_log.c.answer_id.is_not(None))).all()

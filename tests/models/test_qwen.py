@@ -13,6 +13,7 @@ from app.nl2sql.engine import OnnxGenerator, Sampling
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.prompt import build_prompt
 from app.sql.guard import guard_sql
+from app.nl2sql.prompt import format_schema
 from models.bases import QWEN_CODER_05B
 from models.export import read_manifest
 
@@ -52,7 +53,7 @@ def test_export_is_the_int8_qwen_base(qwen):
 
 def test_answers_run_on_the_demo_database_and_stop_at_the_turn_end(qwen, demo):
     engine, catalog = demo
-    prompts = [build_prompt(catalog.text, q) for q in QUESTIONS]
+    prompts = [build_prompt(format_schema(catalog.schema), q) for q in QUESTIONS]
     names = SchemaNames.from_schema(catalog.schema)
     gens = qwen.generate(prompts, 96, [Sampling(names=names)] * len(prompts))
     ran = 0
@@ -70,7 +71,9 @@ def test_answers_run_on_the_demo_database_and_stop_at_the_turn_end(qwen, demo):
 def test_constrained_decoding_keeps_qwen_to_the_schema(qwen, demo):
     _, catalog = demo
     names = SchemaNames.from_schema(catalog.schema)
-    prompt = build_prompt(catalog.text, "Show the name of each customer with the number of orders they placed")
+    prompt = build_prompt(
+        format_schema(catalog.schema), "Show the name of each customer with the number of orders they placed"
+    )
     text = qwen.generate([prompt], 160, [Sampling(names=names)])[0].text
     tree = sqlglot.parse_one(extract_sql(text), read="sqlite")
     tables = {t.name.lower() for t in tree.find_all(exp.Table)}

@@ -21,6 +21,7 @@ from app.auth.keys import KeyStore
 from app.knowledge.store import KnowledgeStore, database_key
 from app.main import create_app
 from app.server import DrainingServer, server_config
+from app.nl2sql.prompt import format_schema
 from models.specialize import decide, held_out
 from models.synth import generate_pairs
 
@@ -207,6 +208,6 @@ def test_training_data_is_the_service_prompt_plus_replay(tmp_path, demo_db):
     catalog = SchemaCatalog(sa.create_engine(settings.database_url))
     first = text[: text.index("<|im_start|>assistant\n") + len("<|im_start|>assistant\n")]
     question = first.rsplit("Question: ", 1)[1].split("<|im_end|>")[0]
-    service_prompt = build_conversation(catalog.text, question, notes=glossary.format_entries(entries))
+    service_prompt = build_conversation(format_schema(catalog.schema), question, notes=glossary.format_entries(entries))
     assert first == service_prompt
     assert text.count(build_followup("").split("Question:")[0] + "Question: ") == 5  # the others as later turns

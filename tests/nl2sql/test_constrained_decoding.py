@@ -10,7 +10,7 @@ from app.db.catalog import SchemaCatalog
 from app.nl2sql.constrain import SchemaNames
 from app.nl2sql.engine import Sampling
 from app.nl2sql.extract import extract_sql
-from app.nl2sql.prompt import build_prompt
+from app.nl2sql.prompt import build_prompt, format_schema
 from models.scenarios import load_suite
 
 NEW_TOKENS = 64
@@ -20,7 +20,7 @@ NEW_TOKENS = 64
 def demo(demo_db):
     catalog = SchemaCatalog(sa.create_engine(f"sqlite:///{demo_db}"))
     cases = load_suite()[1::5][:16]  # 16 questions across all six scenarios
-    return catalog.schema, [build_prompt(catalog.text, c.question) for c in cases]
+    return catalog.schema, [build_prompt(format_schema(catalog.schema), c.question) for c in cases]
 
 
 def unknown_names(sql: str, names: SchemaNames) -> int:

@@ -8,6 +8,7 @@ from tests_support import MODEL_DIR
 
 from app.nl2sql.continuous import GenerationStepper
 from app.nl2sql.engine import OnnxGenerator
+from app.nl2sql.generator import GenerationRequest
 from app.nl2sql.prompt import build_prompt
 
 pytestmark = pytest.mark.slow
@@ -25,15 +26,15 @@ def test_rows_finish_on_the_model_they_started_with(generator):
         g.prefix_cache.clear()
 
     stepper = GenerationStepper(generator, 48)
-    assert stepper.add("first", first) is None
+    assert stepper.add("first", GenerationRequest(first)) is None
     out = stepper.step()
     stepper.swap(other)
     assert len(stepper) == 1 and stepper.generator is other
-    done = stepper.add("second", second)
+    done = stepper.add("second", GenerationRequest(second))
     out |= {"second": done} if done is not None else {}
     assert len(stepper) == 2  # two batches, one per model
     while len(stepper):
         out |= stepper.step()
-    assert out["first"] == alone_first and out["first"].model_id == generator.model_id
-    assert out["second"] == alone_second and out["second"].model_id == "the-other-export"
+    assert out["first"].text == alone_first.text and out["first"].model_id == generator.model_id
+    assert out["second"].text == alone_second.text and out["second"].model_id == "the-other-export"
     assert stepper.draining == []  # the old model's batch is gone once its last row finished

@@ -18,6 +18,7 @@ from app.db.schema import Column, ForeignKey, Schema, Table, introspect
 from app.main import build_service
 from app.nl2sql.linking import link_schema, question_words
 from app.nl2sql.prompt import format_schema, format_table
+from app.nl2sql.prompter import Prompter
 from models.data import SPIDER_DIR, schema_at, sqlite_path
 
 BUDGET = 300
@@ -245,29 +246,32 @@ def test_spider_schema_keeps_the_tables_of_a_known_question():
         assert_well_formed(linked, schema, budget)
 
 
-def test_catalog_counts_schema_tokens_once_per_refresh(tmp_path: Path):
+def test_prompter_counts_schema_tokens_once_per_refresh(tmp_path: Path):
     path = tmp_path / "small.sqlite"
     with sqlite3.connect(path) as conn:
         conn.executescript(CORE)
     catalog = SchemaCatalog(sa.create_engine(f"sqlite:///{path}"))
+    prompter = Prompter(catalog, knowledge=None, token_budget=10_000)
     calls: list[str] = []
 
     def counting(text: str) -> int:
         calls.append(text)
         return count_tokens(text)
 
-    assert catalog.token_count(counting) == count_tokens(catalog.text)
-    assert catalog.token_count(counting) == count_tokens(catalog.text)
-    assert len(calls) == 1
+    whole = prompter.schema_text()
+    assert whole == format_schema(catalog.schema)
+    assert prompter.schema_text_for("anything", counting) == whole  # fits: the whole text, untouched
+    prompter.schema_text_for("anything else", counting)
+    assert calls == [whole]  # counted once
     catalog.refresh()
-    catalog.token_count(counting)
-    assert len(calls) == 2
+    prompter.schema_text_for("anything", counting)
+    assert len(calls) == 2  # a new schema is counted again
 
 
 class StubGenerator:
     """What the service asks of the model before generating: its id, whether it is fine-tuned, and token counts."""
 
-    model_id, fine_tuned = "stub", True
+    model_id, fine_tuned, stepwise, model_dir = "stub", True, False, None
 
     def __init__(self) -> None:
         self.counted: list[str] = []
@@ -288,13 +292,14 @@ def test_service_prompt_is_whole_when_it_fits_and_linked_when_not(big_db, tmp_pa
 
     roomy = service(8000)
     question = "total invoice amount per customer"
-    assert f"\n{roomy.catalog.text}\n\nQuestion: {question}" in roomy.prompt_for(question)
+    whole = roomy.prompter.schema_text()
+    assert f"\n{whole}\n\nQuestion: {question}" in roomy.prompt_for(question)
 
     tight = service(BUDGET)
     prompt = tight.prompt_for(question)
-    schema_text = tight.schema_text_for(question)
+    schema_text = tight.prompter.schema_text_for(question, tight.generator.count_tokens)
     assert schema_text in prompt and "invoices(" in schema_text and "customers(" in schema_text
     assert "audit_log_" not in prompt
     assert count_tokens(schema_text) <= BUDGET
-    full_counts = [t for t in tight.generator.counted if t == tight.catalog.text]
+    full_counts = [t for t in tight.generator.counted if t == tight.prompter.schema_text()]
     assert len(full_counts) == 1  # the whole schema is counted once, not per question

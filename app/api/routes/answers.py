@@ -13,7 +13,7 @@ from anyio import to_thread
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
-from app.api.deps import LimitedPrincipalDep, PrincipalDep, ServiceDep
+from app.api.deps import ExecutorDep, LimitedPrincipalDep, PrincipalDep, SettingsDep
 from app.nl2sql.progress import ProgressBoard
 from app.sql.executor import ExecutionError
 from app.ui.rows import RowsError, run_guarded, to_csv
@@ -37,12 +37,13 @@ def board(request: Request) -> ProgressBoard:
     },
 )
 async def export_csv(
-    service: ServiceDep,
+    executor: ExecutorDep,
+    settings: SettingsDep,
     principal: LimitedPrincipalDep,
     sql: Annotated[str, Query(min_length=1, max_length=20_000, description="The answer's SQL")],
 ) -> Response:
     """The rows of `sql` as CSV: the same guard, table allow-list and row cap as the answer itself."""
-    executor, cap = service.executor, service.settings.row_limit
+    cap = settings.row_limit
     try:
         res = await to_thread.run_sync(run_guarded, sql, executor, cap, principal.tables)
     except RowsError as exc:

@@ -6,7 +6,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from app.api.deps import MetricsDep, ServiceDep
+from app.api.deps import BatcherDep, ExecutorDep, MetricsDep, QueryLogDep, ServiceDep
 
 router = APIRouter(tags=["health"])
 _probe_limiter: CapacityLimiter | None = None
@@ -39,22 +39,22 @@ class Readiness(BaseModel):
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Not ready: the database does not answer"}},
 )
-async def readyz(service: ServiceDep) -> JSONResponse:
-    db_ok = await to_thread.run_sync(service.executor.ping, limiter=_probe_threads())
+async def readyz(service: ServiceDep, executor: ExecutorDep, querylog: QueryLogDep) -> JSONResponse:
+    db_ok = await to_thread.run_sync(executor.ping, limiter=_probe_threads())
     # The query log is not part of readiness: questions are answered while it is down (rows wait in memory).
     body = Readiness(
         ready=db_ok,
         model=service.model_id,
         model_loaded=True,
         database=db_ok,
-        querylog_pending=service.querylog.pending,
+        querylog_pending=querylog.pending,
     )
     return JSONResponse(body.model_dump(), status_code=200 if db_ok else 503)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(metrics: MetricsDep, service: ServiceDep) -> Response:
-    metrics.queue_depth.set(service.batcher.depth)
-    metrics.log_pending.set(service.querylog.pending)
-    metrics.log_dropped.set(service.querylog.dropped)
+async def metrics(metrics: MetricsDep, batcher: BatcherDep, querylog: QueryLogDep) -> Response:
+    metrics.queue_depth.set(batcher.depth)
+    metrics.log_pending.set(querylog.pending)
+    metrics.log_dropped.set(querylog.dropped)
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

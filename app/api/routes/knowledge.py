@@ -15,12 +15,12 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from app.api.deps import LimitedPrincipalDep, PrincipalDep, ServiceDep
+from app.api.deps import KnowledgePartsDep, LimitedPrincipalDep, PrincipalDep
 from app.knowledge import glossary
 from app.knowledge.examples import ExampleError, check
 from app.knowledge.feedback import FeedbackError, give
+from app.knowledge.parts import KnowledgeParts
 from app.knowledge.store import KnowledgeUnavailable
-from app.nl2sql.service import QueryService
 
 AUTH = {
     400: {"description": "The body could not be read"},
@@ -39,22 +39,22 @@ def unavailable(exc: KnowledgeUnavailable) -> HTTPException:
     return HTTPException(503, str(exc), headers={"Retry-After": "5"})
 
 
-def table_names(service: QueryService) -> list[str]:
+def table_names(kb: KnowledgeParts) -> list[str]:
     try:
-        return [t.name for t in service.catalog.schema.tables]
+        return [t.name for t in kb.catalog.schema.tables]
     except Exception:
         raise HTTPException(503, "The database is unavailable: its schema cannot be read.") from None
 
 
-def read_glossary(service: QueryService, allowed: Collection[str] | None) -> list[glossary.Entry]:
-    names = table_names(service) if allowed is not None else []
-    entries = service.knowledge.store.glossary(service.knowledge.database)
+def read_glossary(kb: KnowledgeParts, allowed: Collection[str] | None) -> list[glossary.Entry]:
+    names = table_names(kb) if allowed is not None else []
+    entries = kb.knowledge.store.glossary(kb.knowledge.database)
     return glossary.visible(entries, allowed, names)
 
 
-def write_glossary(service: QueryService, entries: list[glossary.Entry], allowed: Collection[str] | None):
+def write_glossary(kb: KnowledgeParts, entries: list[glossary.Entry], allowed: Collection[str] | None):
     """Replace what the key can see by `entries`; GlossaryError (-> 422) when an entry is not the key's to write."""
-    schema = service.catalog.schema
+    schema = kb.catalog.schema
     names = [t.name for t in schema.tables]
     mine = None if allowed is None else {t.lower() for t in allowed}
     if mine is not None:  # first: a key learns nothing about the columns of tables it cannot read
@@ -62,22 +62,22 @@ def write_glossary(service: QueryService, entries: list[glossary.Entry], allowed
             if not glossary.tables_of(e, names) <= mine:
                 raise glossary.GlossaryError(f"`{e.name}` is about tables this key cannot read.")
     glossary.check_against(entries, {t.name.lower(): {c.name.lower() for c in t.columns} for t in schema.tables})
-    final = service.knowledge.store.replace_glossary(
-        service.knowledge.database,
+    final = kb.knowledge.store.replace_glossary(
+        kb.knowledge.database,
         entries,
         keep=lambda e: mine is not None and not glossary.tables_of(e, names) <= mine,  # what the key cannot see
     )
-    service.knowledge.invalidate()
+    kb.knowledge.invalidate()
     return glossary.visible(final, allowed, names)
 
 
 @router.get("/api/glossary", summary="The business glossary of the connected database")
-async def get_glossary(service: ServiceDep, principal: PrincipalDep, format: str = "json"):
+async def get_glossary(kb: KnowledgePartsDep, principal: PrincipalDep, format: str = "json"):
     """`?format=yaml` exports it as YAML (the document `PUT` imports)."""
     if format not in ("json", "yaml"):
         raise HTTPException(422, "format: expected json or yaml.")
     try:
-        entries = await to_thread.run_sync(read_glossary, service, principal.tables)
+        entries = await to_thread.run_sync(read_glossary, kb, principal.tables)
     except KnowledgeUnavailable as exc:
         raise unavailable(exc) from None
     if format == "yaml":
@@ -114,7 +114,7 @@ async def get_glossary(service: ServiceDep, principal: PrincipalDep, format: str
         }
     },
 )
-async def put_glossary(request: Request, service: ServiceDep, principal: PrincipalDep) -> dict:
+async def put_glossary(request: Request, kb: KnowledgePartsDep, principal: PrincipalDep) -> dict:
     """The body is a glossary document, `{"terms": [...], "columns": [...]}`, as JSON or (Content-Type
     `application/yaml`) YAML. A key with an allow-list replaces only the entries about its tables."""
     body = await request.body()
@@ -130,7 +130,7 @@ async def put_glossary(request: Request, service: ServiceDep, principal: Princip
         )
         if entries is None:
             raise HTTPException(415, "Send the glossary as application/json or application/yaml.")
-        final = await to_thread.run_sync(write_glossary, service, entries, principal.tables)
+        final = await to_thread.run_sync(write_glossary, kb, entries, principal.tables)
     except glossary.GlossaryError as exc:
         raise HTTPException(422, str(exc)) from None
     except KnowledgeUnavailable as exc:
@@ -161,8 +161,8 @@ class FeedbackBody(BaseModel):
     )
 
 
-def visible_examples(service: QueryService, allowed: Collection[str] | None) -> list[dict]:
-    rows = service.knowledge.store.examples(service.knowledge.database)
+def visible_examples(kb: KnowledgeParts, allowed: Collection[str] | None) -> list[dict]:
+    rows = kb.knowledge.store.examples(kb.knowledge.database)
     if allowed is None:
         return rows
     keep = {t.lower() for t in allowed}
@@ -174,37 +174,31 @@ def public(row: dict) -> dict:
     return {k: row[k] for k in keys}
 
 
-def edit_example(service: QueryService, example_id: int, question: str, sql: str, allowed) -> dict | None:
+def edit_example(kb: KnowledgeParts, example_id: int, question: str, sql: str, allowed) -> dict | None:
     """The edited example, None when this key has no example with this id; ExampleError when it is refused."""
-    store, db = service.knowledge.store, service.knowledge.database
-    if example_id not in {r["id"] for r in visible_examples(service, allowed)}:
+    store, db = kb.knowledge.store, kb.knowledge.database
+    if example_id not in {r["id"] for r in visible_examples(kb, allowed)}:
         return None
-    s = service.settings
     pair = check(
-        question,
-        sql,
-        dialect=service.executor.dialect,
-        row_limit=s.row_limit,
-        allowed=allowed,
-        max_question=s.question_max_chars,
+        question, sql, dialect=kb.dialect, row_limit=kb.row_limit, allowed=allowed, max_question=kb.question_max_chars
     )
     store.update_example(db, example_id, pair.question, pair.sql, pair.tables)
-    service.knowledge.invalidate()
+    kb.knowledge.invalidate()
     return store.example(db, example_id)
 
 
-def delete_example(service: QueryService, example_id: int, allowed) -> bool:
-    if example_id not in {r["id"] for r in visible_examples(service, allowed)}:
+def delete_example(kb: KnowledgeParts, example_id: int, allowed) -> bool:
+    if example_id not in {r["id"] for r in visible_examples(kb, allowed)}:
         return False
-    gone = service.knowledge.store.delete_example(service.knowledge.database, example_id)
-    service.knowledge.invalidate()
+    gone = kb.knowledge.store.delete_example(kb.knowledge.database, example_id)
+    kb.knowledge.invalidate()
     return gone
 
 
 @router.get("/api/verified-examples", summary="Verified question/SQL pairs of the connected database")
-async def list_examples(service: ServiceDep, principal: PrincipalDep) -> dict:
+async def list_examples(kb: KnowledgePartsDep, principal: PrincipalDep) -> dict:
     try:
-        rows = await to_thread.run_sync(visible_examples, service, principal.tables)
+        rows = await to_thread.run_sync(visible_examples, kb, principal.tables)
     except KnowledgeUnavailable as exc:
         raise unavailable(exc) from None
     return {"examples": [public(r) for r in rows]}
@@ -215,11 +209,9 @@ async def list_examples(service: ServiceDep, principal: PrincipalDep) -> dict:
     summary="Edit a verified example (the SQL passes the guard)",
     responses={404: {"description": "No verified example has this id (or not one this key may see)"}},
 )
-async def put_example(example_id: ExampleId, body: ExampleBody, service: ServiceDep, principal: PrincipalDep) -> dict:
+async def put_example(example_id: ExampleId, body: ExampleBody, kb: KnowledgePartsDep, principal: PrincipalDep) -> dict:
     try:
-        row = await to_thread.run_sync(
-            edit_example, service, int(example_id), body.question, body.sql, principal.tables
-        )
+        row = await to_thread.run_sync(edit_example, kb, int(example_id), body.question, body.sql, principal.tables)
     except ExampleError as exc:
         raise HTTPException(422, str(exc)) from None
     except KnowledgeUnavailable as exc:
@@ -234,9 +226,9 @@ async def put_example(example_id: ExampleId, body: ExampleBody, service: Service
     summary="Delete a verified example",
     responses={404: {"description": "No verified example has this id (or not one this key may see)"}},
 )
-async def remove_example(example_id: ExampleId, service: ServiceDep, principal: PrincipalDep) -> dict:
+async def remove_example(example_id: ExampleId, kb: KnowledgePartsDep, principal: PrincipalDep) -> dict:
     try:
-        gone = await to_thread.run_sync(delete_example, service, int(example_id), principal.tables)
+        gone = await to_thread.run_sync(delete_example, kb, int(example_id), principal.tables)
     except KnowledgeUnavailable as exc:
         raise unavailable(exc) from None
     if not gone:
@@ -249,11 +241,11 @@ async def remove_example(example_id: ExampleId, service: ServiceDep, principal: 
     summary="👍/👎 on an answer; a 👎 may carry the right SQL",
     responses={404: {"description": "No answer has this id"}, 422: {"description": "Bad id, verdict or SQL"}},
 )
-async def feedback(body: FeedbackBody, service: ServiceDep, principal: LimitedPrincipalDep) -> dict:
+async def feedback(body: FeedbackBody, kb: KnowledgePartsDep, principal: LimitedPrincipalDep) -> dict:
     """A 👍 stores the answer's question and SQL as a verified example; a 👎 marks the answer wrong (the dashboards
     stop counting it as a success) and, with `sql`, stores that SQL as the verified answer once it passes the guard."""
     try:
-        res = await to_thread.run_sync(give, service, body.answer_id, body.verdict, body.sql, principal.tables)
+        res = await to_thread.run_sync(give, kb, body.answer_id, body.verdict, body.sql, principal.tables)
     except FeedbackError as exc:
         raise HTTPException(exc.status_code, exc.message) from None
     except KnowledgeUnavailable as exc:

@@ -11,7 +11,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app.api.deps import ServiceDep, UiLimitedPrincipalDep, UiPrincipalDep
+from app.api.deps import KnowledgePartsDep, ServiceDep, UiLimitedPrincipalDep, UiPrincipalDep
 from app.api.routes.knowledge import delete_example, edit_example, read_glossary, visible_examples, write_glossary
 from app.api.routes.ui import _page, templates
 from app.knowledge import glossary
@@ -30,14 +30,14 @@ def _fragment(request: Request, name: str, context: dict, status_code: int = 200
 @router.post("/ui/feedback", response_class=HTMLResponse)
 async def feedback(
     request: Request,
-    service: ServiceDep,
+    kb: KnowledgePartsDep,
     principal: UiLimitedPrincipalDep,
     answer_id: str = Form(""),
     verdict: str = Form(""),
     sql: str = Form(""),
 ) -> HTMLResponse:
     try:
-        res = await to_thread.run_sync(give, service, answer_id, verdict, sql or None, principal.tables)
+        res = await to_thread.run_sync(give, kb, answer_id, verdict, sql or None, principal.tables)
         ctx = {"ok": True, "message": res.message, "example_id": res.example_id, "verdict": res.verdict}
     except FeedbackError as exc:
         ctx = {"ok": False, "message": exc.message}
@@ -46,43 +46,47 @@ async def feedback(
     return _fragment(request, "_feedback_status.html", ctx)
 
 
-async def _glossary_context(service, principal, message: str | None = None, error: str | None = None, text=None):
+async def _glossary_context(kb, principal, message: str | None = None, error: str | None = None, text=None):
     try:
-        entries = await to_thread.run_sync(read_glossary, service, principal.tables)
+        entries = await to_thread.run_sync(read_glossary, kb, principal.tables)
     except Exception:  # KnowledgeUnavailable, or the schema (for a restricted key)
         return {"entries": [], "yaml": text or "", "error": error or "The glossary cannot be read right now."}
     return {"entries": entries, "yaml": glossary.to_yaml(entries) if text is None else text, "message": message}
 
 
 @router.get("/glossary", response_class=HTMLResponse)
-async def glossary_page(request: Request, service: ServiceDep, principal: UiPrincipalDep) -> HTMLResponse:
-    ctx = await _glossary_context(service, principal)
+async def glossary_page(
+    request: Request, kb: KnowledgePartsDep, service: ServiceDep, principal: UiPrincipalDep
+) -> HTMLResponse:
+    ctx = await _glossary_context(kb, principal)
     return _page(request, "glossary.html", principal, ctx | {"page": "glossary", "model_id": service.model_id})
 
 
 @router.post("/ui/glossary", response_class=HTMLResponse)
 async def save_glossary(
-    request: Request, service: ServiceDep, principal: UiPrincipalDep, yaml_text: str = Form("", alias="yaml")
+    request: Request, kb: KnowledgePartsDep, principal: UiPrincipalDep, yaml_text: str = Form("", alias="yaml")
 ) -> HTMLResponse:
     if len(yaml_text) > MAX_YAML:
-        return _fragment(request, "_glossary.html", await _glossary_context(service, principal, error="Too long."))
+        return _fragment(request, "_glossary.html", await _glossary_context(kb, principal, error="Too long."))
     try:
         entries = glossary.parse_yaml(yaml_text)
-        saved = await to_thread.run_sync(write_glossary, service, entries, principal.tables)
+        saved = await to_thread.run_sync(write_glossary, kb, entries, principal.tables)
     except glossary.GlossaryError as exc:  # the text stays in the editor, to be fixed
-        ctx = await _glossary_context(service, principal, text=yaml_text)
+        ctx = await _glossary_context(kb, principal, text=yaml_text)
         return _fragment(request, "_glossary.html", ctx | {"error": str(exc), "message": None})
     except Exception:
-        ctx = await _glossary_context(service, principal, text=yaml_text)
+        ctx = await _glossary_context(kb, principal, text=yaml_text)
         return _fragment(request, "_glossary.html", ctx | {"error": "The glossary could not be saved right now."})
-    ctx = await _glossary_context(service, principal, message=f"Saved: {len(saved)} entries.")
+    ctx = await _glossary_context(kb, principal, message=f"Saved: {len(saved)} entries.")
     return _fragment(request, "_glossary.html", ctx)
 
 
 @router.get("/examples", response_class=HTMLResponse)
-async def examples_page(request: Request, service: ServiceDep, principal: UiPrincipalDep) -> HTMLResponse:
+async def examples_page(
+    request: Request, kb: KnowledgePartsDep, service: ServiceDep, principal: UiPrincipalDep
+) -> HTMLResponse:
     try:
-        rows, error = await to_thread.run_sync(visible_examples, service, principal.tables), None
+        rows, error = await to_thread.run_sync(visible_examples, kb, principal.tables), None
     except KnowledgeUnavailable as exc:
         rows, error = [], str(exc)
     ctx = {"examples": rows, "error": error, "page": "examples", "model_id": service.model_id}
@@ -93,14 +97,14 @@ async def examples_page(request: Request, service: ServiceDep, principal: UiPrin
 async def save_example(
     request: Request,
     example_id: int,
-    service: ServiceDep,
+    kb: KnowledgePartsDep,
     principal: UiPrincipalDep,
     question: str = Form(""),
     sql: str = Form(""),
 ) -> HTMLResponse:
     ctx = {"e": {"id": example_id, "question": question, "sql": sql, "tables": [], "source": "edited"}}
     try:
-        row = await to_thread.run_sync(edit_example, service, example_id, question, sql, principal.tables)
+        row = await to_thread.run_sync(edit_example, kb, example_id, question, sql, principal.tables)
     except ExampleError as exc:
         return _fragment(request, "_example.html", ctx | {"error": str(exc)})
     except KnowledgeUnavailable as exc:
@@ -111,9 +115,9 @@ async def save_example(
 
 
 @router.post("/ui/examples/{example_id}/delete")
-async def remove_example(example_id: int, service: ServiceDep, principal: UiPrincipalDep) -> Response:
+async def remove_example(example_id: int, kb: KnowledgePartsDep, principal: UiPrincipalDep) -> Response:
     try:
-        await to_thread.run_sync(delete_example, service, example_id, principal.tables)
+        await to_thread.run_sync(delete_example, kb, example_id, principal.tables)
     except KnowledgeUnavailable as exc:
         return Response(str(exc), status_code=503)
     return HTMLResponse("")  # htmx swaps the example's card out

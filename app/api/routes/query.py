@@ -3,10 +3,11 @@
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from app.api.deps import LimitedPrincipalDep, MetricsDep, ServiceDep
+from app.api.deps import BatcherDep, LimitedPrincipalDep, MetricsDep, ServiceDep
 from app.api.errors import error_responses, queue_full, raise_for_unavailable
 from app.nl2sql.batcher import QueueFull
-from app.nl2sql.service import InvalidQuestion, Outcome
+from app.nl2sql.outcome import Category, Outcome, Status
+from app.nl2sql.service import InvalidQuestion
 
 # Both routes need an API key (401 otherwise) and count against its rate limit (429 + Retry-After).
 AUTH_RESPONSES = {
@@ -37,11 +38,10 @@ class SqlRequest(BaseModel):
 
 
 class QueryResponse(BaseModel):
-    status: str = Field(description="ok | empty | refused | error")
-    category: str = Field(
-        description="ok, empty_result, refused, syntax_error, unknown_table, unknown_column, "
-        "timeout, execution_error, no_sql"
-    )
+    """An Outcome's public fields (`Outcome.public`; a test keeps the two the same)."""
+
+    status: Status = Field(description="ok: rows with something in them; empty: nothing matched (not a success)")
+    category: Category = Field(description="Why the answer has its status (an error's kind, or ok)")
     question: str | None = None
     sql: str | None = Field(None, description="The SQL that ran (after the guard), or the refused SQL")
     message: str | None = None
@@ -64,7 +64,7 @@ class QueryResponse(BaseModel):
 
 def _response(out: Outcome) -> QueryResponse:
     raise_for_unavailable(out)
-    return QueryResponse(**{k: v for k, v in out.as_dict().items() if k in QueryResponse.model_fields})
+    return QueryResponse(**out.public())
 
 
 @router.post(
@@ -73,7 +73,7 @@ def _response(out: Outcome) -> QueryResponse:
     responses=error_responses(400, 503),
 )
 async def query(
-    body: QueryRequest, service: ServiceDep, metrics: MetricsDep, principal: LimitedPrincipalDep
+    body: QueryRequest, service: ServiceDep, batcher: BatcherDep, metrics: MetricsDep, principal: LimitedPrincipalDep
 ) -> QueryResponse:
     try:
         out = await service.ask(body.question, principal.tables)
@@ -81,7 +81,7 @@ async def query(
         raise HTTPException(422, str(exc)) from None
     except QueueFull as exc:
         metrics.shed.inc()
-        raise queue_full(exc, service.batcher.retry_after_s()) from None
+        raise queue_full(exc, batcher.retry_after_s()) from None
     return _response(out)
 
 

@@ -25,58 +25,28 @@ UNAUTHENTICATED = "Authentication required: send an API key as `Authorization: B
 INVALID_KEY = "The API key is not valid (unknown or revoked)."
 
 
-# `async def` although they only read app.state: FastAPI runs a plain `def` dependency on the shared worker threads,
-# where it would queue behind slow database work (and the readiness probe with it).
-async def get_service(request: Request) -> QueryService:
-    return request.app.state.service
+def _from_state(name: str):
+    """A dependency that returns the app's long-lived component `name` (set on app.state by app.main)."""
+
+    # `async def` although it only reads app.state: FastAPI runs a plain `def` dependency on the shared worker
+    # threads, where it would queue behind slow database work (and the readiness probe with it).
+    async def component(request: Request):
+        return getattr(request.app.state, name)
+
+    component.__name__ = f"get_{name}"
+    return component
 
 
-async def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-async def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
-
-
-async def get_auth(request: Request) -> Authenticator:
-    return request.app.state.auth
-
-
-async def get_catalog(request: Request) -> SchemaCatalog:
-    return request.app.state.catalog
-
-
-async def get_prompter(request: Request) -> Prompter:
-    return request.app.state.prompter
-
-
-async def get_querylog(request: Request) -> QueryLog:
-    return request.app.state.querylog
-
-
-async def get_batcher(request: Request) -> Batcher:
-    return request.app.state.batcher
-
-
-async def get_executor(request: Request) -> Executor:
-    return request.app.state.executor
-
-
-async def get_knowledge_parts(request: Request) -> KnowledgeParts:
-    return request.app.state.knowledge_parts
-
-
-ServiceDep = Annotated[QueryService, Depends(get_service)]
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-AuthDep = Annotated[Authenticator, Depends(get_auth)]
-CatalogDep = Annotated[SchemaCatalog, Depends(get_catalog)]
-PrompterDep = Annotated[Prompter, Depends(get_prompter)]  # the schema as the model sees it
-QueryLogDep = Annotated[QueryLog, Depends(get_querylog)]
-BatcherDep = Annotated[Batcher, Depends(get_batcher)]
-KnowledgePartsDep = Annotated[KnowledgeParts, Depends(get_knowledge_parts)]  # glossary, examples, feedback
-ExecutorDep = Annotated[Executor, Depends(get_executor)]
+ServiceDep = Annotated[QueryService, Depends(_from_state("service"))]
+SettingsDep = Annotated[Settings, Depends(_from_state("settings"))]
+MetricsDep = Annotated[Metrics, Depends(_from_state("metrics"))]
+AuthDep = Annotated[Authenticator, Depends(_from_state("auth"))]
+CatalogDep = Annotated[SchemaCatalog, Depends(_from_state("catalog"))]
+PrompterDep = Annotated[Prompter, Depends(_from_state("prompter"))]  # the schema as the model sees it
+QueryLogDep = Annotated[QueryLog, Depends(_from_state("querylog"))]
+BatcherDep = Annotated[Batcher, Depends(_from_state("batcher"))]
+KnowledgePartsDep = Annotated[KnowledgeParts, Depends(_from_state("knowledge_parts"))]  # glossary, examples, feedback
+ExecutorDep = Annotated[Executor, Depends(_from_state("executor"))]
 
 
 def _check_csrf(request: Request, principal: Principal) -> None:

@@ -8,13 +8,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = ROOT / "build"
+DEMO_DB_PATH = BUILD_DIR / "demo.sqlite"  # the demo business database (`make demo-db`, app.db.demo)
+MAX_NEW_TOKENS = 160  # how long an answer may get: the service's default, evaluation's and the benchmarks'
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_prefix="", extra="ignore")
 
     # The user's database: the one questions are asked of. Read-only access only.
-    database_url: str = f"sqlite:///{BUILD_DIR / 'demo.sqlite'}"
+    database_url: str = f"sqlite:///{DEMO_DB_PATH}"
     # The application's own database (query log). Never the user's database.
     querylog_url: str = f"sqlite:///{BUILD_DIR / 'querylog.sqlite'}"
 
@@ -38,7 +40,7 @@ class Settings(BaseSettings):
     statement_timeout_s: float = Field(5.0, gt=0, le=300)
 
     # Generation and batching queue.
-    max_new_tokens: int = Field(160, ge=8, le=1024)
+    max_new_tokens: int = Field(MAX_NEW_TOKENS, ge=8, le=1024)
     batch_max_size: int = Field(8, ge=1, le=64)
     batch_max_wait_ms: float = Field(10.0, ge=0, le=1000)
     # Bounded waits on a CPU that decodes a few questions a second: at most 2 batches wait, each for at most

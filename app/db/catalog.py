@@ -5,7 +5,6 @@ Its prompt text is `app.nl2sql.prompter.Prompter`'s job: this module knows datab
 from __future__ import annotations
 
 import threading
-import time
 
 import sqlalchemy as sa
 
@@ -18,13 +17,12 @@ class SchemaCatalog:
         self._sample_values = sample_values
         self._lock = threading.Lock()
         self._schema: Schema | None = None
-        self.loaded_at: float | None = None
 
     def refresh(self) -> Schema:
         """Read the schema again; a new Schema object, so whatever was derived from the old one is rebuilt."""
         schema = introspect(self._engine, sample_values=self._sample_values)
         with self._lock:
-            self._schema, self.loaded_at = schema, time.time()
+            self._schema = schema
         return schema
 
     @property

@@ -23,9 +23,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-from app.core.config import BUILD_DIR
+from app.core.config import DEMO_DB_PATH
 
-DEFAULT_PATH = BUILD_DIR / "demo.sqlite"
+DEFAULT_PATH = DEMO_DB_PATH
 START, END = date(2024, 1, 1), date(2025, 12, 31)
 
 # --- schema --------------------------------------------------------------------------------------------------

@@ -12,9 +12,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from app.core.config import DEMO_DB_PATH
 from app.knowledge import glossary
 from app.knowledge.examples import ExampleIndex
 from app.knowledge.store import KnowledgeStore, KnowledgeUnavailable, database_key
@@ -28,9 +29,7 @@ def seed_for(database_url: str, glossary_file: Path | None) -> Path | None:
     """The glossary to import where the database has none: `glossary_file`, or the demo's for the demo database."""
     if glossary_file is not None:
         return glossary_file
-    from app.db.demo import DEFAULT_PATH
-
-    return DEMO_GLOSSARY if database_key(database_url) == database_key(f"sqlite:///{DEFAULT_PATH}") else None
+    return DEMO_GLOSSARY if database_key(database_url) == database_key(f"sqlite:///{DEMO_DB_PATH}") else None
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,6 @@ class Context:
     notes: str = ""  # glossary lines, written under the schema in the first user turn
     terms: tuple[str, ...] = ()  # the glossary entries used (names)
     earlier: tuple[tuple[str, str], ...] = ()  # verified (question, SQL) turns, most similar last
-    example_ids: tuple[int, ...] = field(default=())
 
 
 @dataclass
@@ -117,5 +115,4 @@ class Knowledge:
             notes=glossary.format_entries(chosen),
             terms=tuple(e.name for e in chosen),
             earlier=tuple((e["question"], e["sql"]) for e in picked),
-            example_ids=tuple(e["id"] for e in picked),
         )

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from app.core.config import MAX_NEW_TOKENS
+
 if TYPE_CHECKING:
     from app.nl2sql.constrain import SchemaNames
 
-MAX_NEW_TOKENS = 160  # the one default for how long an answer may get (Settings.max_new_tokens, evaluation, bench)
+__all__ = ["GREEDY", "MAX_NEW_TOKENS", "Generation", "GenerationRequest", "Generator", "Sampling", "StepDecoder"]
 
 
 @dataclass(frozen=True)

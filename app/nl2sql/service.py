@@ -165,6 +165,16 @@ class QueryService:
             out.message = f"Nothing matched: {what}. Check the value in the question or the SQL below."
         return out
 
+    def _candidates(self, prompt: str, names: SchemaNames | None, also_queued: int) -> list[Sampling]:
+        """The seeded samplers of the execution-guided candidates, or none when they (and `also_queued` requests
+        more) would fill over half the queue: under load, capacity goes to other users' first answers."""
+        s = self.settings
+        samplers = candidate_sampling(prompt, s.exec_guided_candidates, s.exec_guided_temperature, names)
+        if self.batcher.depth + len(samplers) + also_queued > s.queue_max_size // 2:
+            self.metrics.exec_guided.labels("skipped_busy").inc()
+            return []
+        return samplers
+
     async def _execution_guided(
         self,
         prompt: str,
@@ -174,11 +184,8 @@ class QueryService:
         names: SchemaNames | None = None,
     ) -> Outcome:
         """Draw sampled candidates for a failed greedy answer; answer the first that runs with rows, or the best."""
-        samplers = candidate_sampling(
-            prompt, self.settings.exec_guided_candidates, self.settings.exec_guided_temperature, names
-        )
-        if self.batcher.depth + len(samplers) > self.settings.queue_max_size // 2:
-            self.metrics.exec_guided.labels("skipped_busy").inc()  # under load, answer now: capacity goes first
+        samplers = self._candidates(prompt, names, also_queued=0)
+        if not samplers:  # under load, answer now
             return greedy
         g0 = time.perf_counter()
         # all candidates decode together; each is judged as soon as it and those before it are done, and the first
@@ -222,12 +229,7 @@ class QueryService:
     ) -> Outcome:
         """Voting: the greedy answer and the sampled candidates decode together in one batch, every distinct SQL
         runs once, and the answer is the one whose result most of them share (`vote_index`; greedy wins ties)."""
-        samplers = candidate_sampling(
-            prompt, self.settings.exec_guided_candidates, self.settings.exec_guided_temperature, names
-        )
-        if self.batcher.depth + len(samplers) + 1 > self.settings.queue_max_size // 2:
-            self.metrics.exec_guided.labels("skipped_busy").inc()  # under load, greedy alone: capacity goes first
-            samplers = []
+        samplers = self._candidates(prompt, names, also_queued=1)  # none under load: greedy alone
         requests = [GenerationRequest(prompt, Sampling(names=names))] + [GenerationRequest(prompt, s) for s in samplers]
         g0 = time.perf_counter()
         tasks = [asyncio.ensure_future(self.batcher.submit(r)) for r in requests]

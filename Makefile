@@ -72,8 +72,10 @@ system-deps: ## PostgreSQL server binaries and Chromium for the tests (Debian)
 test: setup model $(TEST_MODEL) demo-db system-deps ## the whole suite, slow tests included
 	BASE_MODEL=$(TEST_BASE) MODEL_DIR=$(CURDIR)/build/onnx/$(TEST_BASE)/fp32 $(PY) -m pytest -q
 
-test-fast: setup
-	BASE_MODEL=$(TEST_BASE) MODEL_DIR=$(CURDIR)/build/onnx/$(TEST_BASE)/fp32 $(PY) -m pytest -q -m "not slow and not browser"
+# no model needed: every test that loads one is marked slow (the service is tested on tests/fakes.py's generator);
+# the PostgreSQL tests run here too, on the server binaries (`make system-deps`), in seconds
+test-fast: setup ## the suite without the model and the browser: a fresh clone, a few minutes
+	$(PY) -m pytest -q -m "not slow and not browser"
 
 lint: setup
 	$(VENV)/bin/ruff check app models tests bench

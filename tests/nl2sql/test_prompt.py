@@ -1,6 +1,8 @@
 """The one prompt builder: training (models.data) and serving (the schema catalog of the service) produce the
 same text for the same database and question."""
 
+import pytest
+
 from app.db.catalog import SchemaCatalog
 from app.nl2sql.prompt import build_prompt, build_target, normalize_sql
 from app.sql.executor import Executor
@@ -10,6 +12,7 @@ from models.data import SPIDER_DIR, Pair, encode, schema_text, sqlite_path
 DB_ROOT = SPIDER_DIR / "database"
 
 
+@pytest.mark.slow  # reads the base model's tokenizer from its GGUF (~20-40 s)
 def test_training_and_serving_prompts_are_identical():
     pair = Pair("concert_singer", "How many singers do we have?", "SELECT count(*) FROM singer")
     executor = Executor(f"sqlite:///{sqlite_path(DB_ROOT, pair.db_id)}")

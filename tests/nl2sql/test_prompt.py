@@ -54,6 +54,7 @@ def test_names_that_need_quoting_are_written_quoted():
     assert format_table(t) == '"Order Details"(OrderID int PK -> "Orders Archive".ID, "Unit Price" num)'
 
 
+@pytest.mark.slow  # the same GGUF tokenizer
 def test_packed_sequence_writes_the_schema_once_and_marks_every_sql_turn():
     from app.nl2sql.prompt import build_followup
     from models.data import pack, target_spans

@@ -73,8 +73,9 @@ test: setup model $(TEST_MODEL) demo-db system-deps ## the whole suite, slow tes
 	BASE_MODEL=$(TEST_BASE) MODEL_DIR=$(CURDIR)/build/onnx/$(TEST_BASE)/fp32 $(PY) -m pytest -q
 
 # no model needed: every test that loads one is marked slow (the service is tested on tests/fakes.py's generator);
-# the PostgreSQL tests run here too, on the server binaries (`make system-deps`), in seconds
-test-fast: setup ## the suite without the model and the browser: a fresh clone, a few minutes
+# the PostgreSQL tests run here too, on the server binaries (`make system-deps`), in seconds; the demo database
+# (a second to build) is read by the evaluation's command-line checks
+test-fast: setup demo-db ## the suite without the model and the browser: a fresh clone, a few minutes
 	$(PY) -m pytest -q -m "not slow and not browser"
 
 lint: setup

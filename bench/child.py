@@ -1,14 +1,14 @@
 """Run one benchmark stage in a fresh process (its own ONNX Runtime session, arena and peak RSS) and read back the
-JSON it prints (all of stdout, or its last line after progress lines); a failure or a timeout becomes {"error": ...} instead of an exception."""
+JSON it prints (all of stdout, or its last line after progress lines); a failure or a timeout becomes
+{"error": ...} instead of an exception."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench import ROOT
 
 
 def run_json(module: str, *args: str, timeout_s: float = 600, on_timeout: str = "") -> dict:

@@ -14,12 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,12 +26,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from app.core.config import BUILD_DIR
+from app.core.config import DEMO_DB_PATH
 from bench import gguf_export
+from bench.server import ServerProcess
 from models.bases import get_base
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_DB = BUILD_DIR / "demo.sqlite"
 SERVED = "onnx-int8"  # what `make run` serves: the Spider latency pass times this one
 
 
@@ -45,8 +41,7 @@ def targets() -> dict[str, dict]:
         "onnx-int8": {"cmd": [py, "-m", "app"], "env": {"MODEL_DIR": str(get_base().onnx_dir / "int8")}},
         "llamacpp-q4_1": {
             "cmd": [py, "-m", "bench.serve_llamacpp", "--gguf", str(gguf_export.ours_gguf("q4_1")), "--fine-tuned"],
-            # continuous batching steps our ONNX engine's decode loop; llama-cpp-python takes whole batches
-            "env": {"CONTINUOUS_BATCHING": "false"},
+            "env": {},
         },
     }
 
@@ -61,73 +56,6 @@ def missing_reason(name: str) -> str | None:
     else:
         path = Path(targets()[name]["env"]["MODEL_DIR"]) / "model.onnx"
     return None if path.exists() else f"not built: {path}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """One server process on a free loopback port, ready when /readyz answers 200; stopped on exit."""
-
-    def __init__(self, target: dict, database_url: str, workdir: Path, ready_timeout_s: float = 180):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = os.environ | target["env"]
-        env |= {
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "DATABASE_URL": database_url,
-            "QUERYLOG_URL": f"sqlite:///{workdir / 'querylog.sqlite'}",
-            "AUTH_DISABLED": "1",
-            # the sweep is one client address sending hundreds of requests: the per-client limiter must not shed them
-            "RATE_LIMIT_PER_MINUTE": "100000",
-            "RATE_LIMIT_BURST": "10000",
-            "MAX_IN_FLIGHT_PER_KEY": "1000",  # one load generator is one client: measure the queue, not the cap
-            "HF_HUB_OFFLINE": "1",
-        }
-        self.log = workdir / f"server-{self.port}.log"
-        self.cmd, self.env, self.ready_timeout_s = target["cmd"], env, ready_timeout_s
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> Server:
-        with self.log.open("w") as log:
-            self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited ({self.proc.returncode}): {self._tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.__exit__(None, None, None)
-        raise RuntimeError(f"server not ready after {self.ready_timeout_s:.0f} s: {self._tail()}")
-
-    def _tail(self) -> str:
-        return " | ".join(self.log.read_text(errors="replace").strip().splitlines()[-3:])[-400:]
-
-    def peak_rss_mb(self) -> float | None:
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-        except OSError:
-            return None
-        return None
-
-    def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def batch_histogram(url: str) -> tuple[float, float]:
@@ -268,8 +196,8 @@ def sweep(
                 continue
             try:
                 target = targets()[name]
-                target["env"] |= extra_env
-                with Server(target, f"sqlite:///{DEMO_DB}", work) as srv:
+                env = target["env"] | extra_env
+                with ServerProcess(work / name, f"sqlite:///{DEMO_DB_PATH}", cmd=target["cmd"], **env) as srv:
                     asyncio.run(_load(srv.url, questions[:warmup], 1, 120))
                     rows = []
                     for c in levels:
@@ -282,7 +210,7 @@ def sweep(
                         rows.append(r)
                     out["targets"][name] = {"levels": rows, "server_peak_rss_mb": srv.peak_rss_mb()}
                     if any(r["errors"] for r in rows):
-                        out["targets"][name]["server_log_tail"] = srv._tail()
+                        out["targets"][name]["server_log_tail"] = srv.log_tail(400)
             except RuntimeError as exc:
                 print(f"  http {name}: failed: {exc}", flush=True)
                 out["targets"][name] = {"error": str(exc)}
@@ -299,8 +227,8 @@ def sweep(
                     runs["spider_c1_sweep_env"] = extra_env
                 for key, env in runs.items():
                     target = targets()[SERVED]
-                    target["env"] |= env
-                    with Server(target, f"sqlite:///{copy}", work) as srv:
+                    served_env = target["env"] | env
+                    with ServerProcess(work / key, f"sqlite:///{copy}", cmd=target["cmd"], **served_env) as srv:
                         asyncio.run(_load(srv.url, qs[:warmup], 1, 120))
                         r = level(srv.url, qs, 1)
                     out[key] = {"target": SERVED, "db_id": db_id, "server_env": env, **r}

@@ -11,7 +11,7 @@ Reports requests/s, p50/p95/p99 latency per status class, counts per status, con
 RSS (VmRSS) after warm-up and at the end, batch sizes reached, and whether every answered request has its
 query-log row. Prints a table and writes reports/bench/load-<timestamp>.json.
 
-`ServerProcess` and `run_load` are reused by tests/load/ and tests/reliability/.
+`run_load` is reused by tests/load/ and tests/reliability/; the server is bench.server's `ServerProcess`.
 """
 
 from __future__ import annotations
@@ -19,13 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import signal
-import socket
-import sqlite3
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,116 +30,10 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-REPORT_DIR = ROOT / "reports" / "bench"
-_STARTUP_TIMEOUT_S = 180  # model load on a busy 2-core machine
+from bench import REPORT_DIR
+from bench.server import ServerProcess
+
 _TIMEOUTS = ("ReadTimeout", "WriteTimeout", "ConnectTimeout", "PoolTimeout")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    """`python -m app` as a child process on a free loopback port, with its own query log under `workdir`."""
-
-    def __init__(self, workdir: Path, database_url: str | None = None, **env: str) -> None:
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.querylog_path = self.workdir / "querylog.sqlite"
-        self.log_path = self.workdir / "server.log"
-        self.env = {
-            **os.environ,
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "QUERYLOG_URL": f"sqlite:///{self.querylog_path}",
-            "AUTH_DISABLED": "1",
-            "API_KEYS_FILE": str(self.workdir / "api_keys.json"),
-            # The per-client limit would answer 429 long before the model queue fills; raise it to test the queue.
-            "RATE_LIMIT_PER_MINUTE": "100000",
-            "RATE_LIMIT_BURST": "10000",
-            "MAX_IN_FLIGHT_PER_KEY": "1000",  # one load generator is one client: measure the queue, not the cap
-            "HF_HUB_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
-        if database_url:
-            self.env["DATABASE_URL"] = database_url
-        self.env.update(env)
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> ServerProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        deadline = time.monotonic() + _STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        self.kill()
-        raise RuntimeError(f"the server did not start within {_STARTUP_TIMEOUT_S} s:\n{self.log_tail()}")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def rss_mb(self) -> float | None:
-        """Resident memory of the server process (VmRSS), None once it has exited."""
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-        except OSError:
-            return None
-        return None
-
-    def terminate(self, timeout_s: float = 60) -> int:
-        """SIGTERM, then wait for a graceful exit; the exit code (SIGKILL after `timeout_s`, code -9)."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return self.proc.returncode
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def querylog_rows(self) -> list[dict]:
-        with sqlite3.connect(self.querylog_path) as conn:
-            conn.row_factory = sqlite3.Row
-            return [
-                dict(r)
-                for r in conn.execute("SELECT source, question, sql, status, category FROM query_log ORDER BY id")
-            ]
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill()
 
 
 class RssSampler:

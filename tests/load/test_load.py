@@ -1,15 +1,17 @@
 """A bounded load run against the real server (`python -m app` on loopback): under saturation it sheds load fast
 with 429/503 + Retry-After, never answers 500 or drops a connection, keeps its memory flat, and logs every answer.
 
-The same code as `make load` (bench/load.py), smaller: 300 requests from 32 closed-loop clients that ignore
-Retry-After. The model decodes a few questions a second here, so most questions must be shed, quickly.
+The same code as `make load` (bench/load.py, its server from bench/server.py), smaller: 300 requests from 32
+closed-loop clients that ignore Retry-After. The model decodes a few questions a second here, so most questions must
+be shed, quickly.
 """
 
 from dataclasses import replace
 
 import pytest
 
-from bench.load import LoadConfig, ServerProcess, run_load, warm_up, workload
+from bench.load import LoadConfig, run_load, warm_up, workload
+from bench.server import ServerProcess
 
 pytestmark = pytest.mark.slow
 

@@ -369,13 +369,6 @@ def on_same_questions(ids_from: Path, runs: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def token_counter(generator):
-    """How the generator counts prompt tokens (the glossary budget is in tokens)."""
-    if hasattr(generator, "count_tokens"):
-        return generator.count_tokens
-    return lambda text: len(generator.tok(text, add_special_tokens=False).input_ids)
-
-
 def choice_rules(path: Path) -> dict[str, float]:
     """From a `--vote` run's records: EX of the greedy answers, of the service's default rule (the first answer that
     runs with rows, greedy first), of voting, and of an oracle that always picks a right candidate when there is one
@@ -482,18 +475,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from models.generators import make_generator
 
-    if (a.candidates or a.constrained) and a.engine != "onnx":
-        print(
-            "--candidates and --constrained need --engine onnx (the serving engine; torch here is plain greedy)",
-            file=sys.stderr,
-        )
-        return 2
     generator = make_generator(a.engine, a.model_dir, a.adapter, a.threads)
     context = None
     if a.glossary or a.examples:
         try:
             context = BusinessContext.from_args(
-                suite, a.glossary, a.examples, a.folds, a.glossary_budget, token_counter(generator)
+                suite, a.glossary, a.examples, a.folds, a.glossary_budget, generator.count_tokens
             )
         except (OSError, ValueError) as exc:  # GlossaryError is a ValueError
             print(f"business context: {exc}", file=sys.stderr)

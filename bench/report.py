@@ -292,7 +292,7 @@ def markdown(result: dict, plots: dict[str, str]) -> str:
     if steps:
         lines += ["", "## What batching can buy (decode step by batch and context, served model)", ""]
         if "cells" in steps:
-            from bench.step_cost import markdown as step_table
+            from bench.experiments.step_cost import markdown as step_table
 
             lines += step_table(steps)
             lines += [

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,10 +130,32 @@ def pick_token(
     return tok
 
 
+def served_session_options(threads: int = 0) -> ort.SessionOptions:
+    """How the served model's session runs: all graph optimizations, sequential, `threads` intra-op threads (0: one
+    per core)."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads:
+        opts.intra_op_num_threads = threads
+    return opts
+
+
 class OnnxGenerator:
-    def __init__(self, model_dir: Path, threads: int = 0, prefix_cache_entries: int = 4, io_binding: bool = True):
+    def __init__(
+        self,
+        model_dir: Path,
+        threads: int = 0,
+        prefix_cache_entries: int = 4,
+        io_binding: bool = True,
+        *,
+        session_options: ort.SessionOptions | None = None,
+        wrap_session: Callable[[ort.InferenceSession], ort.InferenceSession] | None = None,
+    ):
         """`io_binding=False` runs decode steps with `session.run` and numpy feeds (the earlier path, kept for
-        bench.kv_binding to compare against)."""
+        bench.experiments.kv_binding to compare against). For benchmarks only: `session_options` replaces the
+        served ones (`threads` is then theirs to set), and `wrap_session` gets the session and returns what the
+        engine calls instead (a stand-in that times or records its runs and passes everything else through)."""
         model_dir = self._model_dir = Path(model_dir)
         onnx_path = model_dir / "model.onnx"
         if not onnx_path.exists():
@@ -142,16 +164,14 @@ class OnnxGenerator:
             self.manifest = json.loads((model_dir / "querywise.json").read_text())
         except (OSError, ValueError):
             self.manifest = {}
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if threads:
-            opts.intra_op_num_threads = threads
+        opts = session_options or served_session_options(threads)
         try:
             self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
             self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         except Exception as exc:  # onnxruntime raises several unrelated types for a corrupt file
             raise ModelLoadError(f"cannot load the model at {model_dir}: {str(exc).splitlines()[0][:200]}") from exc
+        if wrap_session is not None:
+            self.session = wrap_session(self.session)
         self.kv_names = [i.name for i in self.session.get_inputs() if i.name.startswith("past_key_values.")]
         shape = self.session.get_inputs()[3].shape  # [batch, kv_heads, past, head_dim]
         self.kv_heads, self.head_dim = int(shape[1]), int(shape[3])
@@ -245,8 +265,12 @@ class DecodeBatch:
     """Rows decoding together. A row joins at a step boundary (prefilled alone, its KV merged, left-padded) and
     leaves as soon as it finishes, so the others stop paying for it; this is what continuous batching builds on."""
 
-    def __init__(self, gen: OnnxGenerator):
+    def __init__(self, gen: OnnxGenerator, *, ignore_stop: bool = False, io_binding: bool | None = None):
+        """For benchmarks only: `ignore_stop` decodes every row to exactly its `max_new_tokens` (the same work
+        whatever the weights write); `io_binding` picks this batch's decode path (None: the generator's)."""
         self.gen = gen
+        self.stop_ids = set() if ignore_stop else gen.stop_ids
+        self._io_binding = io_binding
         self.rows: list[_Row] = []
         self.kv: list[np.ndarray | ort.OrtValue] = []  # OrtValues straight from the last step, arrays after a join
         self.mask = np.zeros((0, 0), dtype=np.int64)
@@ -270,7 +294,7 @@ class DecodeBatch:
         logits, present = self.gen.prefill(ids)
         first = pick_token(logits, sampling, rng, constraint)
         row = _Row(key, len(ids), max_new_tokens, sampling, rng, constraint, len(ids), [])
-        if first in self.gen.stop_ids or max_new_tokens < 1:
+        if first in self.stop_ids or max_new_tokens < 1:
             return self._generation(row)
         row.tokens.append(first)
         if len(row.tokens) >= max_new_tokens:
@@ -307,14 +331,15 @@ class DecodeBatch:
         self.mask = np.concatenate([self.mask, np.ones((B, 1), np.int64)], axis=1)
         ids = np.array([[r.tokens[-1]] for r in self.rows], dtype=np.int64)
         pos = np.array([[r.pos] for r in self.rows], dtype=np.int64)
-        logits = self._run_bound(ids, pos) if self.gen.io_binding else self._run_feed(ids, pos)
+        bound = self.gen.io_binding if self._io_binding is None else self._io_binding
+        logits = self._run_bound(ids, pos) if bound else self._run_feed(ids, pos)
         finished, keep = {}, []
         for i, r in enumerate(self.rows):
             r.pos += 1
             tok = pick_token(logits[i, -1], r.sampling, r.rng, r.constraint)
-            if tok not in self.gen.stop_ids:
+            if tok not in self.stop_ids:
                 r.tokens.append(tok)
-            if tok in self.gen.stop_ids or len(r.tokens) >= r.max_new_tokens:
+            if tok in self.stop_ids or len(r.tokens) >= r.max_new_tokens:
                 finished[r.key] = self._generation(r)
             else:
                 keep.append(i)
@@ -359,7 +384,8 @@ class DecodeBatch:
     def _run_bound(self, ids: np.ndarray, pos: np.ndarray) -> np.ndarray:
         """One step with IO binding: each present OrtValue is bound as the next step's past as it is, and logits
         land in a buffer kept for the batch size. (`session.run` on ORT 1.2x+ shares numpy memory both ways as
-        well; the KV copies that remain are in the graph: see models.attention_graph and bench.kv_binding.)"""
+        well; the KV copies that remain are in the graph: see models.attention_graph and
+        bench.experiments.kv_binding.)"""
         if self._io is None:
             self._io = self.gen.session.io_binding()
         io, B = self._io, len(ids)

@@ -79,7 +79,7 @@ def test_http_sweep_through_a_real_server() -> None:
 
 
 def test_step_cost_table_on_the_real_model() -> None:
-    from bench import step_cost
+    from bench.experiments import step_cost
 
     result = step_cost.measure(batches=(1, 3), contexts=(12, 48), steps=2)
     assert [(c["batch"], c["context"]) for c in result["cells"]] == [(1, 12), (3, 12), (1, 48), (3, 48)]
@@ -99,5 +99,5 @@ def test_stages_in_their_own_process_give_their_json_or_the_reason_they_failed(t
 
     prof = _profile(engines.specs()["onnx-fp32"].path, 3)  # prints its result as indented JSON
     assert prof["new_tokens"] == 3 and prof["decode"]["runs"] >= 1, prof
-    failed = run_json("bench.step_cost", "--model-dir", str(tmp_path))
+    failed = run_json("bench.experiments.step_cost", "--model-dir", str(tmp_path))
     assert set(failed) == {"error"} and "no model at" in failed["error"]

@@ -3,7 +3,8 @@
 import onnxruntime as ort
 import pytest
 
-from bench import ort_session
+from app.nl2sql.engine import served_session_options
+from bench.experiments import ort_session
 from models.bases import get_base
 
 
@@ -12,6 +13,9 @@ def test_each_variant_sets_the_session_options_it_names() -> None:
     assert opts["served"].graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert opts["served"].execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
     assert opts["served"].intra_op_num_threads == 0  # onnxruntime's default, as the engine leaves it
+    engine = served_session_options()
+    for setting in ("graph_optimization_level", "execution_mode", "intra_op_num_threads", "inter_op_num_threads"):
+        assert getattr(opts["served"], setting) == getattr(engine, setting), setting
     assert opts["threads-1"].intra_op_num_threads == 1
     assert opts["no-spin"].get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert opts["opt-off"].graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL

@@ -1,9 +1,9 @@
 """KV cache between decode steps: the cost of one step with the numpy feed path, with IO binding, and with the
 attention graph that broadcasts K/V over query-head groups instead of copying them (models.attention_graph).
 
-    python -m bench.kv_binding                              # served fp32 model; batch 1 and 8; ~150 and ~600 tokens
-    python -m bench.kv_binding --steps 16 --repeats 1       # quicker
-    python -m bench.kv_binding --model-dir build/onnx/int8
+    python -m bench.experiments.kv_binding                          # fp32 model; batch 1 and 8; ~150 and ~600 tokens
+    python -m bench.experiments.kv_binding --steps 16 --repeats 1   # quicker
+    python -m bench.experiments.kv_binding --model-dir build/onnx/int8
 
 Paths, all in one process on the same prompts:
 - `feed`: `session.run` with numpy feeds, the exported graph (the engine before this change);
@@ -35,23 +35,11 @@ import onnxruntime as ort
 from app.core.config import BUILD_DIR
 from app.nl2sql.engine import DecodeBatch, OnnxGenerator
 from app.nl2sql.prompt import build_prompt, format_schema
+from bench import REPORT_DIR, memory
 from models.bases import get_base
 
-ROOT = Path(__file__).resolve().parents[1]
-REPORT_DIR = ROOT / "reports" / "bench"
 BCAST_DIR = BUILD_DIR / "bench" / "attention-bcast"
 CONTEXTS = {"short": (120, 190), "long": (540, 700)}  # prompt tokens accepted for each context
-
-
-def _rss_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _reset_peak_rss() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux)
 
 
 def pick_prompts(gen: OnnxGenerator, per_context: int) -> dict[str, list[str]]:
@@ -105,7 +93,7 @@ def bcast_model(src: Path) -> Path:
 
 
 class _OrtClock:
-    """Stands in for the session and adds up the time spent inside ONNX Runtime."""
+    """Stands in for the session (OnnxGenerator's `wrap_session`) and adds up the time spent inside ONNX Runtime."""
 
     def __init__(self, session: ort.InferenceSession):
         self._session, self.seconds = session, 0.0
@@ -128,43 +116,40 @@ class _OrtClock:
         return getattr(self._session, name)
 
 
-def decode(gen: OnnxGenerator, prompts: list[str], steps: int) -> tuple[list[float], list[float], list[str]]:
-    """Prefill `prompts` into one batch, then exactly `steps` decode steps: each step's wall and ORT seconds, and
-    the texts (for the identity check)."""
-    clock = _OrtClock(gen.session)
-    saved_session, saved_stops = gen.session, gen.stop_ids
-    gen.session, gen.stop_ids = clock, set()
-    try:
-        batch, texts = DecodeBatch(gen), {}
-        for i, p in enumerate(prompts):
-            batch.add(i, p, steps + 1)  # the first token comes from the prefill
-        wall, inside = [], []
-        while len(batch):
-            clock.seconds = 0.0
-            t0 = time.perf_counter()
-            texts |= batch.step()
-            wall.append(time.perf_counter() - t0)
-            inside.append(clock.seconds)
-    finally:
-        gen.session, gen.stop_ids = saved_session, saved_stops
+def decode(gen: OnnxGenerator, prompts: list[str], steps: int, io_binding: bool) -> tuple[list, list, list[str]]:
+    """Prefill `prompts` into one batch, then exactly `steps` decode steps on the path `io_binding` names: each
+    step's wall and ORT seconds, and the texts (for the identity check). `gen` runs its session through _OrtClock."""
+    clock: _OrtClock = gen.session
+    batch, texts = DecodeBatch(gen, ignore_stop=True, io_binding=io_binding), {}
+    for i, p in enumerate(prompts):
+        batch.add(i, p, steps + 1)  # the first token comes from the prefill
+    wall, inside = [], []
+    while len(batch):
+        clock.seconds = 0.0
+        t0 = time.perf_counter()
+        texts |= batch.step()
+        wall.append(time.perf_counter() - t0)
+        inside.append(clock.seconds)
     return wall, inside, [texts[i].text for i in range(len(prompts))]
 
 
 def run(model_dir: Path, steps: int, repeats: int, batches: list[int], threads: int, bcast: bool) -> dict:
     t0 = time.perf_counter()
-    base = OnnxGenerator(model_dir, threads, prefix_cache_entries=2 * max(batches))
+    entries = 2 * max(batches)
+    base = OnnxGenerator(model_dir, threads, prefix_cache_entries=entries, wrap_session=_OrtClock)
     gens = {"feed": base, "iobind": base}
     if bcast and base.manifest.get("attention"):  # exports carry the rewrite now (models/export.py)
         print(f"{model_dir} already runs the rewritten attention: no separate iobind+bcast path", flush=True)
         bcast = False
     if bcast:
-        gens["iobind+bcast"] = OnnxGenerator(bcast_model(model_dir), threads, prefix_cache_entries=2 * max(batches))
+        gens["iobind+bcast"] = OnnxGenerator(
+            bcast_model(model_dir), threads, prefix_cache_entries=entries, wrap_session=_OrtClock
+        )
     load_s = time.perf_counter() - t0
     prompts = pick_prompts(base, max(batches))
     for name, gen in gens.items():  # warm-up: kernel selection, arena growth, the prefix cache
-        gen.io_binding = name != "feed"
         for ctx in prompts:
-            decode(gen, prompts[ctx][: max(batches)], 2)
+            decode(gen, prompts[ctx][: max(batches)], 2, io_binding=name != "feed")
     paths = list(gens)
     results = []
     for ctx, ctx_prompts in prompts.items():
@@ -173,13 +158,11 @@ def run(model_dir: Path, steps: int, repeats: int, batches: list[int], threads: 
             acc = {p: {"wall": [], "ort": [], "texts": None, "peak": 0.0, "growth": 0.0} for p in paths}
             for r in range(repeats):
                 for path in paths if r % 2 == 0 else paths[::-1]:
-                    gen = gens[path]
-                    gen.io_binding = path != "feed"
-                    rss0 = _rss_mb("VmRSS")
-                    _reset_peak_rss()
-                    wall, inside, texts = decode(gen, ps, steps)
+                    rss0 = memory.rss_mb()
+                    memory.reset_peak_rss()
+                    wall, inside, texts = decode(gens[path], ps, steps, io_binding=path != "feed")
                     a = acc[path]
-                    peak = _rss_mb("VmHWM")
+                    peak = memory.peak_rss_mb()
                     a["peak"], a["growth"] = max(a["peak"], peak), max(a["growth"], peak - rss0)
                     a["wall"] += wall
                     a["ort"] += inside

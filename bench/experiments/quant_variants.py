@@ -1,7 +1,7 @@
 """Quantization variants of the served ONNX model, side by side: size, speed, batch invariance, agreement, EX.
 
-    python -m bench.quant_variants                                   # every variant, EX on 200 dev questions
-    python -m bench.quant_variants --variants fp32 nbits8-b32-acc4 --ex-limit 0 --prompts 4
+    python -m bench.experiments.quant_variants                       # every variant, EX on 200 dev questions
+    python -m bench.experiments.quant_variants --variants fp32 nbits8-b32-acc4 --ex-limit 0 --prompts 4
 
 Every variant is built from build/onnx/fp32/model.onnx into build/onnx/variants/<name>/ (a loadable model
 directory: tokenizer and config files and a querywise.json manifest, as models.export writes them) and rebuilt
@@ -43,16 +43,17 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from app.nl2sql.engine import DecodeBatch, OnnxGenerator  # noqa: E402
+from app.nl2sql.generator import MAX_NEW_TOKENS  # noqa: E402
 from app.nl2sql.prompt import build_prompt, format_schema  # noqa: E402
+from bench import REPORT_DIR, ROOT, ex, memory  # noqa: E402
 from bench.child import run_json  # noqa: E402
-from bench.engines import ROOT, EngineSpec, bench_prompts, forced, no_prefix_reuse  # noqa: E402
+from bench.engines import bench_prompts, decode_forced  # noqa: E402
 from models.bases import get_base  # noqa: E402
 from models.export import MANIFEST, read_manifest, write_manifest  # noqa: E402
 
 FP32_DIR = get_base().onnx_dir / "fp32"
 VARIANTS_DIR = get_base().onnx_dir / "variants"
-EVAL_DIR = ROOT / "reports" / "eval"
-REPORT_DIR = ROOT / "reports" / "bench"
 RECIPE_VERSION = "v1"  # bump when the build code changes what a recipe produces
 SPEED_KEYS = ("prefill_ms", "decode_tok_s", "batch_tok_s")
 DRIFT_KEYS = ("batch_logit_drift", "same_length_logit_drift", "prefix_logit_drift")
@@ -256,13 +257,6 @@ def build(v: Variant, force: bool = False) -> Path:
 # ---------------------------------------------------------------- measuring (in a child process per variant)
 
 
-def _vm_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _sql(text: str) -> str:
     from app.nl2sql.extract import extract_sql
 
@@ -285,70 +279,44 @@ def _ex_summary_path(v: Variant, limit: int) -> Path | None:
     names = [ex_run_name(v, limit)]
     if v.method == "reference":
         names.append(f"bench-onnx-fp32-dev{limit}-{fp32_stamp()[:8]}")
-    for name in names:
-        path = EVAL_DIR / f"{name}.json"
-        try:
-            if json.loads(path.read_text()).get("n") == limit:
-                return path
-        except (OSError, ValueError):
-            continue
-    return None
+    return next((path for name in names if (path := ex.summary_path(name, limit))), None)
 
 
-def evaluate(v: Variant, gen, limit: int, batch: int = 8) -> Path:
+def evaluate(v: Variant, gen: OnnxGenerator, limit: int, batch: int = 8) -> Path:
     """EX on `limit` Spider dev questions spread evenly (bench.ex's items): run or resume, then summarize."""
-    from models import evaluate as ev
-    from models.data import SPIDER_DIR
-
     hit = _ex_summary_path(v, limit)
     if hit:
         return hit
-    tables = SPIDER_DIR / "tables.json"
-    items, _ = ev.spider_items(SPIDER_DIR / "dev.json", SPIDER_DIR / "database", tables if tables.exists() else None)
-    items = [items[i * len(items) // limit] for i in range(limit)] if limit < len(items) else items
-    name = ex_run_name(v, limit)
-    EVAL_DIR.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    ev.run(items, gen, EVAL_DIR / f"{name}.jsonl", batch, ev.max_new_tokens)
-    meta = {
-        "run": name,
-        "dataset": str(SPIDER_DIR / "dev.json"),
-        "note": f" ({len(items)} spread evenly)",
-        "engine": f"ONNX Runtime, {v.label}",
-        "model_id": f"{gen.model_id} [{v.name}]",
-        "wall_s": round(time.time() - t0, 1),
-    }
-    summary = ev.summarize(EVAL_DIR / f"{name}.jsonl", meta)
-    (EVAL_DIR / f"{name}.json").write_text(json.dumps(summary, indent=2))
-    (EVAL_DIR / f"{name}.md").write_text(ev.markdown(summary))
-    return EVAL_DIR / f"{name}.json"
+    meta = {"engine": f"ONNX Runtime, {v.label}", "model_id": f"{gen.model_id} [{v.name}]"}
+    return ex.evaluate_run(gen, ex_run_name(v, limit), limit, meta, batch)
 
 
-def _load(v: Variant):
-    from app.nl2sql.engine import OnnxGenerator
-
+def _load(v: Variant, *, cache_entries: int = 0, record: bool = False) -> tuple[OnnxGenerator, float]:
+    """The variant's generator and its load seconds; prefix cache off unless `cache_entries` (every prompt
+    prefilled whole), its session run through a _LogitRecorder with `record`."""
     t0 = time.perf_counter()
-    gen = no_prefix_reuse(OnnxGenerator(variant_dir(v)))  # every prompt prefilled whole unless a test says otherwise
+    gen = OnnxGenerator(
+        variant_dir(v), prefix_cache_entries=cache_entries, wrap_session=_LogitRecorder if record else None
+    )
     return gen, time.perf_counter() - t0
 
 
-def speed(v: Variant, gen, prompts: list[str], new_tokens: int, batch: int) -> dict:
+def speed(gen: OnnxGenerator, prompts: list[str], new_tokens: int, batch: int) -> dict:
     """Prefill ms of the median-length prompt and decode tok/s at batch 1 (medians of 3), and total tok/s of a
     forced batch (prefills included); every answer forced to `new_tokens` tokens."""
-    spec = EngineSpec(v.name, v.label, "onnx", str(variant_dir(v)), "fine-tuned", v.name)
-    forced(gen, spec, prompts[:1], 4)  # warm-up: first-run allocations and kernel selection
+    decode_forced(gen, prompts[:1], 4)  # warm-up: first-run allocations and kernel selection
     lengths = [gen.count_tokens(p) for p in prompts]
     median_prompt = sorted(zip(lengths, prompts, strict=True))[len(prompts) // 2][1]
     prefill, decode = [], []
     for _ in range(3):
         stamps: list[float] = []
         t0 = time.perf_counter()
-        forced(gen, spec, [median_prompt], new_tokens, stamps)
+        decode_forced(gen, [median_prompt], new_tokens, stamps)
         prefill.append((stamps[0] - t0) * 1000)
         decode.append((len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9))
     k = min(batch, len(prompts))
     t0 = time.perf_counter()
-    gens = forced(gen, spec, prompts[:k], new_tokens)
+    gens = decode_forced(gen, prompts[:k], new_tokens)
     return {
         "median_prompt_tokens": int(statistics.median(lengths)),
         "prefill_ms": round(statistics.median(prefill), 1),
@@ -369,113 +337,106 @@ def _sibling_prompts(items: list[dict]) -> list[str]:
     return [build_prompt(schemas[it["db_id"]], SIBLING_QUESTION, ()) for it in items]
 
 
-def _after_cached_sibling(gen, prompts: list[str], siblings: list[str], max_new: int) -> list[str]:
-    """Each prompt decoded right after its sibling was prefilled with the prefix cache on (as the service does):
-    only the tokens after the shared schema prefix are prefilled."""
-    out, cache = [], gen.prefix_cache
-    cache.max_entries = 1
-    try:
-        for prompt, sibling in zip(prompts, siblings, strict=True):
-            cache.clear()
-            gen.generate([sibling], 1)  # its prefill leaves the schema's KV in the cache
-            hits = cache.hits
-            out.append(gen.generate([prompt], max_new)[0].text)
-            if cache.hits != hits + 1:
-                raise RuntimeError("the prefix cache was not used: the sibling prompt shares no prefix")
-    finally:
-        cache.max_entries = 0
-        cache.clear()
+def _after_cached_sibling(cached: OnnxGenerator, prompts: list[str], siblings: list[str], max_new: int) -> list[str]:
+    """Each prompt decoded right after its sibling was prefilled into `cached`'s one-entry prefix cache (as the
+    service does): only the tokens after the shared schema prefix are prefilled."""
+    out = []
+    for prompt, sibling in zip(prompts, siblings, strict=True):
+        cached.prefix_cache.clear()
+        cached.generate([sibling], 1)  # its prefill leaves the schema's KV in the cache
+        hits = cached.prefix_cache.hits
+        out.append(cached.generate([prompt], max_new)[0].text)
+        if cached.prefix_cache.hits != hits + 1:
+            raise RuntimeError("the prefix cache was not used: the sibling prompt shares no prefix")
     return out
 
 
 class _LogitRecorder:
-    """Stands in for the onnxruntime session and keeps the logits of every `run` (prefills and decode steps)."""
+    """Stands in for the session (OnnxGenerator's `wrap_session`): while `on`, keeps the last-position logits of
+    every `run` (prefills, and decode steps on the numpy feed path)."""
 
     def __init__(self, session):
-        self._session, self.logits = session, []
+        self._session, self.logits, self.on = session, [], False
 
     def run(self, *args, **kwargs):
         out = self._session.run(*args, **kwargs)
-        self.logits.append(np.array(out[0][:, -1]))
+        if self.on:
+            self.logits.append(np.array(out[0][:, -1]))
         return out
 
     def __getattr__(self, name):
         return getattr(self._session, name)
 
 
-def logit_drift(gen, prompts: list[str], siblings: list[str], steps: int = 2) -> dict:
+def _step_logits(gen: OnnxGenerator, rows: list[str], steps: int) -> list[np.ndarray]:
+    """The logits of the first `steps` decode steps of `rows` decoding together, one [rows, vocab] per step. The
+    steps take the numpy feed path (IO-bound steps bypass `run`; the kernels are the same) and ignore stop tokens,
+    so no row leaves and shifts the others."""
+    rec: _LogitRecorder = gen.session
+    batch = DecodeBatch(gen, ignore_stop=True, io_binding=False)
+    for i, p in enumerate(rows):
+        batch.add(i, p, steps + 1)
+    rec.logits.clear()
+    rec.on = True
+    try:
+        for _ in range(steps):
+            batch.step()
+    finally:
+        rec.on = False
+    return list(rec.logits)
+
+
+def logit_drift(gen: OnnxGenerator, prompts: list[str], steps: int = 2) -> dict:
     """Largest |logit difference| between a prompt alone and the same prompt (a) in one decode batch with the others
-    (left-padded to the longest), over its first `steps` decode steps, (b) in a batch of 4 copies of itself (a batch
-    without padding: do the quantized matmuls couple rows?), and (c) prefilled after its sibling's cached prefix.
+    (left-padded to the longest), over its first `steps` decode steps, and (b) in a batch of 4 copies of itself (a
+    batch without padding: do the quantized matmuls couple rows?). `gen` records its runs (_load's `record`).
 
     Equal greedy answers on a few prompts can hide coupled rows; 0 (or fp32's rounding level) holds for every prompt.
     """
-    from app.nl2sql.engine import DecodeBatch
+    alone = [[x[0] for x in _step_logits(gen, [p], steps)] for p in prompts]
+    batched = _step_logits(gen, prompts, steps)
+    copies = _step_logits(gen, [prompts[0]] * 4, steps)
+    return {
+        "batch_logit_drift": max(
+            float(np.abs(batched[s][i] - alone[i][s]).max()) for i in range(len(prompts)) for s in range(steps)
+        ),
+        "same_length_logit_drift": max(
+            float(np.abs(x[i] - alone[0][s]).max()) for s, x in enumerate(copies) for i in range(4)
+        ),
+    }
 
-    rec, cache = _LogitRecorder(gen.session), gen.prefix_cache
-    saved = gen.session, getattr(gen, "io_binding", False)
-    gen.session = rec
-    if hasattr(gen, "io_binding"):  # IO-bound decode steps bypass `run`; the kernels are the same
-        gen.io_binding = False
-    try:
-        alone = []
-        for p in prompts:
-            b = DecodeBatch(gen)
-            b.add(0, p, 64)
-            rec.logits.clear()
-            for _ in range(steps):
-                b.step()
-            alone.append([x[0] for x in rec.logits])
-        b = DecodeBatch(gen)
-        for i, p in enumerate(prompts):
-            b.add(i, p, 64)
-        rec.logits.clear()
-        for _ in range(steps):
-            b.step()
-        batched = None  # a row that stopped within `steps` tokens would shift the rows: not compared then
-        if all(x.shape[0] == len(prompts) for x in rec.logits):
-            batched = max(
-                float(np.abs(rec.logits[s][i] - alone[i][s]).max()) for i in range(len(prompts)) for s in range(steps)
-            )
-        b = DecodeBatch(gen)
-        for i in range(4):
-            b.add(i, prompts[0], 64)
-        rec.logits.clear()
-        for _ in range(steps):
-            b.step()
-        same_length = max(float(np.abs(x[i] - alone[0][s]).max()) for s, x in enumerate(rec.logits) for i in range(4))
-        prefix = 0.0
-        for p, sibling in zip(prompts, siblings, strict=True):
-            cache.clear()
-            cache.max_entries = 0
-            DecodeBatch(gen).add(0, p, 1)
-            whole = rec.logits[-1]
-            cache.max_entries = 1
-            DecodeBatch(gen).add(0, sibling, 1)
-            DecodeBatch(gen).add(0, p, 1)
-            prefix = max(prefix, float(np.abs(rec.logits[-1] - whole).max()))
-    finally:
-        gen.session = saved[0]
-        if hasattr(gen, "io_binding"):
-            gen.io_binding = saved[1]
-        cache.max_entries = 0
-        cache.clear()
-    return {"batch_logit_drift": batched, "same_length_logit_drift": same_length, "prefix_logit_drift": prefix}
+
+def prefix_logit_drift(cached: OnnxGenerator, prompts: list[str], siblings: list[str]) -> float:
+    """Largest |logit difference| between a prompt's prefill whole and after its sibling's cached prefix."""
+    drift = 0.0
+    for prompt, sibling in zip(prompts, siblings, strict=True):
+        ids = cached.tokenizer.encode(prompt, add_special_tokens=False).ids
+        cached.prefix_cache.clear()
+        whole, _ = cached.prefill(ids)
+        cached.prefix_cache.clear()
+        cached.prefill(cached.tokenizer.encode(sibling, add_special_tokens=False).ids)
+        after, _ = cached.prefill(ids)
+        drift = max(drift, float(np.abs(after - whole).max()))
+    return drift
 
 
 def measure(v: Variant, n_prompts: int, new_tokens: int, batch: int, max_new: int) -> dict:
     path = variant_dir(v)
-    gen, load_s = _load(v)
-    rss_loaded = _vm_mb("VmRSS")
+    gen, load_s = _load(v, record=True)
+    rss_loaded = memory.rss_mb()
     items = bench_prompts(n_prompts, 0)
     prompts = [p["prompt"] for p in items]
-    timing = speed(v, gen, prompts, new_tokens, batch)
+    timing = speed(gen, prompts, new_tokens, batch)
     alone = _greedy(gen, prompts, 1, max_new)
     together = _greedy(gen, prompts, batch, max_new)
+    drift = logit_drift(gen, prompts[:batch])
+    peak = memory.peak_rss_mb()  # before the second copy below, and before EX (batches of long answers)
+    del gen
+    # the cached-prefix measurements need a prefix cache: the model again, with one entry
+    cached, _ = _load(v, cache_entries=1)
     siblings = _sibling_prompts(items)
-    prefixed = _after_cached_sibling(gen, prompts, siblings, max_new)
-    drift = logit_drift(gen, prompts[:batch], siblings[:batch])
-    peak = _vm_mb("VmHWM")  # before EX: its batches of long answers would add working memory
+    prefixed = _after_cached_sibling(cached, prompts, siblings, max_new)
+    drift["prefix_logit_drift"] = prefix_logit_drift(cached, prompts[:batch], siblings[:batch])
     row = {
         "name": v.name,
         "label": v.label,
@@ -484,8 +445,8 @@ def measure(v: Variant, n_prompts: int, new_tokens: int, batch: int, max_new: in
         "path": str(path),
         "size_mb": round(sum(f.stat().st_size for f in path.glob("model.onnx*")) / 1e6, 1),
         "load_s": round(load_s, 2),
-        "rss_after_load_mb": round(rss_loaded, 1),
-        "peak_rss_mb": round(peak, 1),
+        "rss_after_load_mb": rss_loaded,
+        "peak_rss_mb": peak,
         "n_prompts": len(prompts),
         "new_tokens": new_tokens,
         **timing,
@@ -507,9 +468,13 @@ def ex_fields(summary_path: Path) -> dict:
 
 
 def _child(args: list[str], timeout_s: float) -> dict:
-    """`python -m bench.quant_variants --child ...` in a fresh process: its last stdout line, or {"error": ...}."""
+    """`python -m bench.experiments.quant_variants --child ...` in a fresh process: its last stdout line, or
+    {"error": ...}."""
     return run_json(
-        "bench.quant_variants", *args, timeout_s=timeout_s, on_timeout=" (a partial EX run resumes next time)"
+        "bench.experiments.quant_variants",
+        *args,
+        timeout_s=timeout_s,
+        on_timeout=" (a partial EX run resumes next time)",
     )
 
 
@@ -784,7 +749,7 @@ def compare_all(
     n_prompts: int = 20,
     new_tokens: int = 60,
     batch: int = 8,
-    max_new: int = 160,
+    max_new: int = MAX_NEW_TOKENS,
     ex_limit: int = 200,
     speed_rounds: int = 2,
     ex_min_speed: float = 0.5,
@@ -836,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", type=int, default=20, help="Spider dev prompts (speed, invariance, agreement)")
     p.add_argument("--new-tokens", type=int, default=60, help="forced tokens for the speed measurements")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--max-new", type=int, default=160, help="greedy answer cap for invariance and agreement")
+    p.add_argument("--max-new", type=int, default=MAX_NEW_TOKENS, help="greedy answer cap for invariance and agreement")
     p.add_argument("--ex-limit", type=int, default=200, help="Spider dev questions for EX (0: no EX)")
     p.add_argument(
         "--ex-min-speed",
@@ -865,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.child and a.speed_only:
         v = BY_NAME[a.child]
         gen, _ = _load(v)
-        print(json.dumps(speed(v, gen, [it["prompt"] for it in bench_prompts(a.prompts, 0)], a.new_tokens, a.batch)))
+        print(json.dumps(speed(gen, [it["prompt"] for it in bench_prompts(a.prompts, 0)], a.new_tokens, a.batch)))
         return 0
     if a.child:
         print(json.dumps(measure(BY_NAME[a.child], a.prompts, a.new_tokens, a.batch, a.max_new)))

@@ -1,11 +1,11 @@
 """Where the ONNX engine's time goes: ONNX Runtime's profiler over one prompt's prefill and forced decode steps.
 
-The served generator runs unchanged; only its session is replaced by one with profiling on. Each `model_run` of
-the profile is one `session.run` (the first after the warm-up is the prefill, the rest decode steps); kernel
-events are assigned to the run they fall in and summed per operator type. The time outside `session.run`
-(Python: feeds, KV-cache concatenation, argmax, tokenizer) is the wall time minus the runs.
+The served generator runs unchanged, loaded with the served session options plus profiling. Each `model_run` of
+the profile is one run of the session (the first after the warm-up is the prefill, the rest decode steps); kernel
+events are assigned to the run they fall in and summed per operator type. The time outside the runs (Python:
+feeds, KV-cache merges, token picking, tokenizer) is the wall time minus the runs.
 
-    python -m bench.profile_ort --model-dir build/onnx/int8
+    python -m bench.experiments.profile_ort --model-dir build/onnx/int8
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import onnxruntime as ort
-
-from app.nl2sql.engine import OnnxGenerator
+from app.nl2sql.engine import OnnxGenerator, served_session_options
+from bench.engines import bench_prompts, decode_forced
 from models.bases import get_base
 
 
@@ -39,24 +38,16 @@ def _phase(events: list[dict], runs: list[dict]) -> dict:
 
 
 def profile(model_dir: Path, prompt: str, new_tokens: int = 60, threads: int = 0) -> dict:
-    from bench.engines import no_prefix_reuse
-
-    gen = no_prefix_reuse(OnnxGenerator(model_dir, threads))  # the warm-up prompt is the profiled prompt
     with tempfile.TemporaryDirectory(prefix="qw-ortprof-") as tmp:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if threads:
-            opts.intra_op_num_threads = threads
+        opts = served_session_options(threads)
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "ort")
-        gen.session = ort.InferenceSession(
-            str(Path(model_dir) / "model.onnx"), opts, providers=["CPUExecutionProvider"]
-        )
-        gen.stop_ids = set()  # forced length: the same number of decode steps for every model
-        gen.generate([prompt], 2)  # warm-up: a prefill and one decode step, left out below
+        # no prefix cache: the warm-up prompt is the profiled prompt
+        gen = OnnxGenerator(model_dir, prefix_cache_entries=0, session_options=opts)
+        # forced length: the same number of decode steps for every model
+        decode_forced(gen, [prompt], 2)  # warm-up: a prefill and one decode step, left out below
         t0 = time.perf_counter()
-        g = gen.generate([prompt], new_tokens)[0]
+        [g] = decode_forced(gen, [prompt], new_tokens)
         wall_us = (time.perf_counter() - t0) * 1e6
         trace = json.loads(Path(gen.session.end_profiling()).read_text())
     runs = sorted((e for e in trace if e.get("name") == "model_run"), key=lambda e: e["ts"])[2:]
@@ -83,8 +74,6 @@ def main() -> int:
     p.add_argument("--model-dir", type=Path, default=get_base().onnx_dir / "fp32")
     p.add_argument("--new-tokens", type=int, default=60)
     a = p.parse_args()
-    from bench.engines import bench_prompts
-
     prompts = bench_prompts(1, 0) or bench_prompts(0, 1)
     print(json.dumps(profile(a.model_dir, prompts[0]["prompt"], a.new_tokens), indent=2))
     return 0

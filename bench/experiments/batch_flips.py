@@ -5,7 +5,7 @@ them slightly, so a near-tie between two tokens can go the other way. This measu
 (and whether the changed SQL is still right), on Spider dev questions spread over every database, with the prompts
 and schema-constrained greedy decoding the service uses. Each model is run in its own process.
 
-    python -m bench.batch_flips --model-dir build/onnx/qwen2.5-coder-0.5b/int8 --limit 200
+    python -m bench.experiments.batch_flips --model-dir build/onnx/qwen2.5-coder-0.5b/int8 --limit 200
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from pathlib import Path
 
 from app.core.config import get_settings
 from app.nl2sql.constrain import SchemaNames
-from app.nl2sql.engine import OnnxGenerator, Sampling
+from app.nl2sql.engine import OnnxGenerator
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
+from app.nl2sql.generator import MAX_NEW_TOKENS, Sampling
 from app.nl2sql.prompt import build_prompt, format_schema
 from app.sql.guard import guard_sql
+from bench import REPORT_DIR
 from models.data import SPIDER_DIR, schema_at
 from models.evaluate import judge, spider_items
 from models.exec_match import execute_sqlite, order_matters, results_match
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def cpu_flags() -> str:
@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-dir", type=Path, default=get_settings().model_dir)
     p.add_argument("--limit", type=int, default=200)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--new-tokens", type=int, default=160)
-    p.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
+    p.add_argument("--new-tokens", type=int, default=MAX_NEW_TOKENS)
+    p.add_argument("--out", type=Path, default=REPORT_DIR)
     a = p.parse_args(argv)
     if not (a.model_dir / "model.onnx").exists():
         print(f"no model at {a.model_dir}: run `make model`", file=sys.stderr)

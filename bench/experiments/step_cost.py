@@ -8,7 +8,7 @@ the most that 8 concurrent requests can gain over one, before prefill (compute-b
 closed loop's drain take their share. Prompts are synthetic (distinct words, so the prefix cache has nothing to
 share); each cell is the median of `steps` steps after two warm-up steps.
 
-    python -m bench.step_cost --contexts 40 400 800 --batches 1 8
+    python -m bench.experiments.step_cost --contexts 40 400 800 --batches 1 8
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def synthetic_prompt(gen: OnnxGenerator, tokens: int) -> str:
 
 
 def step_ms(gen: OnnxGenerator, batch: int, context: int, steps: int) -> float:
-    rows = DecodeBatch(gen)
+    rows = DecodeBatch(gen, ignore_stop=True)  # every row decodes the same number of steps
     prompt = synthetic_prompt(gen, context)
     for key in range(batch):
         rows.add(key, prompt, steps + 10)
@@ -53,7 +53,6 @@ def measure(
     threads: int = 0,
 ) -> dict:
     gen = OnnxGenerator(model_dir, threads, prefix_cache_entries=0)
-    gen.stop_ids = set()  # every row decodes the same number of steps
     cells = [
         {"batch": b, "context": t, "step_ms": step_ms(gen, b, t, steps)} for t in contexts for b in sorted(batches)
     ]

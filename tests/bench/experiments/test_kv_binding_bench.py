@@ -3,7 +3,7 @@
 import pytest
 from tests_support import MODEL_DIR
 
-from bench import kv_binding
+from bench.experiments import kv_binding
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bench import quant_variants as qv
+from bench.experiments import quant_variants as qv
 
 pytestmark = pytest.mark.slow  # loads the real model in two child processes (~15-30 s)
 

@@ -6,8 +6,8 @@ drift on a shared machine hits them all; the median of the two is kept. Measured
 median-length prompt (prefix cache off), one decode step at batch 1 and at batch 8 (8 different prompts), and the
 greedy answers to those 8 prompts, compared with the served settings' answers.
 
-    python -m bench.ort_session                         # → reports/bench/ort-session-<date>.{json,md}
-    python -m bench.ort_session --variants served threads-1
+    python -m bench.experiments.ort_session             # → reports/bench/ort-session-<date>.{json,md}
+    python -m bench.experiments.ort_session --variants served threads-1
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import REPORT_DIR
 from bench.child import run_json
 from models.bases import get_base
-
-ROOT = Path(__file__).resolve().parents[1]
-OUT_DIR = ROOT / "reports" / "bench"
 
 
 @dataclass(frozen=True)
@@ -70,17 +68,12 @@ def session_options(v: Variant):
 
 
 def measure(v: Variant, model_dir: Path, n_prompts: int = 8, steps: int = 20, new_tokens: int = 48) -> dict:
-    """In this process: the variant's session on the served generator; speed and answers."""
-    import onnxruntime as ort
-
+    """In this process: the served generator on the variant's session; speed and answers."""
     from app.nl2sql.engine import DecodeBatch, OnnxGenerator
-    from bench.engines import bench_prompts, no_prefix_reuse
+    from bench.engines import bench_prompts
 
-    gen = no_prefix_reuse(OnnxGenerator(model_dir))
     t0 = time.perf_counter()
-    gen.session = ort.InferenceSession(
-        str(model_dir / "model.onnx"), session_options(v), providers=["CPUExecutionProvider"]
-    )
+    gen = OnnxGenerator(model_dir, prefix_cache_entries=0, session_options=session_options(v))
     load_s = time.perf_counter() - t0
     prompts = [p["prompt"] for p in bench_prompts(n_prompts, 0)]
     median_prompt = sorted(prompts, key=gen.count_tokens)[len(prompts) // 2]
@@ -89,23 +82,19 @@ def measure(v: Variant, model_dir: Path, n_prompts: int = 8, steps: int = 20, ne
     def prefill_ms() -> float:
         ids = gen.tokenizer.encode(median_prompt, add_special_tokens=False).ids
         t = time.perf_counter()
-        gen._prefill(ids)
+        gen.prefill(ids)
         return (time.perf_counter() - t) * 1000
 
     def step_ms(batch: list[str]) -> float:
-        stop, gen.stop_ids = gen.stop_ids, set()  # every row keeps decoding for the whole measurement
-        try:
-            rows = DecodeBatch(gen)
-            for i, p in enumerate(batch):
-                rows.add(i, p, steps + 4)
-            times = []
-            for _ in range(steps + 2):
-                t = time.perf_counter()
-                rows.step()
-                times.append((time.perf_counter() - t) * 1000)
-            return statistics.median(times[2:])
-        finally:
-            gen.stop_ids = stop
+        rows = DecodeBatch(gen, ignore_stop=True)  # every row keeps decoding for the whole measurement
+        for i, p in enumerate(batch):
+            rows.add(i, p, steps + 4)
+        times = []
+        for _ in range(steps + 2):
+            t = time.perf_counter()
+            rows.step()
+            times.append((time.perf_counter() - t) * 1000)
+        return statistics.median(times[2:])
 
     return {
         "load_s": round(load_s, 2),
@@ -123,7 +112,7 @@ def run(variants: list[Variant], model_dir: Path, rounds: int = 2) -> dict:
         order = variants if r % 2 == 0 else variants[::-1]
         for v in order:
             runs[v.name].append(
-                run_json("bench.ort_session", "--one", v.name, "--model-dir", str(model_dir), timeout_s=900)
+                run_json("bench.experiments.ort_session", "--one", v.name, "--model-dir", str(model_dir), timeout_s=900)
             )
             print(f"  round {r + 1}: {v.name}: {_brief(runs[v.name][-1])}", flush=True)
     served = next((x for x in runs.get("served", []) if "answers" in x), None)
@@ -186,12 +175,11 @@ def markdown(result: dict) -> str:
 
 
 def main() -> int:
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", nargs="+", default=[v.name for v in VARIANTS], choices=list(BY_NAME))
     p.add_argument("--model-dir", type=Path, default=get_base().onnx_dir / "fp32")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--out", type=Path, default=OUT_DIR)
+    p.add_argument("--out", type=Path, default=REPORT_DIR)
     p.add_argument("--one", choices=list(BY_NAME), help=argparse.SUPPRESS)  # internal: measure one variant, print JSON
     a = p.parse_args()
     if not (a.model_dir / "model.onnx").exists():

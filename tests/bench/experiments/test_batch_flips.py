@@ -1,11 +1,12 @@
-"""bench.batch_flips on two questions: each decoded alone and in one batch, compared, reported as JSON and markdown."""
+"""bench.experiments.batch_flips on three questions: each decoded alone and in one batch, compared, reported as JSON
+and markdown."""
 
 import json
 
 import pytest
 from tests_support import MODEL_DIR
 
-from bench import batch_flips
+from bench.experiments import batch_flips
 
 pytestmark = pytest.mark.slow
 

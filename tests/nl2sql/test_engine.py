@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from app.db.catalog import SchemaCatalog
 from app.nl2sql.engine import GREEDY, PrefixCache, Sampling
-from app.nl2sql.prompt import build_prompt
+from app.nl2sql.prompt import build_prompt, format_schema
 from models.scenarios import load_suite
 
 NEW_TOKENS = 48
@@ -14,7 +14,7 @@ NEW_TOKENS = 48
 
 @pytest.fixture(scope="module")
 def prompts(demo_db):
-    text = SchemaCatalog(sa.create_engine(f"sqlite:///{demo_db}")).text
+    text = format_schema(SchemaCatalog(sa.create_engine(f"sqlite:///{demo_db}")).schema)
     cases = load_suite()[::4][:20]  # 20 questions across all six scenarios
     return [build_prompt(text, c.question) for c in cases]
 

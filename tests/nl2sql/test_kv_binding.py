@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from app.db.catalog import SchemaCatalog
 from app.nl2sql.engine import DecodeBatch, Generation, Sampling
-from app.nl2sql.prompt import build_prompt
+from app.nl2sql.prompt import build_prompt, format_schema
 from models.scenarios import load_suite
 
 JOINS = {0: [0, 1], 2: [2], 5: [3, 4], 9: [5]}  # decode step -> rows that join before it
@@ -18,7 +18,7 @@ SAMPLING = [Sampling(), Sampling(0.9, seed=3), Sampling(), Sampling(0.7, seed=11
 
 @pytest.fixture(scope="module")
 def prompts(demo_db):
-    text = SchemaCatalog(sa.create_engine(f"sqlite:///{demo_db}")).text
+    text = format_schema(SchemaCatalog(sa.create_engine(f"sqlite:///{demo_db}")).schema)
     return [build_prompt(text, c.question) for c in load_suite()[2::9][: len(LENGTHS)]]
 
 

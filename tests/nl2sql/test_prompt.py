@@ -4,7 +4,7 @@ same text for the same database and question."""
 import pytest
 
 from app.db.catalog import SchemaCatalog
-from app.nl2sql.prompt import build_prompt, build_target, normalize_sql
+from app.nl2sql.prompt import build_prompt, build_target, format_schema, normalize_sql
 from app.sql.executor import Executor
 from models.base import load_tokenizer
 from models.data import SPIDER_DIR, Pair, encode, schema_text, sqlite_path
@@ -16,7 +16,7 @@ DB_ROOT = SPIDER_DIR / "database"
 def test_training_and_serving_prompts_are_identical():
     pair = Pair("concert_singer", "How many singers do we have?", "SELECT count(*) FROM singer")
     executor = Executor(f"sqlite:///{sqlite_path(DB_ROOT, pair.db_id)}")
-    serving_prompt = build_prompt(SchemaCatalog(executor.engine).text, pair.question)
+    serving_prompt = build_prompt(format_schema(SchemaCatalog(executor.engine).schema), pair.question)
 
     tok = load_tokenizer()
     row = encode(tok, pair, DB_ROOT)

@@ -10,13 +10,14 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import psycopg
 import pytest
+
+from bench.server import free_port  # one free-port helper for tests and benchmarks
 
 PG_SUPERUSER = "postgres"
 
@@ -33,12 +34,6 @@ def pg_bin_dir() -> Path:
         "Install them (Debian: apt-get install -y postgresql) to run the PostgreSQL tests.",
         pytrace=False,
     )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_server_user() -> tuple[list[str], str | None]:

@@ -12,11 +12,11 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from pg_cluster import free_port
 from tests_support import start_in_thread, wait_until, with_key
 
 from app.main import create_app
 from app.server import DrainingServer, server_config
+from bench.server import free_port
 
 pytestmark = pytest.mark.slow  # the real model decoding
 

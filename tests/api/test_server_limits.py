@@ -7,10 +7,10 @@ import socket
 
 import pytest
 from fastapi import FastAPI, Request
-from pg_cluster import free_port
 from tests_support import start_in_thread
 
 from app.server import BODY_TIMEOUT_S, HEAD_TIMEOUT_S, MAX_HEADER_BYTES, DrainingServer, server_config
+from bench.server import free_port
 
 
 @pytest.fixture

@@ -25,21 +25,16 @@ def prompts(demo_db):
 def _staggered(generator, prompts: list[str], io_binding: bool) -> tuple[list[Generation], list[type]]:
     """Continuous batching's pattern: rows join at different steps and finish at different lengths. Also returns
     the type of the KV the batch held after each step."""
-    saved = generator.io_binding
-    generator.io_binding = io_binding
-    try:
-        batch, done, kinds, step = DecodeBatch(generator), {}, [], 0
-        while step <= max(JOINS) or len(batch):
-            for i in JOINS.get(step, []):
-                g = batch.add(i, prompts[i], LENGTHS[i], SAMPLING[i])
-                if g is not None:
-                    done[i] = g
-            if len(batch):
-                done |= batch.step()
-                kinds += [type(k) for k in batch.kv[:1]]
-            step += 1
-    finally:
-        generator.io_binding = saved
+    batch, done, kinds, step = DecodeBatch(generator, io_binding=io_binding), {}, [], 0
+    while step <= max(JOINS) or len(batch):
+        for i in JOINS.get(step, []):
+            g = batch.add(i, prompts[i], LENGTHS[i], SAMPLING[i])
+            if g is not None:
+                done[i] = g
+        if len(batch):
+            done |= batch.step()
+            kinds += [type(k) for k in batch.kv[:1]]
+        step += 1
     return [done[i] for i in range(len(prompts))], kinds
 
 

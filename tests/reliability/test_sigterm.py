@@ -7,7 +7,8 @@ import signal
 import pytest
 from tests_support import wait_until_async
 
-from bench.load import LoadConfig, ServerProcess, run_load, workload
+from bench.load import LoadConfig, run_load, workload
+from bench.server import ServerProcess
 
 pytestmark = pytest.mark.slow
 

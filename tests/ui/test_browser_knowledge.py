@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from pg_cluster import free_port
 from tests_support import launch_chromium, start_in_thread
 
 from app.main import create_app
+from bench.server import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 SHOTS = Path(__file__).resolve().parents[2] / "reports" / "ui"

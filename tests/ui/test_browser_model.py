@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from pg_cluster import free_port
 from tests_support import MODEL_DIR, auth_headers, launch_chromium, start_in_thread
 
 from app.main import create_app
+from bench.server import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 SHOTS = Path(__file__).resolve().parents[2] / "reports" / "ui"

@@ -528,14 +528,117 @@ def _pool(items, weights) -> tuple[list, list[float]]:
     return list(items), list(itertools.accumulate(weights))
 
 
-def _gen_trading(
-    rng: random.Random, customers_rows: list[dict], weights: list[float], employees_rows: list[dict], products_rows
-) -> tuple[list[dict], list[dict], list[dict]]:
+def _sellers(employees_rows: list[dict]) -> dict[int, list[tuple[dict, float]]]:
+    """Sales staff by region, each with how many orders they take relative to the others."""
     sellers: dict[int, list[tuple[dict, float]]] = {}
     for e in employees_rows:
         if e["department"] == "Sales" and e["region_id"] is not None:
             w = {"Senior Sales Representative": 1.3, "Sales Representative": 1.0}.get(e["title"], 0.4)
             sellers.setdefault(e["region_id"], []).append((e, w))
+    return sellers
+
+
+def _order(rng: random.Random, oid: int, odate: date, cust: dict, sellers: dict) -> dict:
+    """One order's row: the rep (hired by then) of the customer's region, status, shipping date and channel."""
+    wholesale = cust["segment"] == "wholesale"
+    team = [(e, w) for e, w in sellers[cust["region_id"]] if e["hire_date"] <= odate]
+    rep = rng.choices([e for e, _ in team], [w for _, w in team])[0]
+    status = _status(rng, odate)
+    shipped = None
+    if status not in ("processing", "cancelled"):
+        shipped = odate + timedelta(days=rng.randint(2, 6) if wholesale else rng.randint(1, 4))
+        if shipped > END:
+            status, shipped = "processing", None
+    if wholesale:
+        channel = rng.choices(("online", "phone"), (5, 5))[0]
+    else:
+        channel = rng.choices(("online", "in store", "phone"), (60, 28, 12))[0]
+    return {
+        "order_id": oid,
+        "customer_id": cust["customer_id"],
+        "employee_id": rep["employee_id"],
+        "order_date": odate,
+        "shipped_date": shipped,
+        "status": status,
+        "channel": channel,
+    }
+
+
+def _order_items(rng: random.Random, order: dict, wholesale: bool, pool, items_rows: list[dict]) -> float:
+    """Appends the order's lines to `items_rows`; returns what the customer pays (after discounts)."""
+    odate = order["order_date"]
+    n_lines = (
+        rng.choices((2, 3, 4, 5, 6, 7), (15, 25, 25, 18, 10, 7))[0]
+        if wholesale
+        else (rng.choices((1, 2, 3, 4, 5), (34, 30, 20, 10, 6))[0])
+    )
+    chosen: list[dict] = []
+    while len(chosen) < n_lines:
+        p = rng.choices(pool[0], cum_weights=pool[1])[0]
+        if p not in chosen:
+            chosen.append(p)
+    black_friday = odate.month == 11 and 22 <= odate.day <= 30
+    total = 0.0
+    for p in chosen:
+        qty = rng.choice(_wholesale_lot(p["unit_price"])) if wholesale else rng.choices((1, 2, 3), (70, 22, 8))[0]
+        # list prices went up ~4% at the start of 2025; products.unit_price is today's price
+        price = _money(p["unit_price"] * (0.96 if odate.year == 2024 else 1.0))
+        if wholesale:
+            big = qty >= 20 or qty * price >= 2000
+            discount = rng.choice((0.1, 0.15)) if big else rng.choice((0.0, 0.05))
+        elif black_friday:
+            discount = rng.choice((0.15, 0.2, 0.25))
+        else:
+            discount = rng.choices((0.0, 0.05, 0.1, 0.15, 0.2), (82, 6, 6, 3, 3))[0]
+        items_rows.append(
+            {
+                "order_item_id": len(items_rows) + 1,
+                "order_id": order["order_id"],
+                "product_id": p["product_id"],
+                "quantity": qty,
+                "unit_price": price,
+                "discount": discount,
+            }
+        )
+        total += qty * price * (1 - discount)
+    return total
+
+
+def _payments(rng: random.Random, order: dict, wholesale: bool, total: float) -> list[dict]:
+    """The order's payment attempts (none for a cancelled order: cancelled before payment was taken)."""
+    oid, status, channel = order["order_id"], order["status"], order["channel"]
+    if status == "cancelled":
+        return []
+    if wholesale:
+        method = rng.choices(("invoice", "bank transfer", "card"), (55, 35, 10))[0]
+    elif channel == "in store":
+        method = "card"
+    else:
+        method = rng.choices(("card", "paypal"), (62, 38))[0]
+    placed = datetime.combine(order["order_date"], time(rng.randint(8, 21), rng.randint(0, 59), rng.randint(0, 59)))
+    rows = []
+    if method in ("card", "paypal"):
+        if rng.random() < 0.04:  # a declined attempt before the one that went through
+            rows.append(
+                {"order_id": oid, "method": method, "amount": _money(total), "paid_at": placed, "status": "failed"}
+            )
+            placed += timedelta(minutes=rng.randint(2, 30))
+        paid_at = placed
+    else:
+        paid_at = placed + timedelta(days=rng.randint(14, 60) if method == "invoice" else rng.randint(1, 10))
+    pay_status = "refunded" if status == "returned" else "completed"
+    if paid_at.date() > END:
+        paid_at, pay_status = None, "pending"
+    rows.append({"order_id": oid, "method": method, "amount": _money(total), "paid_at": paid_at, "status": pay_status})
+    return rows
+
+
+def _gen_trading(
+    rng: random.Random, customers_rows: list[dict], weights: list[float], employees_rows: list[dict], products_rows
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """Orders, their lines and payments over the trading period; customers' signup dates follow their first order.
+    The order of random draws is part of the data: the business suite's gold answers were computed on seed 0."""
+    sellers = _sellers(employees_rows)
     cutoff = date(2025, 3, 1)  # discontinued products stopped selling in early 2025
     popularity = [min(rng.paretovariate(1.2), 25.0) for _ in products_rows]
     all_products = _pool(products_rows, popularity)
@@ -549,90 +652,10 @@ def _gen_trading(
         cust = rng.choices(customer_pool[0], cum_weights=customer_pool[1])[0]
         wholesale = cust["segment"] == "wholesale"
         first_order.setdefault(cust["customer_id"], odate)
-        team = [(e, w) for e, w in sellers[cust["region_id"]] if e["hire_date"] <= odate]
-        rep = rng.choices([e for e, _ in team], [w for _, w in team])[0]
-        status = _status(rng, odate)
-        shipped = None
-        if status not in ("processing", "cancelled"):
-            shipped = odate + timedelta(days=rng.randint(2, 6) if wholesale else rng.randint(1, 4))
-            if shipped > END:
-                status, shipped = "processing", None
-        if wholesale:
-            channel = rng.choices(("online", "phone"), (5, 5))[0]
-        else:
-            channel = rng.choices(("online", "in store", "phone"), (60, 28, 12))[0]
-        orders_rows.append(
-            {
-                "order_id": oid,
-                "customer_id": cust["customer_id"],
-                "employee_id": rep["employee_id"],
-                "order_date": odate,
-                "shipped_date": shipped,
-                "status": status,
-                "channel": channel,
-            }
-        )
-
-        pool = all_products if odate < cutoff else late_products
-        n_lines = (
-            rng.choices((2, 3, 4, 5, 6, 7), (15, 25, 25, 18, 10, 7))[0]
-            if wholesale
-            else (rng.choices((1, 2, 3, 4, 5), (34, 30, 20, 10, 6))[0])
-        )
-        chosen: list[dict] = []
-        while len(chosen) < n_lines:
-            p = rng.choices(pool[0], cum_weights=pool[1])[0]
-            if p not in chosen:
-                chosen.append(p)
-        black_friday = odate.month == 11 and 22 <= odate.day <= 30
-        total = 0.0
-        for p in chosen:
-            qty = rng.choice(_wholesale_lot(p["unit_price"])) if wholesale else rng.choices((1, 2, 3), (70, 22, 8))[0]
-            # list prices went up ~4% at the start of 2025; products.unit_price is today's price
-            price = _money(p["unit_price"] * (0.96 if odate.year == 2024 else 1.0))
-            if wholesale:
-                big = qty >= 20 or qty * price >= 2000
-                discount = rng.choice((0.1, 0.15)) if big else rng.choice((0.0, 0.05))
-            elif black_friday:
-                discount = rng.choice((0.15, 0.2, 0.25))
-            else:
-                discount = rng.choices((0.0, 0.05, 0.1, 0.15, 0.2), (82, 6, 6, 3, 3))[0]
-            items_rows.append(
-                {
-                    "order_item_id": len(items_rows) + 1,
-                    "order_id": oid,
-                    "product_id": p["product_id"],
-                    "quantity": qty,
-                    "unit_price": price,
-                    "discount": discount,
-                }
-            )
-            total += qty * price * (1 - discount)
-
-        if status == "cancelled":
-            continue  # cancelled before payment was taken
-        if wholesale:
-            method = rng.choices(("invoice", "bank transfer", "card"), (55, 35, 10))[0]
-        elif channel == "in store":
-            method = "card"
-        else:
-            method = rng.choices(("card", "paypal"), (62, 38))[0]
-        placed = datetime.combine(odate, time(rng.randint(8, 21), rng.randint(0, 59), rng.randint(0, 59)))
-        if method in ("card", "paypal"):
-            if rng.random() < 0.04:  # a declined attempt before the one that went through
-                payments_rows.append(
-                    {"order_id": oid, "method": method, "amount": _money(total), "paid_at": placed, "status": "failed"}
-                )
-                placed += timedelta(minutes=rng.randint(2, 30))
-            paid_at = placed
-        else:
-            paid_at = placed + timedelta(days=rng.randint(14, 60) if method == "invoice" else rng.randint(1, 10))
-        pay_status = "refunded" if status == "returned" else "completed"
-        if paid_at.date() > END:
-            paid_at, pay_status = None, "pending"
-        payments_rows.append(
-            {"order_id": oid, "method": method, "amount": _money(total), "paid_at": paid_at, "status": pay_status}
-        )
+        order = _order(rng, oid, odate, cust, sellers)
+        orders_rows.append(order)
+        total = _order_items(rng, order, wholesale, all_products if odate < cutoff else late_products, items_rows)
+        payments_rows += _payments(rng, order, wholesale, total)
     payments_rows = [{"payment_id": i, **r} for i, r in enumerate(payments_rows, 1)]
 
     for c in customers_rows:

@@ -25,7 +25,6 @@ it (stage, percent, verdict). One run per base at a time (a lock file beside the
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import os
@@ -36,6 +35,11 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from app.knowledge.context import DEMO_GLOSSARY
+from models import presets
+from models.presets import config_keys
+from models.scenarios import SCENARIO_DIR, load_suite
 
 # ---------------------------------------------------------------- defaults (override by preset / --key=value)
 base = ""  # registry name (models.bases); "" = BASE_MODEL
@@ -59,18 +63,16 @@ batch_tokens = 4096
 threads = 2
 autocast = ""  # "bf16" on AVX512-BF16 CPUs (see models/train.py)
 examples_k = 3  # held-out questions are prompted with the k nearest train pairs, as the service would
-suite = "models/scenarios"  # business suite, on the demo database
+suite = str(SCENARIO_DIR)  # business suite, on the demo database
 suite_limit = 0  # 0 = every case; else N spread evenly (the same N for both models)
-suite_glossary = "app/db/demo_glossary.yaml"  # the suite is prompted with the demo glossary, as the service does
+suite_glossary = str(DEMO_GLOSSARY)  # the suite is prompted with the demo glossary, as the service does
 suite_tolerance = 0.0  # percentage points the suite may drop
 publish = "if_better"  # if_better | always (the comparison is still reported) | never
 bits = 8
 eval_batch_size = 8
 seed = 1337
 # ---------------------------------------------------------------------------------------------------------------
-CONFIG_KEYS = [
-    k for k, v in list(globals().items()) if not k.startswith("_") and isinstance(v, (int, float, str, list))
-]
+CONFIG_KEYS = config_keys(globals())
 STAGES = {"read": (0, 5), "train": (5, 50), "export": (50, 70), "evaluate": (70, 99), "publish": (99, 100)}
 
 
@@ -79,20 +81,11 @@ class Refused(Exception):
 
 
 def configure(argv: list[str]) -> dict:
-    """nanoGPT-style: preset files are exec'd, then --key=value overrides are literal-evaluated."""
-    g = globals()
-    for arg in argv:
-        if not arg.startswith("--"):
-            exec(Path(arg).read_text(), g)
-        else:
-            key, _, val = arg[2:].partition("=")
-            if key not in CONFIG_KEYS:
-                raise Refused(f"unknown config key: {key}")
-            try:
-                g[key] = ast.literal_eval(val)
-            except (ValueError, SyntaxError):
-                g[key] = val
-    return {k: g[k] for k in CONFIG_KEYS}
+    """Presets and --key=value overrides (`models.presets`) into this module's defaults."""
+    try:
+        return presets.configure(argv, globals(), CONFIG_KEYS)
+    except presets.PresetError as exc:
+        raise Refused(str(exc)) from None
 
 
 class Progress:
@@ -275,12 +268,12 @@ def prepare(cfg: dict, spec, pairs: list[dict], entries, data_dir: Path, setting
 def evaluate_pair(cfg: dict, run_dir: Path, gens: dict, heldout: list[dict], train: list[dict], entries, db_path,
                   progress: Progress, settings) -> dict:  # fmt: skip
     """EX of every generator on the held-out pairs and the business suite: the same questions for all."""
-    from app.core.config import BUILD_DIR
+    from app.core.config import DEMO_DB_PATH
     from app.knowledge import glossary
     from models import evaluate
     from models.context import BusinessContext
 
-    demo = BUILD_DIR / "demo.sqlite"  # the suite's gold SQL expects the demo database (seed 0)
+    demo = DEMO_DB_PATH  # the suite's gold SQL expects the demo database (seed 0)
     if not demo.exists():
         from app.db.demo import build_sqlite
 
@@ -327,12 +320,10 @@ def evaluate_pair(cfg: dict, run_dir: Path, gens: dict, heldout: list[dict], tra
     return results
 
 
-def main(argv: list[str]) -> int:
-    from app.core.config import BUILD_DIR, get_settings
+def fill_defaults(cfg: dict, settings):
+    """The registry base; every setting left empty filled from the service's (what it serves, where it publishes)."""
     from models.bases import BaseModelError, get_base
 
-    cfg = configure(argv)
-    settings = get_settings()
     try:
         spec = get_base(cfg["base"] or None)
     except BaseModelError as exc:
@@ -345,8 +336,159 @@ def main(argv: list[str]) -> int:
     cfg["init_adapter"] = cfg["init_adapter"] or str(spec.adapter_dir)
     if cfg["publish"] not in ("if_better", "always", "never"):
         raise Refused(f"publish must be if_better, always or never, not {cfg['publish']!r}")
+    return spec
+
+
+def split_pairs(cfg: dict, pairs: list[dict]) -> tuple[list[dict], list[dict], int]:
+    """(train, held out, how many train pairs were dropped for asking a business-suite question)."""
+    from models.synth import normalize_question
+
+    heldout = [p for p in pairs if held_out(p["id"], cfg["holdout_fraction"])]
+    suite_q = {normalize_question(c.question) for c in load_suite(Path(cfg["suite"]))}
+    train_all = [p for p in pairs if not held_out(p["id"], cfg["holdout_fraction"])]
+    train = [p for p in train_all if normalize_question(p["question"]) not in suite_q]
+    return train, heldout, len(train_all) - len(train)
+
+
+class SpecializeRun:
+    """One run's settings, folders and progress; its stages (read, train, export, evaluate, publish) as methods, to
+    be called in that order (`read` keeps the pairs, glossary and data the later stages use)."""
+
+    def __init__(self, cfg: dict, spec, settings, run_dir: Path, stamp: str, progress: Progress):
+        self.cfg, self.spec, self.settings, self.run_dir, self.progress = cfg, spec, settings, run_dir, progress
+        self.name = f"specialized-{stamp}"
+        self.final = Path(cfg["exports_dir"]) / spec.name / self.name
+        # written here, renamed to `final` in one step: a server never loads it half-written
+        self.tmp = self.final.with_name(f".{self.name}.tmp")
+        self.current = Path(cfg["current_model_dir"])
+
+    def read(self) -> dict:
+        """The verified pairs, split into train and held out; the training data written. Returns their counts."""
+        cfg, progress = self.cfg, self.progress
+        progress.stage("read", 0, 1, "reading verified pairs")
+        self.db_path = sqlite_file(cfg["database_url"])
+        if not (self.current / "model.onnx").exists():
+            raise Refused(f"no current model at {self.current} (model.onnx): set current_model_dir")
+        if not (Path(cfg["init_adapter"]) / "adapter_config.json").exists():
+            raise Refused(f"no adapter to start from at {cfg['init_adapter']}")
+        pairs, self.entries, self.db_key = read_pairs(cfg, self.settings)
+        self.train, self.heldout, dropped = split_pairs(cfg, pairs)
+        print(f"{len(pairs)} verified pairs of {self.db_key}: {len(self.train)} train, {len(self.heldout)} held out"
+              f" ({dropped} train pairs dropped: business-suite questions)", flush=True)  # fmt: skip
+        if len(pairs) < cfg["min_pairs"] or len(self.heldout) < cfg["min_holdout"] or not self.train:
+            raise Refused(
+                f"too few verified pairs: {len(pairs)} ({len(self.heldout)} held out, {len(self.train)} to train on); "
+                f"at least {cfg['min_pairs']} with {cfg['min_holdout']} held out are needed: approve or correct more "
+                "answers"
+            )
+        self.data = prepare(cfg, self.spec, self.train, self.entries, self.run_dir / "data", self.settings)
+        progress.stage("read", 1, 1, f"{self.data['packed_sequences']} packed sequences, "
+                       f"{self.data['replay_sequences']} replay")  # fmt: skip
+        return {"total": len(pairs), "train": len(self.train), "heldout": len(self.heldout),
+                "dropped_suite_questions": dropped, "heldout_ids": [p["id"] for p in self.heldout]}  # fmt: skip
+
+    def train_candidate(self) -> dict:
+        """`models.train` from the committed adapter, in its LoRA shape; returns the training log."""
+        from models import train as trainer
+        from models.base import convert
+
+        cfg, spec, progress = self.cfg, self.spec, self.progress
+        progress.stage("train", 0, 1, "preparing the base")
+        convert(spec)  # once (a lean `make model` reads the GGUF without keeping a converted copy)
+        shape = lora_shape(Path(cfg["init_adapter"]), spec.model_dir)
+        keys = {"base": spec.name, "base_dir": str(spec.model_dir), "data_dir": str(self.run_dir / "data"),
+                "out_dir": str(self.run_dir / "train"), "train_files": self.data["train_files"],
+                "init_adapter": cfg["init_adapter"], "method": "lora", "max_len": cfg["max_len"],
+                "epochs": cfg["epochs"], "max_steps": cfg["max_steps"], "lr": cfg["lr"],
+                "warmup_steps": cfg["warmup_steps"], "batch_tokens": cfg["batch_tokens"], "threads": cfg["threads"],
+                "autocast": cfg["autocast"], "seed": cfg["seed"], "limit_train": 0, "limit_val": 0,
+                "eval_interval": 10**9, "log_interval": 1, "resume_from": ""} | shape  # fmt: skip
+        progress.stage("train", 0, 1, "loading the base")
+        trainer.main([f"--{k}={v!r}" for k, v in keys.items()],
+                     on_step=lambda s, n: progress.stage("train", s, n, f"step {s}/{n}"))  # fmt: skip
+        return json.loads((self.run_dir / "train" / "log.json").read_text())
+
+    def export(self) -> str:
+        """The candidate published (row-wise int8 adapter) and exported into the temp folder; returns the variant
+        (fp32, int8, int4) evaluated: the one the current model is, where the export has it."""
+        from models.export import build
+        from models.publish import publish as publish_adapter
+
+        cfg = self.cfg
+        self.progress.stage("export", 0, 1, "merging and exporting to ONNX")
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True)
+        adapter = publish_adapter(self.run_dir / "train", self.tmp / "adapter")
+        # the fp32 export stays only where fp32 is what the server serves (the candidate is served like the current)
+        keep = self.current.name == "fp32"
+        build(self.spec, adapter, cfg["bits"], out_dir=self.tmp, label=self.name, force=True, keep=keep)
+        self.progress.stage("export", 1, 1)
+        variant = self.current.name if self.current.name in ("fp32", "int8", "int4") else f"int{cfg['bits']}"
+        return variant if (self.tmp / variant).exists() else f"int{cfg['bits']}"
+
+    def evaluate(self, variant: str) -> dict:
+        from app.nl2sql.engine import OnnxGenerator
+
+        gens = {
+            "current": OnnxGenerator(self.current, self.cfg["threads"]),
+            "candidate": OnnxGenerator(self.tmp / variant, self.cfg["threads"]),
+        }
+        return evaluate_pair(self.cfg, self.run_dir, gens, self.heldout, self.train, self.entries, self.db_path,
+                             self.progress, self.settings)  # fmt: skip
+
+    def report(self, pairs: dict, train_log: dict, variant: str, results: dict, wall_s: float) -> dict:
+        """The verdict by the publish rule (`decide`), and everything that led to it."""
+        cfg, spec = self.cfg, self.spec
+        ok, reason = decide(results["candidate"], results["current"], cfg["suite_tolerance"])
+        published = cfg["publish"] == "always" or (cfg["publish"] == "if_better" and ok)
+        return {
+            "run_id": self.run_dir.name,
+            "database": self.db_key,
+            "base": spec.name,
+            "rule": "publish when strictly better on the held-out pairs and not worse on the business suite "
+            f"(tolerance {cfg['suite_tolerance']} points); publish={cfg['publish']}",
+            "verdict": "better" if ok else "not better",
+            "reason": reason,
+            "published": published,
+            "model_id": f"{spec.name}+{self.name}" if published else None,
+            "export_dir": str(self.final / variant) if published else None,
+            "pairs": pairs,
+            "data": self.data,
+            "train": {
+                k: train_log.get(k)
+                for k in ("step", "steps_total", "best_val", "tokens_per_s", "wall_s", "peak_rss_mb")
+            },
+            "evaluation": results,
+            "config": cfg,
+            "wall_s": wall_s,
+        }
+
+    def publish(self, report: dict) -> None:
+        """Rename the candidate into the exports folder, or delete it; the report and the final status written."""
+        reason = report["reason"]
+        self.progress.stage("publish", 0, 1, reason)
+        if report["published"]:
+            (self.tmp / "specialize_report.json").write_text(json.dumps(report, indent=2))
+            self.tmp.replace(self.final)  # atomic: the server only ever loads complete directories
+            print(f"published {self.final} (publish={self.cfg['publish']}; {reason})", flush=True)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            print(f"not published: {reason}", flush=True)
+        write_report(report, self.run_dir, self.cfg["reports_dir"])
+        self.progress.write(state="published" if report["published"] else "rejected", percent=100, stage="done",
+                            message=reason, export_dir=report["export_dir"], model_id=report["model_id"],
+                            report=report)  # fmt: skip
+
+
+def main(argv: list[str]) -> int:
+    from app.core.config import get_settings
+
+    cfg = configure(argv)
+    settings = get_settings()
+    spec = fill_defaults(cfg, settings)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(cfg["run_dir"] or BUILD_DIR / "specialize" / spec.name / stamp)
+    run_dir = Path(cfg["run_dir"] or settings.specialize_dir / spec.name / stamp)  # where the server looks for runs
     run_dir.mkdir(parents=True, exist_ok=True)
     progress = Progress(run_dir, run_dir.name)
     try:
@@ -354,118 +496,15 @@ def main(argv: list[str]) -> int:
     except Refused as exc:
         progress.write(state="failed", message=str(exc))
         raise
-    name = f"specialized-{stamp}"
-    final = Path(cfg["exports_dir"]) / spec.name / name
-    tmp = final.with_name(f".{name}.tmp")  # renamed to `final` in one step; never served while being written
+    run = SpecializeRun(cfg, spec, settings, run_dir, stamp, progress)
     t0 = time.time()
     try:
         progress.write(config=cfg)
-        progress.stage("read", 0, 1, "reading verified pairs")
-        db_path = sqlite_file(cfg["database_url"])
-        current = Path(cfg["current_model_dir"])
-        if not (current / "model.onnx").exists():
-            raise Refused(f"no current model at {current} (model.onnx): set current_model_dir")
-        if not (Path(cfg["init_adapter"]) / "adapter_config.json").exists():
-            raise Refused(f"no adapter to start from at {cfg['init_adapter']}")
-        pairs, entries, db_key = read_pairs(cfg, settings)
-        heldout = [p for p in pairs if held_out(p["id"], cfg["holdout_fraction"])]
-        from models.scenarios import load_suite
-        from models.synth import normalize_question
-
-        suite_q = {normalize_question(c.question) for c in load_suite(Path(cfg["suite"]))}
-        train_all = [p for p in pairs if not held_out(p["id"], cfg["holdout_fraction"])]
-        train = [p for p in train_all if normalize_question(p["question"]) not in suite_q]
-        print(f"{len(pairs)} verified pairs of {db_key}: {len(train)} train, {len(heldout)} held out"
-              f" ({len(train_all) - len(train)} train pairs dropped: business-suite questions)", flush=True)  # fmt: skip
-        if len(pairs) < cfg["min_pairs"] or len(heldout) < cfg["min_holdout"] or not train:
-            raise Refused(
-                f"too few verified pairs: {len(pairs)} ({len(heldout)} held out, {len(train)} to train on); at least "
-                f"{cfg['min_pairs']} with {cfg['min_holdout']} held out are needed: approve or correct more answers"
-            )
-        data_dir = run_dir / "data"
-        data = prepare(cfg, spec, train, entries, data_dir, settings)
-        progress.stage("read", 1, 1, f"{data['packed_sequences']} packed sequences, {data['replay_sequences']} replay")
-
-        from models import train as trainer
-
-        progress.stage("train", 0, 1, "preparing the base")
-        from models.base import convert
-
-        convert(spec)  # once (a lean `make model` reads the GGUF without keeping a converted copy)
-        shape = lora_shape(Path(cfg["init_adapter"]), spec.model_dir)
-        keys = {"base": spec.name, "base_dir": str(spec.model_dir), "data_dir": str(data_dir),
-                "out_dir": str(run_dir / "train"), "train_files": data["train_files"], "init_adapter": cfg["init_adapter"],
-                "method": "lora", "max_len": cfg["max_len"], "epochs": cfg["epochs"], "max_steps": cfg["max_steps"],
-                "lr": cfg["lr"], "warmup_steps": cfg["warmup_steps"], "batch_tokens": cfg["batch_tokens"],
-                "threads": cfg["threads"], "autocast": cfg["autocast"], "seed": cfg["seed"], "limit_train": 0,
-                "limit_val": 0, "eval_interval": 10**9, "log_interval": 1, "resume_from": ""} | shape  # fmt: skip
-        progress.stage("train", 0, 1, "loading the base")
-        trainer.main([f"--{k}={v!r}" for k, v in keys.items()],
-                     on_step=lambda s, n: progress.stage("train", s, n, f"step {s}/{n}"))  # fmt: skip
-        train_log = json.loads((run_dir / "train" / "log.json").read_text())
-
-        progress.stage("export", 0, 1, "merging and exporting to ONNX")
-        from models.export import build
-        from models.publish import publish as publish_adapter
-
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        adapter = publish_adapter(run_dir / "train", tmp / "adapter")
-        # the fp32 export stays only where fp32 is what the server serves (the candidate is served like the current)
-        build(spec, adapter, cfg["bits"], out_dir=tmp, label=name, force=True, keep=current.name == "fp32")
-        progress.stage("export", 1, 1)
-
-        variant = current.name if current.name in ("fp32", "int8", "int4") else f"int{cfg['bits']}"
-        if not (tmp / variant).exists():
-            variant = f"int{cfg['bits']}"
-        from app.nl2sql.engine import OnnxGenerator
-
-        gens = {
-            "current": OnnxGenerator(current, cfg["threads"]),
-            "candidate": OnnxGenerator(tmp / variant, cfg["threads"]),
-        }
-        results = evaluate_pair(cfg, run_dir, gens, heldout, train, entries, db_path, progress, settings)
-        ok, reason = decide(results["candidate"], results["current"], cfg["suite_tolerance"])
-        published = cfg["publish"] == "always" or (cfg["publish"] == "if_better" and ok)
-        report = {
-            "run_id": run_dir.name,
-            "database": db_key,
-            "base": spec.name,
-            "rule": "publish when strictly better on the held-out pairs and not worse on the business suite "
-            f"(tolerance {cfg['suite_tolerance']} points); publish={cfg['publish']}",
-            "verdict": "better" if ok else "not better",
-            "reason": reason,
-            "published": published,
-            "model_id": f"{spec.name}+{name}" if published else None,
-            "export_dir": str(final / variant) if published else None,
-            "pairs": {
-                "total": len(pairs),
-                "train": len(train),
-                "heldout": len(heldout),
-                "dropped_suite_questions": len(train_all) - len(train),
-                "heldout_ids": [p["id"] for p in heldout],
-            },  # fmt: skip
-            "data": data,
-            "train": {
-                k: train_log.get(k)
-                for k in ("step", "steps_total", "best_val", "tokens_per_s", "wall_s", "peak_rss_mb")
-            },
-            "evaluation": results,
-            "config": cfg,
-            "wall_s": round(time.time() - t0, 1),
-        }
-        progress.stage("publish", 0, 1, reason)
-        if published:
-            (tmp / "specialize_report.json").write_text(json.dumps(report, indent=2))
-            tmp.replace(final)  # atomic: the server only ever loads complete directories
-            print(f"published {final} (publish={cfg['publish']}; {reason})", flush=True)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-            print(f"not published: {reason}", flush=True)
-        write_report(report, run_dir, cfg["reports_dir"])
-        progress.write(state="published" if published else "rejected", percent=100, stage="done", message=reason,
-                       export_dir=report["export_dir"], model_id=report["model_id"], report=report)  # fmt: skip
+        pairs = run.read()
+        train_log = run.train_candidate()
+        variant = run.export()
+        results = run.evaluate(variant)
+        run.publish(run.report(pairs, train_log, variant, results, round(time.time() - t0, 1)))
         return 0
     except (Refused, SystemExit) as exc:  # train.py exits with a message on bad data or settings
         message = str(exc) if not isinstance(exc, SystemExit) else str(exc.code)
@@ -476,7 +515,7 @@ def main(argv: list[str]) -> int:
         progress.write(state="failed", message=f"{type(exc).__name__}: {str(exc)[:300]}")
         raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # a finished run renamed it away; anything left here is partial
+        shutil.rmtree(run.tmp, ignore_errors=True)  # a finished run renamed it away; anything left here is partial
         (run_dir.parent / "lock").unlink(missing_ok=True)
 
 

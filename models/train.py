@@ -19,7 +19,6 @@ resumable state in out_dir/last, and out_dir/log.json (config, losses, wall time
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import random
@@ -32,7 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models import presets
 from models.data import target_spans
+from models.presets import config_keys
 
 # ---------------------------------------------------------------- defaults (override by preset / --key=value)
 out_dir = "models/runs/default"
@@ -66,26 +67,23 @@ autocast = ""  # "bf16": matmuls in bfloat16 (AVX512-BF16 CPUs: ~4x the fp32 spe
 seed = 1337
 log_interval = 10
 # ---------------------------------------------------------------------------------------------------------------
-CONFIG_KEYS = [
-    k for k, v in list(globals().items()) if not k.startswith("_") and isinstance(v, (int, float, str, list))
-]
+CONFIG_KEYS = config_keys(globals())
 
 
 def configure(argv: list[str]) -> dict:
-    """nanoGPT-style: preset files are exec'd, then --key=value overrides are literal-evaluated."""
-    g = globals()
-    for arg in argv:
-        if not arg.startswith("--"):
-            exec(Path(arg).read_text(), g)
-        else:
-            key, _, val = arg[2:].partition("=")
-            if key not in CONFIG_KEYS:
-                sys.exit(f"unknown config key: {key}")
-            try:
-                g[key] = ast.literal_eval(val)
-            except (ValueError, SyntaxError):
-                g[key] = val
-    return {k: g[k] for k in CONFIG_KEYS}
+    """Presets and --key=value overrides (`models.presets`) into this module's defaults; the registry base's folders
+    where base_dir or data_dir is left empty."""
+    try:
+        cfg = presets.configure(argv, globals(), CONFIG_KEYS)
+    except presets.PresetError as exc:
+        sys.exit(str(exc))
+    if not (cfg["base_dir"] and cfg["data_dir"]):
+        from models.bases import get_base
+
+        spec = get_base(cfg["base"] or None)
+        cfg["base_dir"] = cfg["base_dir"] or str(spec.model_dir)
+        cfg["data_dir"] = cfg["data_dir"] or str(spec.data_dir)
+    return cfg
 
 
 def peak_rss_mb() -> float:
@@ -281,192 +279,225 @@ def load_init_adapter(model, path: Path) -> None:
     print(f"initialized {len(weights)} LoRA tensors from {path}")
 
 
-def main(argv: list[str], on_step=None) -> None:
-    """`on_step(step, total)` (optional) is called after every optimizer step: a caller's progress bar."""
-    cfg = configure(argv)
-    if not (cfg["base_dir"] and cfg["data_dir"]):  # defaults follow the registry base
-        from models.bases import get_base
-
-        spec = get_base(cfg["base"] or None)
-        cfg["base_dir"] = cfg["base_dir"] or str(spec.model_dir)
-        cfg["data_dir"] = cfg["data_dir"] or str(spec.data_dir)
-    torch.manual_seed(cfg["seed"])
-    torch.set_num_threads(cfg["threads"])
-    out = Path(cfg["out_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    from models.base import load_tokenizer
-
-    pad_id = load_tokenizer(cfg["base_dir"]).pad_token_id
+def load_examples(cfg: dict) -> tuple[list[list[dict]], list[dict]]:
+    """The rows of each training file (apart: each file gets its own lower-layer cache) and the validation rows."""
     files = [load_rows(Path(cfg["data_dir"]) / f, cfg["limit_train"], cfg["max_len"]) for f in cfg["train_files"]]
-    train = [r for rows in files for r in rows]
-    if not train:
+    if not any(files):
         sys.exit(f"no training examples of at most {cfg['max_len']} tokens in {cfg['data_dir']}/{cfg['train_files']}")
-    val = load_rows(Path(cfg["data_dir"]) / "val.jsonl", cfg["limit_val"], cfg["max_len"])
-    model, split = build_model(cfg)
-    bb = Backbone(model, split, cfg["autocast"])
-    dim = model.config.hidden_size
-    caches = None
-    if split:
-        print(f"caching outputs of the {split} frozen lower layers ...", flush=True)
-        cdir = Path(cfg["data_dir"]) / "cache"
-        cdir.mkdir(exist_ok=True)
-        tag = f"{split}_{cfg['max_len']}_{cfg['limit_train']}_{cfg['limit_val']}"
-        parts, start = [], 0
-        for name, rows in zip(cfg["train_files"], files, strict=True):
-            parts.append((start, HiddenCache(cdir / f"{Path(name).stem}_{tag}.f32", rows, bb, dim, pad_id)))
-            start += len(rows)
-        caches = {"train": CacheSet(parts), "val": HiddenCache(cdir / f"val_{tag}.f32", val, bb, dim, pad_id)}
+    return files, load_rows(Path(cfg["data_dir"]) / "val.jsonl", cfg["limit_val"], cfg["max_len"])
 
-    def inputs(split_name: str, rows: list[dict], idx: list[int]):
-        ids, tmask = collate([rows[i] for i in idx], pad_id)
-        h = caches[split_name].batch(idx, ids.shape[1]) if caches else bb.inner.embed_tokens(ids)
+
+def lower_layer_caches(cfg: dict, bb: Backbone, files: list[list[dict]], val: list[dict], pad_id: int) -> dict | None:
+    """The frozen lower layers' outputs for train and val, computed once and kept under data_dir/cache (a file's
+    cache is reused by any run with the same split and limits); None when every layer is trained."""
+    if not bb.split:
+        return None
+    print(f"caching outputs of the {bb.split} frozen lower layers ...", flush=True)
+    cdir = Path(cfg["data_dir"]) / "cache"
+    cdir.mkdir(exist_ok=True)
+    tag = f"{bb.split}_{cfg['max_len']}_{cfg['limit_train']}_{cfg['limit_val']}"
+    dim = bb.model.config.hidden_size
+    parts, start = [], 0
+    for name, rows in zip(cfg["train_files"], files, strict=True):
+        parts.append((start, HiddenCache(cdir / f"{Path(name).stem}_{tag}.f32", rows, bb, dim, pad_id)))
+        start += len(rows)
+    return {"train": CacheSet(parts), "val": HiddenCache(cdir / f"val_{tag}.f32", val, bb, dim, pad_id)}
+
+
+def cosine_lr(cfg: dict, step: int, total: int) -> float:
+    """Linear warmup over warmup_steps, then cosine decay from lr to min_lr_ratio * lr at step `total`."""
+    if step < cfg["warmup_steps"]:
+        return cfg["lr"] * (step + 1) / cfg["warmup_steps"]
+    frac = min(1.0, (step - cfg["warmup_steps"]) / max(1, total - cfg["warmup_steps"]))
+    return cfg["lr"] * (cfg["min_lr_ratio"] + (1 - cfg["min_lr_ratio"]) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+class Trainer:
+    """One run's moving parts (trained parameters, optimizer, data order, progress state) and what it leaves in
+    out_dir: the best adapter, the resumable `last` checkpoint and log.json."""
+
+    def __init__(self, cfg: dict, bb: Backbone, caches: dict | None, pad_id: int, train: list[dict], val: list[dict]):
+        self.cfg, self.bb, self.model, self.caches, self.pad_id = cfg, bb, bb.model, caches, pad_id
+        self.train, self.val = train, val
+        self.out = Path(cfg["out_dir"])
+        self.last = self.out / "last"
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        n_layers = self.model.config.num_hidden_layers
+        print(f"trainable parameters: {sum(p.numel() for p in self.params):,} (layers {bb.split}..{n_layers - 1})")
+        self.opt = torch.optim.AdamW(self.params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        self.rng = random.Random(cfg["seed"])
+        self.lengths = [len(r["ids"]) for r in train]
+        n_batches = len(make_batches(self.lengths, cfg["batch_tokens"], random.Random(0)))
+        steps_per_epoch = math.ceil(n_batches / cfg["grad_accum"])
+        self.total = cfg["max_steps"] or max(1, int(steps_per_epoch * cfg["epochs"]))
+        self.state = {
+            "step": 0,
+            "epoch": 0,
+            "batch_pos": 0,
+            "best_val": float("inf"),
+            "bad_evals": 0,
+            "history": [],
+            "wall_s": 0.0,
+            "tokens": 0,
+            "target_tokens": 0,
+        }
+
+    def inputs(self, split_name: str, rows: list[dict], idx: list[int]):
+        """A micro-batch: the top layers' input (cached lower-layer outputs, or embeddings), ids, targets, layout."""
+        ids, tmask = collate([rows[i] for i in idx], self.pad_id)
+        h = self.caches[split_name].batch(idx, ids.shape[1]) if self.caches else self.bb.inner.embed_tokens(ids)
         return h, ids, tmask, attention_layout([rows[i] for i in idx], ids.shape[1])
 
-    if cfg["init_adapter"]:
-        load_init_adapter(model, Path(cfg["init_adapter"]))
-    params = [p for p in model.parameters() if p.requires_grad]
-    print(
-        f"trainable parameters: {sum(p.numel() for p in params):,} (layers {split}..{model.config.num_hidden_layers - 1})"
-    )
-    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    rng = random.Random(cfg["seed"])
-    lengths = [len(r["ids"]) for r in train]
-    steps_per_epoch = math.ceil(len(make_batches(lengths, cfg["batch_tokens"], random.Random(0))) / cfg["grad_accum"])
-    total = cfg["max_steps"] or max(1, int(steps_per_epoch * cfg["epochs"]))
-
-    def lr_at(step: int) -> float:
-        if step < cfg["warmup_steps"]:
-            return cfg["lr"] * (step + 1) / cfg["warmup_steps"]
-        frac = min(1.0, (step - cfg["warmup_steps"]) / max(1, total - cfg["warmup_steps"]))
-        return cfg["lr"] * (cfg["min_lr_ratio"] + (1 - cfg["min_lr_ratio"]) * 0.5 * (1 + math.cos(math.pi * frac)))
-
     @torch.no_grad()
-    def val_loss() -> float:
-        model.eval()
+    def val_loss(self) -> float:
+        self.model.eval()
         tot, n = 0.0, 0
-        for b in make_batches([len(r["ids"]) for r in val], cfg["batch_tokens"], random.Random(0)):
-            h, ids, tmask, layout = inputs("val", val, b)
+        for b in make_batches([len(r["ids"]) for r in self.val], self.cfg["batch_tokens"], random.Random(0)):
+            h, ids, tmask, layout = self.inputs("val", self.val, b)
             k = int(tmask[:, 1:].sum())
-            tot += float(bb.loss(h, ids, tmask, layout)) * k
+            tot += float(self.bb.loss(h, ids, tmask, layout)) * k
             n += k
-        model.train()
+        self.model.train()
         return tot / max(n, 1)
 
-    state = {
-        "step": 0,
-        "epoch": 0,
-        "batch_pos": 0,
-        "best_val": float("inf"),
-        "bad_evals": 0,
-        "history": [],
-        "wall_s": 0.0,
-        "tokens": 0,
-        "target_tokens": 0,
-    }
-    last = out / "last"
-    source = last if (last / "state.pt").exists() else Path(cfg["resume_from"]) if cfg["resume_from"] else None
-    if source is not None and not (source / "state.pt").exists():
-        sys.exit(f"resume_from: no state.pt in {source}")
-    if source is not None:
+    def resume(self) -> list[list[int]] | None:
+        """Continue from out_dir/last, else from `resume_from` (its weights, optimizer, data order and progress);
+        returns the saved batch order, or None on a fresh start."""
+        resume_from = self.cfg["resume_from"]
+        source = self.last if (self.last / "state.pt").exists() else Path(resume_from) if resume_from else None
+        if source is None:
+            return None
+        if not (source / "state.pt").exists():
+            sys.exit(f"resume_from: no state.pt in {source}")
         ck = torch.load(source / "state.pt", weights_only=False)
-        model.load_state_dict(ck["trainable"], strict=False)
-        opt.load_state_dict(ck["opt"])
-        state = ck["state"]
-        rng.setstate(ck["rng"])
-        print(f"resumed from {source} at step {state['step']} (best val {state['best_val']:.4f})")
+        self.model.load_state_dict(ck["trainable"], strict=False)
+        self.opt.load_state_dict(ck["opt"])
+        self.state = ck["state"]
+        self.rng.setstate(ck["rng"])
+        print(f"resumed from {source} at step {self.state['step']} (best val {self.state['best_val']:.4f})")
+        return ck.get("batches")
 
-    def checkpoint(batches) -> None:
-        last.mkdir(parents=True, exist_ok=True)
-        trainable = {k: v for k, v in model.state_dict().items() if any(v is p for p in params) or "lora_" in k}
-        tmp = last / "state.pt.tmp"
-        torch.save(
-            {
-                "trainable": trainable,
-                "opt": opt.state_dict(),
-                "state": state,
-                "rng": rng.getstate(),
-                "batches": batches,
-            },
-            tmp,
-        )
-        tmp.replace(last / "state.pt")
+    def checkpoint(self, batches: list[list[int]]) -> None:
+        self.last.mkdir(parents=True, exist_ok=True)
+        trainable = {
+            k: v for k, v in self.model.state_dict().items() if any(v is p for p in self.params) or "lora_" in k
+        }
+        tmp = self.last / "state.pt.tmp"
+        ck = {"trainable": trainable, "opt": self.opt.state_dict(), "state": self.state, "rng": self.rng.getstate()}
+        torch.save(ck | {"batches": batches}, tmp)
+        tmp.replace(self.last / "state.pt")  # a run stopped while saving keeps the previous checkpoint
 
-    def write_log(status: str) -> None:
+    def write_log(self, status: str) -> None:
+        state = self.state
         log = {
-            "config": cfg,
+            "config": self.cfg,
             "status": status,
-            "split_layer": split,
-            "steps_total": total,
+            "split_layer": self.bb.split,
+            "steps_total": self.total,
             "peak_rss_mb": round(peak_rss_mb()),
             **{k: state[k] for k in state if k != "history"},
             "tokens_per_s": round(state["tokens"] / max(state["wall_s"], 1e-9), 1),
             "history": state["history"],
         }
-        (out / "log.json").write_text(json.dumps(log, indent=2))
+        (self.out / "log.json").write_text(json.dumps(log, indent=2))
 
-    model.train()
-    batches = (
-        ck["batches"] if source is not None and "batches" in ck else make_batches(lengths, cfg["batch_tokens"], rng)
-    )
-    status = "max_steps"
-    t_last, tok_last, loss_acc, loss_n = time.time(), state["tokens"], 0.0, 0
-    while state["step"] < total:
-        if state["batch_pos"] >= len(batches):
-            state["epoch"] += 1
-            state["batch_pos"] = 0
-            batches = make_batches(lengths, cfg["batch_tokens"], rng)
+    def optimizer_step(self, batches: list[list[int]]) -> float:
+        """One optimizer step over grad_accum micro-batches, taken from the batch order at batch_pos; its loss."""
+        state, accum = self.state, self.cfg["grad_accum"]
         t0 = time.time()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(state["step"])
-        for _ in range(cfg["grad_accum"]):
+        for g in self.opt.param_groups:
+            g["lr"] = cosine_lr(self.cfg, state["step"], self.total)
+        step_loss = 0.0
+        for _ in range(accum):
             b = batches[state["batch_pos"] % len(batches)]
             state["batch_pos"] += 1
-            h, ids, tmask, layout = inputs("train", train, b)
-            loss = bb.loss(h, ids, tmask, layout) / cfg["grad_accum"]
+            h, ids, tmask, layout = self.inputs("train", self.train, b)
+            loss = self.bb.loss(h, ids, tmask, layout) / accum
             loss.backward()
-            loss_acc += float(loss.detach())
-            state["tokens"] += sum(len(train[i]["ids"]) for i in b)
+            step_loss += float(loss.detach())
+            state["tokens"] += sum(len(self.train[i]["ids"]) for i in b)
             state["target_tokens"] += int(tmask.sum())
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
         state["step"] += 1
         state["wall_s"] += time.time() - t0
-        loss_n += 1
-        if on_step is not None:
-            on_step(state["step"], total)
-        if state["step"] % cfg["log_interval"] == 0:
-            dt = time.time() - t_last
-            print(
-                f"step {state['step']}/{total} ep {state['epoch']} loss {loss_acc / loss_n:.4f} "
-                f"lr {lr_at(state['step']):.2e} {(state['tokens'] - tok_last) / dt:.0f} tok/s",
-                flush=True,
-            )
-            t_last, tok_last, loss_acc, loss_n = time.time(), state["tokens"], 0.0, 0
-        if state["step"] % cfg["eval_interval"] == 0 or state["step"] == total:
-            vl = val_loss()
-            state["history"].append(
-                {
-                    "step": state["step"],
-                    "val_loss": round(vl, 5),
-                    "wall_s": round(state["wall_s"], 1),
-                    "tokens": state["tokens"],
-                }
-            )
-            improved = vl < state["best_val"]
-            print(f"  val loss {vl:.4f} {'(best)' if improved else ''}", flush=True)
-            if improved:
-                state["best_val"], state["bad_evals"] = vl, 0
-                save_adapter(model, out / "best", cfg, {"step": state["step"], "val_loss": vl})
-            else:
-                state["bad_evals"] += 1
-            checkpoint(batches)
-            write_log("running")
-            if state["bad_evals"] >= cfg["patience"]:
-                status = "early_stopped"
+        return step_loss
+
+    def evaluate(self, batches: list[list[int]]) -> bool:
+        """Validation loss; the best adapter so far kept in out_dir/best; checkpoint and log written. True when
+        the last `patience` evaluations brought no improvement (early stop)."""
+        state = self.state
+        vl = self.val_loss()
+        state["history"].append(
+            {
+                "step": state["step"],
+                "val_loss": round(vl, 5),
+                "wall_s": round(state["wall_s"], 1),
+                "tokens": state["tokens"],
+            }
+        )
+        improved = vl < state["best_val"]
+        print(f"  val loss {vl:.4f} {'(best)' if improved else ''}", flush=True)
+        if improved:
+            state["best_val"], state["bad_evals"] = vl, 0
+            save_adapter(self.model, self.out / "best", self.cfg, {"step": state["step"], "val_loss": vl})
+        else:
+            state["bad_evals"] += 1
+        self.checkpoint(batches)
+        self.write_log("running")
+        return state["bad_evals"] >= self.cfg["patience"]
+
+    def fit(self, batches: list[list[int]] | None, on_step=None) -> str:
+        """Optimizer steps until the total (a new epoch reshuffles the batch order) or an early stop, from the
+        resumed batch order if any; returns how the run ended."""
+        state, cfg = self.state, self.cfg
+        self.model.train()
+        batches = batches if batches is not None else make_batches(self.lengths, cfg["batch_tokens"], self.rng)
+        t_last, tok_last, loss_acc, loss_n = time.time(), state["tokens"], 0.0, 0
+        while state["step"] < self.total:
+            if state["batch_pos"] >= len(batches):
+                state["epoch"] += 1
+                state["batch_pos"] = 0
+                batches = make_batches(self.lengths, cfg["batch_tokens"], self.rng)
+            loss_acc += self.optimizer_step(batches)
+            loss_n += 1
+            if on_step is not None:
+                on_step(state["step"], self.total)
+            if state["step"] % cfg["log_interval"] == 0:
+                tok_s = (state["tokens"] - tok_last) / (time.time() - t_last)
+                print(
+                    f"step {state['step']}/{self.total} ep {state['epoch']} loss {loss_acc / loss_n:.4f} "
+                    f"lr {cosine_lr(cfg, state['step'], self.total):.2e} {tok_s:.0f} tok/s",
+                    flush=True,
+                )
+                t_last, tok_last, loss_acc, loss_n = time.time(), state["tokens"], 0.0, 0
+            evaluate_now = state["step"] % cfg["eval_interval"] == 0 or state["step"] == self.total
+            if evaluate_now and self.evaluate(batches):
                 print(f"early stop: no improvement in {cfg['patience']} evaluations")
-                break
-    write_log(status)
+                return "early_stopped"
+        return "max_steps"
+
+
+def main(argv: list[str], on_step=None) -> None:
+    """`on_step(step, total)` (optional) is called after every optimizer step: a caller's progress bar."""
+    cfg = configure(argv)
+    torch.manual_seed(cfg["seed"])  # before the model is built: LoRA's initial weights come from it
+    torch.set_num_threads(cfg["threads"])
+    Path(cfg["out_dir"]).mkdir(parents=True, exist_ok=True)
+    from models.base import load_tokenizer
+
+    pad_id = load_tokenizer(cfg["base_dir"]).pad_token_id
+    files, val = load_examples(cfg)
+    model, split = build_model(cfg)
+    bb = Backbone(model, split, cfg["autocast"])
+    caches = lower_layer_caches(cfg, bb, files, val, pad_id)
+    if cfg["init_adapter"]:
+        load_init_adapter(model, Path(cfg["init_adapter"]))
+    trainer = Trainer(cfg, bb, caches, pad_id, [r for rows in files for r in rows], val)
+    status = trainer.fit(trainer.resume(), on_step)
+    trainer.write_log(status)
+    state = trainer.state
     print(
         f"done: {state['step']} steps, best val {state['best_val']:.4f}, "
         f"{state['tokens'] / max(state['wall_s'], 1e-9):.0f} tok/s, peak RSS {peak_rss_mb():.0f} MB"

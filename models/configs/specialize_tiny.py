@@ -1,5 +1,5 @@
 # Seconds to minutes on a CPU: the test preset (SmolLM2, a handful of pairs, a few steps, six suite questions).
-exec(Path("models/configs/specialize.py").read_text())  # noqa: F821 (Path: specialize.py runs presets in its namespace)
+include = "specialize.py"
 base = "smollm2-135m"
 min_pairs = 8
 min_holdout = 2

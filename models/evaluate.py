@@ -1,4 +1,4 @@
-"""Stage 3, evaluate: execution accuracy (EX) on any Spider-format dataset and on the business suite.
+"""Stage 5, evaluate: execution accuracy (EX) on any Spider-format dataset and on the business suite.
 
     python -m models.evaluate --run dev-int8                                   # Spider dev (972 with a database)
     python -m models.evaluate --run dev-torch --engine torch --adapter models/adapters/querywise-sql
@@ -11,8 +11,10 @@
     python -m models.evaluate compare reports/eval/a.json reports/eval/b.json
     python -m models.evaluate --run dev-vote --constrained --candidates 4 --vote   # candidates for every question
     python -m models.evaluate choices reports/eval/dev-vote.jsonl              # greedy / served rule / vote / oracle
+    python -m models.evaluate same-questions reports/eval/a.jsonl reports/eval/b.jsonl  # EX on a's questions only
 
-Predictions are generated in batches through the same engine the service uses (ONNX int8 by default), executed
+Predictions are generated in batches through the engine the service uses (ONNX, MODEL_DIR: the int8 export unless
+set) or torch fp32 (`--engine torch`, base + adapter; every decoding mode below works with both), executed
 read-only with a timeout next to the gold SQL, compared as Spider does (multisets; ordered only when the gold has
 ORDER BY), and streamed to reports/eval/<run>.jsonl as they come, so memory stays flat and an interrupted run
 resumes where it stopped. With `--candidates N`, a prediction that fails to run (or returns no rows) is replaced as
@@ -35,11 +37,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from app.core.config import get_settings
+from app.core.config import DEMO_DB_PATH, MAX_NEW_TOKENS, get_settings
 from app.nl2sql.constrain import SchemaNames
-from app.nl2sql.engine import Sampling
 from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
+from app.nl2sql.generator import Sampling
 from app.nl2sql.guided import (
     best_index,
     candidate_sampling,
@@ -56,15 +58,13 @@ from models.data import SPIDER_DIR, read_jsonl, schema_at, sqlite_path
 from models.exec_match import execute_sqlite, order_matters, results_match
 from models.hardness import hardness
 
-# defaults
+# defaults (the service's own where it has one)
 engine = "onnx"
 model_dir = get_settings().model_dir  # the engine the service uses
 batch_size = 8
-max_new_tokens = 160
-timeout_s = 5.0
-temperature = 0.7  # execution-guided candidates (the service's default)
+timeout_s = get_settings().statement_timeout_s  # per query, prediction and gold alike
+temperature = get_settings().exec_guided_temperature  # execution-guided candidates
 out_root = Path("reports/eval")
-DEMO_DB = Path("build/demo.sqlite")
 
 
 def spider_items(questions: Path, db_root: Path, tables: Path | None) -> tuple[list[dict], int]:
@@ -201,7 +201,7 @@ def run(
     generator,
     out_jsonl: Path,
     size: int,
-    new_tokens: int = max_new_tokens,
+    new_tokens: int = MAX_NEW_TOKENS,
     sample_values: int = 0,
     candidates: int = 0,
     constrained: bool = False,
@@ -388,54 +388,58 @@ def choice_rules(path: Path) -> dict[str, float]:
     return {k: round(100 * counts[k] / n, 1) for k in ("greedy", "first_that_runs", "vote", "oracle")} | {"n": n}
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "same-questions":
-        paths = [Path(p) for p in argv[1:]]
-        if len(paths) < 2 or any(not p.exists() for p in paths):
-            print("usage: same-questions BASELINE.jsonl RUN.jsonl ... (all must exist)", file=sys.stderr)
-            return 2
-        print(on_same_questions(paths[0], paths[1:]))
-        return 0
-    if argv and argv[0] == "choices":
-        paths = [Path(p) for p in argv[1:]]
-        if not paths or any(not p.exists() for p in paths):
-            print("usage: choices VOTE_RUN.jsonl ... (runs made with --candidates N --vote)", file=sys.stderr)
-            return 2
-        print("| run | n | greedy | first that runs (served) | vote | oracle |\n|---|---:|---:|---:|---:|---:|")
-        for p in paths:
-            try:
-                c = choice_rules(p)
-            except ValueError as exc:
-                print(str(exc), file=sys.stderr)
-                return 2
-            print(f"| {p.stem} | {c['n']} | {c['greedy']} | {c['first_that_runs']} | {c['vote']} | {c['oracle']} |")
-        return 0
-    if argv and argv[0] == "compare":
-        paths = [Path(p) for p in argv[1:]]
-        missing = [str(p) for p in paths if not p.exists()]
-        if len(paths) < 2 or missing:
-            print(
-                f"usage: compare RUN.json RUN.json ...{' (missing: ' + ', '.join(missing) + ')' if missing else ''}",
-                file=sys.stderr,
-            )
-            return 2
-        print(compare(paths))
-        return 0
+class UsageError(Exception):
+    """A command line that cannot run (a missing file, options that do not go together): said, exit status 2."""
+
+
+def same_questions_command(paths: list[Path]) -> int:
+    if len(paths) < 2 or any(not p.exists() for p in paths):
+        raise UsageError("usage: same-questions BASELINE.jsonl RUN.jsonl ... (all must exist)")
+    print(on_same_questions(paths[0], paths[1:]))
+    return 0
+
+
+def choices_command(paths: list[Path]) -> int:
+    if not paths or any(not p.exists() for p in paths):
+        raise UsageError("usage: choices VOTE_RUN.jsonl ... (runs made with --candidates N --vote)")
+    print("| run | n | greedy | first that runs (served) | vote | oracle |\n|---|---:|---:|---:|---:|---:|")
+    for p in paths:
+        try:
+            c = choice_rules(p)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        print(f"| {p.stem} | {c['n']} | {c['greedy']} | {c['first_that_runs']} | {c['vote']} | {c['oracle']} |")
+    return 0
+
+
+def compare_command(paths: list[Path]) -> int:
+    missing = [str(p) for p in paths if not p.exists()]
+    if len(paths) < 2 or missing:
+        raise UsageError(
+            f"usage: compare RUN.json RUN.json ...{' (missing: ' + ', '.join(missing) + ')' if missing else ''}"
+        )
+    print(compare(paths))
+    return 0
+
+
+SUBCOMMANDS = {"same-questions": same_questions_command, "choices": choices_command, "compare": compare_command}
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Execution accuracy of the NL→SQL model")
     p.add_argument("--run", required=True, help="name of this run (files under reports/eval/)")
     p.add_argument("--questions", type=Path, default=SPIDER_DIR / "dev.json")
     p.add_argument("--tables", type=Path, default=SPIDER_DIR / "tables.json")
     p.add_argument("--db-root", type=Path, default=SPIDER_DIR / "database")
     p.add_argument("--suite", type=Path, help="a business-scenario directory (YAML) evaluated on --demo-db instead")
-    p.add_argument("--demo-db", type=Path, default=DEMO_DB)
+    p.add_argument("--demo-db", type=Path, default=DEMO_DB_PATH)
     p.add_argument("--engine", choices=("onnx", "torch"), default=engine)
     p.add_argument("--model-dir", type=Path, default=model_dir)
     p.add_argument("--adapter", type=Path, help="LoRA adapter for --engine torch")
     p.add_argument("--limit", type=int, default=0, help="N questions spread evenly over the dataset (0 = all)")
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     p.add_argument("--candidates", type=int, default=0, help="execution-guided decoding: N sampled candidates")
     p.add_argument("--constrained", action="store_true", help="schema-constrained decoding (identifiers must exist)")
     p.add_argument(
@@ -446,53 +450,67 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--examples", type=int, default=0, help="K verified examples per question from the other folds")
     p.add_argument("--folds", type=int, default=5, help="folds by question id for --examples (default 5)")
     p.add_argument("--fresh", action="store_true", help="discard earlier results of this run instead of resuming")
-    a = p.parse_args(argv)
+    return p
 
+
+def load_items(a: argparse.Namespace) -> tuple[list[dict], list[dict], str, str]:
+    """(the questions to evaluate, every question of the dataset, the dataset, a note on what was left out).
+    `--limit N` spreads N over the whole dataset (every database and hardness level), not the first N."""
+    missing = 0
     if a.suite:
         if not a.demo_db.exists():
-            print(f"no demo database at {a.demo_db}: run `make demo-db`", file=sys.stderr)
-            return 2
-        items, missing, dataset = suite_items(a.suite, a.demo_db), 0, f"business suite {a.suite}"
+            raise UsageError(f"no demo database at {a.demo_db}: run `make demo-db`")
+        items, dataset = suite_items(a.suite, a.demo_db), f"business suite {a.suite}"
     else:
         for path in (a.questions, a.db_root):
             if not path.exists():
-                print(f"not found: {path}", file=sys.stderr)
-                return 2
+                raise UsageError(f"not found: {path}")
         items, missing = spider_items(a.questions, a.db_root, a.tables if a.tables.exists() else None)
         dataset = str(a.questions)
-    available, suite = len(items), list(items)
+    every = list(items)
     if a.limit and a.limit < len(items):
-        # spread over the whole dataset (every database and hardness level), not the first N
         items = [items[i * len(items) // a.limit] for i in range(a.limit)]
     if not items:
-        print("no questions to evaluate", file=sys.stderr)
-        return 2
+        raise UsageError("no questions to evaluate")
+    note = f" of {len(every)}, spread evenly" if len(items) < len(every) else ""
+    note += f"; {missing} skipped: database absent" if missing else ""
+    return items, every, dataset, note
+
+
+def check_options(a: argparse.Namespace) -> None:
     if a.glossary and not a.glossary.is_file():
-        print(f"no glossary file at {a.glossary}", file=sys.stderr)
-        return 2
+        raise UsageError(f"no glossary file at {a.glossary}")
     if a.examples < 0 or (a.examples and a.folds < 2):
-        print("--examples must be 0 or more, with --folds 2 or more", file=sys.stderr)
-        return 2
+        raise UsageError("--examples must be 0 or more, with --folds 2 or more")
+    if a.vote and not a.candidates:
+        raise UsageError("--vote needs --candidates N")
+
+
+def business_context(a: argparse.Namespace, suite: list[dict], generator) -> BusinessContext | None:
+    """Glossary lines and verified examples for each prompt (`--glossary`, `--examples`), as the service adds them."""
+    if not (a.glossary or a.examples):
+        return None
+    try:
+        return BusinessContext.from_args(
+            suite, a.glossary, a.examples, a.folds, a.glossary_budget, generator.count_tokens
+        )
+    except (OSError, ValueError) as exc:  # GlossaryError is a ValueError
+        raise UsageError(f"business context: {exc}") from None
+
+
+def evaluation(a: argparse.Namespace) -> int:
+    """One evaluation run: predictions streamed to reports/eval/<run>.jsonl (resumed), then the summary."""
+    items, every, dataset, note = load_items(a)
+    check_options(a)
     from models.generators import make_generator
 
     generator = make_generator(a.engine, a.model_dir, a.adapter, a.threads)
-    context = None
-    if a.glossary or a.examples:
-        try:
-            context = BusinessContext.from_args(
-                suite, a.glossary, a.examples, a.folds, a.glossary_budget, generator.count_tokens
-            )
-        except (OSError, ValueError) as exc:  # GlossaryError is a ValueError
-            print(f"business context: {exc}", file=sys.stderr)
-            return 2
+    context = business_context(a, every, generator)
     out_root.mkdir(parents=True, exist_ok=True)
     out_jsonl = out_root / f"{a.run}.jsonl"
     if a.fresh:
         out_jsonl.unlink(missing_ok=True)
     t0 = time.time()
-    if a.vote and not a.candidates:
-        print("--vote needs --candidates N", file=sys.stderr)
-        return 2
     run(
         items,
         generator,
@@ -504,29 +522,36 @@ def main(argv: list[str] | None = None) -> int:
         vote=a.vote,
         context=context,
     )
-    note = f" of {available}, spread evenly" if len(items) < available else ""
-    note += f"; {missing} skipped: database absent" if missing else ""
-    summary = summarize(
-        out_jsonl,
-        {
-            "run": a.run,
-            "dataset": dataset,
-            "note": note,
-            "engine": a.engine,
-            "candidates": a.candidates,
-            "vote": a.vote,
-            "glossary": str(a.glossary) if a.glossary else None,
-            "examples": a.examples,
-            "folds": a.folds,
-            "constrained": a.constrained,
-            "model_id": generator.model_id,
-            "wall_s": round(time.time() - t0, 1),
-        },
-    )
+    meta = {
+        "run": a.run,
+        "dataset": dataset,
+        "note": note,
+        "engine": a.engine,
+        "candidates": a.candidates,
+        "vote": a.vote,
+        "glossary": str(a.glossary) if a.glossary else None,
+        "examples": a.examples,
+        "folds": a.folds,
+        "constrained": a.constrained,
+        "model_id": generator.model_id,
+        "wall_s": round(time.time() - t0, 1),
+    }
+    summary = summarize(out_jsonl, meta)
     (out_root / f"{a.run}.json").write_text(json.dumps(summary, indent=2))
     (out_root / f"{a.run}.md").write_text(markdown(summary))
     print(markdown(summary))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            return SUBCOMMANDS[argv[0]]([Path(p) for p in argv[1:]])
+        return evaluation(parser().parse_args(argv))
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -63,6 +63,24 @@ def test_voting_draws_candidates_for_every_question_and_records_each(out_root):
     assert evaluate.main(["--run", "bad", "--vote"]) == 2  # voting needs candidates
 
 
+def test_the_torch_engine_takes_candidates_and_constrained_decoding(out_root, monkeypatch):
+    """`--engine torch` decodes every way the serving engine does (it once took no sampling: a TypeError)."""
+    from app.core.config import get_settings
+    from models.bases import SMOLLM2
+
+    args = ["--run", "torch2", "--engine", "torch", "--adapter", str(SMOLLM2.adapter_dir), "--limit", "2"]
+    try:
+        with monkeypatch.context() as m:
+            m.setenv("BASE_MODEL", SMOLLM2.name)  # the adapter is SmolLM2's
+            get_settings.cache_clear()
+            assert evaluate.main([*args, "--constrained", "--candidates", "2", "--max-new-tokens", "64"]) == 0
+    finally:
+        get_settings.cache_clear()
+    summary = json.loads((out_root / "torch2.json").read_text())
+    assert summary["n"] == 2 and summary["engine"] == "torch" and summary["constrained"] and summary["candidates"] == 2
+    assert summary["model_id"] == "torch-fp32:querywise-sql"
+
+
 def test_compare_two_runs_side_by_side(out_root, capsys):
     for name, ex in (("a", 30.0), ("b", 40.0)):
         (out_root / f"{name}.json").write_text(

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from app.core.config import DEMO_DB_PATH
 from app.knowledge.context import DEMO_GLOSSARY
 from app.knowledge.examples import ExampleIndex
 from models import evaluate
@@ -14,7 +15,7 @@ from models.scenarios import SCENARIO_DIR
 
 
 def _suite():
-    return evaluate.suite_items(SCENARIO_DIR, evaluate.DEMO_DB)
+    return evaluate.suite_items(SCENARIO_DIR, DEMO_DB_PATH)
 
 
 def test_examples_come_from_other_folds_of_the_same_database_most_similar_last():

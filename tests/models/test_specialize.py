@@ -20,8 +20,8 @@ from tests_support import MODEL_DIR, auth_headers, start_in_thread, with_key
 from app.auth.keys import KeyStore
 from app.knowledge.store import KnowledgeStore, database_key
 from app.main import create_app
-from app.server import DrainingServer, server_config
 from app.nl2sql.prompt import format_schema
+from app.server import DrainingServer, server_config
 from models.specialize import decide, held_out
 from models.synth import generate_pairs
 
@@ -90,7 +90,7 @@ def served(settings_for, demo_db, generator, tmp_path):
     preset = tmp_path / "preset.py"
     # the tiny preset, published whatever the comparison says: the swap must be exercised (the rule is tested above;
     # the report still carries the comparison)
-    preset.write_text(f'exec(Path("{ROOT}/models/configs/specialize_tiny.py").read_text())\npublish = "always"\n')
+    preset.write_text(f'include = "{ROOT}/models/configs/specialize_tiny.py"\npublish = "always"\n')
     base = settings_for(
         f"sqlite:///{demo_db}",
         model_exports_dir=tmp_path / "onnx",

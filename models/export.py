@@ -1,4 +1,4 @@
-"""Stage 4, export: base (+ LoRA adapter, merged) → ONNX with KV cache → weight-only int8 for onnxruntime.
+"""Stage 4, export: base (+ trained weights, merged) → ONNX with KV cache → weight-only int8 for onnxruntime.
 
     python -m models.export                          # BASE_MODEL's committed adapter if there is one, else the base
     python -m models.export --base smollm2-135m      # another registered base (models.bases)
@@ -7,12 +7,13 @@
 
     python -m models.export --keep                   # also keep the fp32 export and the merged weights (benchmarks)
 
-Writes build/onnx/<base>/int8, what the service serves. The base is read from its GGUF when it was never
-converted, the merge happens in memory, and the fp32 export is a step on the way (in memory-backed /dev/shm when
-there is room, removed once its graph is loaded): for Qwen that keeps the 2.4 GB base, the 2.4 GB merged weights
-and the export's 5 GB peak off the disk (a fresh machine's `make test` ran out of space with them). `--keep`
-leaves build/onnx/<base>/fp32, build/merged/<base> and the converted base build/base/<base> in place for the
-benchmarks that compare against them.
+Any method's saved weights (`models.methods`: a LoRA adapter, full top layers, QLoRA, BitNet) are merged by their
+method into a plain model first. Writes build/onnx/<base>/int8, what the service serves. The base is read from its
+GGUF when it was never converted, the merge happens in memory, and the fp32 export is a step on the way (in
+memory-backed /dev/shm when there is room, removed once its graph is loaded): for Qwen that keeps the 2.4 GB base,
+the 2.4 GB merged weights and the export's 5 GB peak off the disk (a fresh machine's `make test` ran out of space
+with them). `--keep` leaves build/onnx/<base>/fp32, build/merged/<base> and the converted base build/base/<base> in
+place for the benchmarks that compare against them.
 
 Quantization: dynamic signed-int8 (per-tensor activations) overflows on AVX2 CPUs without VNNI and halved
 accuracy on a toy test here; weight-only MatMulNBits (8-bit weights, block-wise scales, accuracy_level=4: int8
@@ -41,10 +42,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from app.core.config import BUILD_DIR  # noqa: E402
-from models.adapter_io import materialize  # noqa: E402
 from models.attention_graph import rewrite_dir, rewrite_model, save_model  # noqa: E402
 from models.base import convert, load_base, save_tokenizer  # noqa: E402
 from models.bases import BaseModelError, BaseSpec, get_base  # noqa: E402
+from models.methods import MethodError, is_saved, load_merged  # noqa: E402
 
 MANIFEST = "querywise.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -65,14 +66,13 @@ def model_id(spec: BaseSpec, adapter: Path | None) -> str:
 
 
 def merge(spec: BaseSpec, adapter: Path | None, keep_dir: Path | None = None):
-    """The base (converted dir or GGUF, `models.base.load_base`) with the LoRA update folded in, in memory: the
-    exported graph has no adapter overhead. `keep_dir` also saves the merged weights there."""
-    from peft import PeftModel
-
+    """The base (converted dir or GGUF, `models.base.load_base`) with the trained weights merged by their method, in
+    memory: the exported graph has no adapter overhead. `keep_dir` also saves the merged weights there (for BitNet
+    the ternary weights; the per-token activation rounding is in the exported graph, not in those files)."""
     model, tok = load_base(spec)
     if adapter is not None:
-        print(f"merging adapter {adapter} ...", flush=True)
-        model = PeftModel.from_pretrained(model, materialize(adapter)).merge_and_unload()
+        print(f"merging {adapter} ...", flush=True)
+        model = load_merged(model, adapter)
         if keep_dir is not None:
             keep_dir.mkdir(parents=True, exist_ok=True)
             model.save_pretrained(keep_dir, safe_serialization=True)
@@ -263,6 +263,7 @@ def build(
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+    # after any method's merge: BitNet's ternary weights come out 8-bit too (models.methods.bitnet says how exactly)
     quantize(graph, qdir, bits, block_size)
     write_manifest(
         qdir, **info, quantization=f"weight-only int{bits} (MatMulNBits, block {block_size}, accuracy_level 4)"
@@ -278,7 +279,8 @@ def main() -> None:
     p.add_argument(
         "--adapter",
         default="",
-        help="LoRA adapter directory, or 'none' for the base model (default: the base's committed adapter if present)",
+        help="trained weights (a LoRA adapter or any method's saved dir), or 'none' for the base model "
+        "(default: the base's committed adapter if present)",
     )
     p.add_argument("--bits", type=int, choices=(4, 8), default=8)
     p.add_argument("--block-size", type=int, default=32)
@@ -290,14 +292,14 @@ def main() -> None:
     except BaseModelError as exc:
         sys.exit(str(exc))
     adapter = None if a.adapter == "none" else Path(a.adapter or spec.adapter_dir)
-    if adapter is not None and not (adapter / "adapter_config.json").exists():
+    if adapter is not None and not is_saved(adapter):
         if a.adapter:
-            sys.exit(f"no LoRA adapter at {adapter} (expected adapter_config.json)")
+            sys.exit(f"no trained weights at {adapter} (expected adapter_config.json or adapter_method.json)")
         print(f"no committed adapter for {spec.name}: exporting the base model (zero-shot)")
         adapter = None
     try:
         build(spec, adapter, a.bits, a.block_size, a.force, keep=a.keep)
-    except BaseModelError as exc:
+    except (BaseModelError, MethodError) as exc:
         sys.exit(str(exc))
 
 

@@ -21,8 +21,9 @@ from models.bases import BaseSpec, get_base
 
 
 class TorchGenerator:
-    """The fp32 base model with an optional LoRA adapter merged, decoded token by token with its KV cache. Every
-    token is chosen by the ONNX engine's `pick_token`, so both engines pick alike (greedy, sampled, constrained).
+    """The fp32 base model with optional trained weights merged (any method of `models.methods`), decoded token by
+    token with its KV cache. Every token is chosen by the ONNX engine's `pick_token`, so both engines pick alike
+    (greedy, sampled, constrained).
 
     Prompts are left-padded into one batch and decoded together, as transformers' `generate` does (position ids
     count real tokens, a finished row is fed padding until the batch ends): greedy answers are the ones `generate`
@@ -31,7 +32,7 @@ class TorchGenerator:
     stepwise = False
 
     def __init__(self, adapter: Path | None = None, threads: int = 0, base: BaseSpec | None = None):
-        """`base`: the registry base (default: BASE_MODEL's); `adapter`: a LoRA adapter directory to merge."""
+        """`base`: the registry base (default: BASE_MODEL's); `adapter`: trained weights to merge (any method)."""
         import torch
 
         if threads:
@@ -39,11 +40,9 @@ class TorchGenerator:
         self.base_dir = (base or get_base()).model_dir
         model = load_model(self.base_dir)
         if adapter:
-            from peft import PeftModel
+            from models.methods import load_merged
 
-            from models.adapter_io import materialize
-
-            model = PeftModel.from_pretrained(model, materialize(adapter)).merge_and_unload()
+            model = load_merged(model, adapter)
         self.model = model.eval()
         self.tok = load_tokenizer(self.base_dir)
         self.tok.padding_side = "left"

@@ -1,10 +1,11 @@
-"""Stage 3, publish: copy a run's best adapter into models/adapters/<name>, committed, where export merges it from.
+"""Stage 3, publish: copy a run's best weights into models/adapters/<name>, committed, where export merges them from.
 
     python -m models.publish models/runs/qwen_packed_top8      # → models/adapters/<the run's base's adapter>
     python -m models.publish models/runs/lora_top12 --dest models/adapters/querywise-sql
 
-The LoRA weights are stored as row-wise int8 (`models.adapter_io`: a quarter of float32's bytes; the merge restores
-them to float), with the run's training config and log beside them, so the committed adapter says how it was made.
+Each method stores its own compact form (`models.methods`: LoRA factors row-wise int8, a quarter of float32's bytes;
+full layers float16; BitNet's ternary weights 2 bits each), with the run's training config and log beside them, so
+the committed adapter says how it was made.
 """
 
 from __future__ import annotations
@@ -15,35 +16,28 @@ import shutil
 import sys
 from pathlib import Path
 
-from models.adapter_io import save_rowwise_int8
 from models.bases import BaseModelError, get_base
+from models.methods import MethodError, is_saved, method_of
 
 
 def publish(run_dir: Path, dest: Path | None = None) -> Path:
-    from safetensors.torch import load_file
-
     best = run_dir / "best"
-    if not (best / "adapter_model.safetensors").exists():
-        sys.exit(f"no best adapter in {run_dir} (expected {best}/adapter_model.safetensors)")
+    if not is_saved(best):
+        sys.exit(f"no best weights in {run_dir} (expected {best}/adapter_config.json or adapter_method.json)")
     cfg = json.loads((best / "train_config.json").read_text())["config"]
     try:  # runs from before the registry trained SmolLM2 and name no base
         spec = get_base(cfg.get("base") or "smollm2-135m")
-    except BaseModelError as exc:
+        method = method_of(best)
+    except (BaseModelError, MethodError) as exc:
         sys.exit(str(exc))
-    base_name = spec.name
     dest = dest or spec.adapter_dir  # the committed adapter slot of the base the run trained
-    dest.mkdir(parents=True, exist_ok=True)
-    save_rowwise_int8(load_file(best / "adapter_model.safetensors"), dest / "adapter_model.safetensors")
-    adapter_cfg = json.loads((best / "adapter_config.json").read_text())
-    # the base by its registry name, not the training machine's path (peft is handed the base model explicitly)
-    adapter_cfg["base_model_name_or_path"] = base_name
-    (dest / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2))
+    method.publish(best, dest, spec.name)
     shutil.copy(best / "train_config.json", dest / "train_config.json")
     if (run_dir / "log.json").exists():
         log = json.loads((run_dir / "log.json").read_text())
         (dest / "train_log.json").write_text(json.dumps(log, indent=2))
-    size = (dest / "adapter_model.safetensors").stat().st_size
-    print(f"published {best} → {dest} ({size / 1e6:.1f} MB, row-wise int8)")
+    size = sum(f.stat().st_size for f in dest.glob("adapter_*"))
+    print(f"published {best} → {dest} ({method.name}, {size / 1e6:.1f} MB)")
     return dest
 
 

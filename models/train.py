@@ -1,4 +1,5 @@
-"""Stage 2, train: fine-tune a registered base (`models.bases`) for NL→SQL on the CPU (LoRA or full), nanoGPT style.
+"""Stage 2, train: fine-tune a registered base (`models.bases`) for NL→SQL on the CPU, nanoGPT style, with one of the
+interchangeable methods of `models.methods` (`method`: lora, qlora, full, bitnet).
 
     python -m models.train models/configs/lora_top12.py            # a preset (a small file of assignments)
     python -m models.train models/configs/tiny.py --max_steps=5    # presets and --key=value overrides
@@ -9,12 +10,12 @@ Speed levers (measured in models/card.md):
 - in-context packing (`models.data.pack`, `train_files = ["packed.jsonl"]`): one sequence per chunk of a database's
   questions, the schema written once and loss on every SQL turn;
 - length-grouped micro-batches under a token budget: almost no padding;
-- `train_layers = k` puts LoRA on the top k decoder layers only; the frozen lower layers' outputs never change,
-  so they are computed once, cached on disk (float32 memmap), and each step runs only the top k layers.
+- `train_layers = k` trains the top k decoder layers only, whatever the method; the frozen lower layers' outputs
+  never change, so they are computed once, cached on disk (float32 memmap), and each step runs only the top k layers.
 Right padding plus a causal mask means real tokens never attend to padding, so no attention mask is needed.
 
-Every eval_interval steps: validation loss, best adapter kept in out_dir/best (early stopping on patience),
-resumable state in out_dir/last, and out_dir/log.json (config, losses, wall time, tokens/s, peak RSS).
+Every eval_interval steps: validation loss, best weights kept in out_dir/best (the method's saved form; early stopping
+on patience), resumable state in out_dir/last, and out_dir/log.json (config, losses, wall time, tokens/s, peak RSS).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 
 from models import presets
 from models.data import target_spans
+from models.methods import METHODS, MethodError, get_method
 from models.presets import config_keys
 
 # ---------------------------------------------------------------- defaults (override by preset / --key=value)
@@ -41,11 +43,12 @@ data_dir = ""  # "" = build/data/<base> (tokenized for that base by models.prepa
 train_files = ["train.jsonl"]  # JSONL files in data_dir, concatenated (e.g. + "synth_demo.jsonl")
 base = ""  # registry name (models.bases); "" = BASE_MODEL or the default base
 base_dir = ""  # "" = the registry base's converted directory
-method = "lora"  # lora | full
+method = "lora"  # lora | qlora | full | bitnet (models.methods)
 lora_r = 16
 lora_alpha = 32
 lora_dropout = 0.05
 target_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+qlora_block = 64  # qlora: weights per NF4 block (one float32 absmax each)
 train_layers = 30  # top k decoder layers trained; the rest frozen and cached
 lr = 5e-4
 weight_decay = 0.0
@@ -61,7 +64,7 @@ limit_val = 200
 eval_interval = 100
 patience = 4
 resume_from = ""  # a run's `last` dir to continue from (new schedule, same weights/optimizer) when out_dir has none
-init_adapter = ""  # an adapter dir (models/adapters/<name>, int8 or float) whose LoRA weights start the run; fresh optimizer and schedule
+init_adapter = ""  # saved weights (a run's best, models/adapters/<name>) to start from; fresh optimizer/schedule
 threads = 2
 autocast = ""  # "bf16": matmuls in bfloat16 (AVX512-BF16 CPUs: ~4x the fp32 speed here), trained weights stay fp32
 seed = 1337
@@ -77,6 +80,8 @@ def configure(argv: list[str]) -> dict:
         cfg = presets.configure(argv, globals(), CONFIG_KEYS)
     except presets.PresetError as exc:
         sys.exit(str(exc))
+    if cfg["method"] not in METHODS:
+        sys.exit(f"unknown method {cfg['method']!r}: choose one of {', '.join(METHODS)}")
     if not (cfg["base_dir"] and cfg["data_dir"]):
         from models.bases import get_base
 
@@ -231,52 +236,29 @@ class CacheSet:
 
 
 def build_model(cfg: dict):
+    """The base with the run's method in place (`models.methods`): (model, index of the first trained layer)."""
     from models.base import load_model
 
     model = load_model(cfg["base_dir"])  # a registry base never converted is read from its GGUF
     n_layers = model.config.num_hidden_layers
     split = n_layers - min(cfg["train_layers"], n_layers)
-    if cfg["method"] == "full":
-        for name, p in model.named_parameters():
-            p.requires_grad = any(f"layers.{i}." in name for i in range(split, n_layers))
-        return model, split
-    from peft import LoraConfig, get_peft_model
-
-    lcfg = LoraConfig(
-        r=cfg["lora_r"],
-        lora_alpha=cfg["lora_alpha"],
-        lora_dropout=cfg["lora_dropout"],
-        target_modules=cfg["target_modules"],
-        layers_to_transform=list(range(split, n_layers)) if split else None,
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lcfg), split
+    return get_method(cfg["method"]).prepare(model, cfg), split
 
 
 def save_adapter(model, path: Path, cfg: dict, extra: dict) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
+    """The method's saved form of the trained weights, with the run's config beside it."""
+    get_method(cfg["method"]).save(model, path, cfg)
     (path / "train_config.json").write_text(json.dumps({"config": cfg, **extra}, indent=2))
 
 
-def load_init_adapter(model, path: Path) -> None:
-    """Start from a trained adapter's LoRA weights (not its optimizer or data order: that is `resume_from`). The run's
-    LoRA shape (r, target modules, trained layers) must be the adapter's: every LoRA tensor must be filled."""
-    from peft import set_peft_model_state_dict
-
-    from models.adapter_io import WEIGHTS, load_weights
-
-    if not (path / WEIGHTS).exists():
-        sys.exit(f"init_adapter: no {WEIGHTS} in {path}")
-    weights = load_weights(path / WEIGHTS)
+def load_init_adapter(model, path: Path, method: str = "lora") -> None:
+    """Start from saved weights (not their optimizer or data order: that is `resume_from`). The run's shape (LoRA's
+    r, target modules, trained layers) must be theirs: every trained tensor must be filled."""
     try:
-        res = set_peft_model_state_dict(model, weights)
-    except RuntimeError as exc:  # shape mismatch: another r or other layers
-        sys.exit(f"init_adapter: {path} does not fit this run's LoRA shape: {str(exc).splitlines()[0][:300]}")
-    missing = [k for k in res.missing_keys if "lora_" in k]
-    if missing or not weights:
-        sys.exit(f"init_adapter: {path} leaves {len(missing)} LoRA tensors of this run unset (e.g. {missing[:1]})")
-    print(f"initialized {len(weights)} LoRA tensors from {path}")
+        get_method(method).init_from(model, path)
+    except MethodError as exc:
+        sys.exit(str(exc))
+    print(f"initialized the trained tensors from {path}")
 
 
 def load_examples(cfg: dict) -> tuple[list[list[dict]], list[dict]]:
@@ -321,6 +303,7 @@ class Trainer:
         self.train, self.val = train, val
         self.out = Path(cfg["out_dir"])
         self.last = self.out / "last"
+        self.method = get_method(cfg["method"])
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         n_layers = self.model.config.num_hidden_layers
         print(f"trainable parameters: {sum(p.numel() for p in self.params):,} (layers {bb.split}..{n_layers - 1})")
@@ -379,9 +362,7 @@ class Trainer:
 
     def checkpoint(self, batches: list[list[int]]) -> None:
         self.last.mkdir(parents=True, exist_ok=True)
-        trainable = {
-            k: v for k, v in self.model.state_dict().items() if any(v is p for p in self.params) or "lora_" in k
-        }
+        trainable = self.method.trainable_state(self.model)
         tmp = self.last / "state.pt.tmp"
         ck = {"trainable": trainable, "opt": self.opt.state_dict(), "state": self.state, "rng": self.rng.getstate()}
         torch.save(ck | {"batches": batches}, tmp)
@@ -493,7 +474,7 @@ def main(argv: list[str], on_step=None) -> None:
     bb = Backbone(model, split, cfg["autocast"])
     caches = lower_layer_caches(cfg, bb, files, val, pad_id)
     if cfg["init_adapter"]:
-        load_init_adapter(model, Path(cfg["init_adapter"]))
+        load_init_adapter(model, Path(cfg["init_adapter"]), cfg["method"])
     trainer = Trainer(cfg, bb, caches, pad_id, [r for rows in files for r in rows], val)
     status = trainer.fit(trainer.resume(), on_step)
     trainer.write_log(status)

@@ -18,9 +18,8 @@ pytestmark = pytest.mark.slow
 TINY = Path("models/configs/tiny.py")
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("data")
+def write_tiny_data(d: Path) -> Path:
+    """16 train and 8 val Spider examples with short SQL, tokenized for SmolLM2, in `d` (also test_methods' data)."""
     tok = load_tokenizer(SMOLLM2.model_dir)
     splits = spider_splits()
     db_root = SPIDER_DIR / "database"
@@ -29,6 +28,11 @@ def data_dir(tmp_path_factory) -> Path:
         pairs = [p for p in splits[name] if len(p.sql) < 80]
         write_jsonl(d / f"{name}.jsonl", [encode(tok, p, db_root) for p in rng.sample(pairs, n)])
     return d
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_tiny_data(tmp_path_factory.mktemp("data"))
 
 
 # train.configure writes a run's settings into the module (nanoGPT style): each run starts from the defaults, so

@@ -1,0 +1,132 @@
+"""QLoRA (Dettmers et al., 2023, arXiv:2305.14314) on the CPU: `lora` over frozen base weights held in 4 bits.
+
+The frozen linear weights under the LoRA modules (the trained top layers only: the lower layers run once, to fill
+the cache of `models.train`) are stored as NF4, the paper's 4-bit NormalFloat: 16 values at quantiles of a normal
+distribution, one float32 absmax per block of `qlora_block` (64, the paper's) weights: 4.5 bits per weight against
+float32's 32. The paper's double quantization of the absmax values (0.37 bits per weight less) is left out.
+
+The weights are dequantized on the fly, in the forward pass and again in the backward pass (`_NF4MatMul` keeps
+the 4-bit codes for the backward, not a float copy), so the float matrices exist one at a time. On a CPU without a
+4-bit matmul that is extra work on every step: slower than `lora`, never faster (reports/methods/tiny.md). The
+memory saved is the top layers' share of the model: the loaded base's other layers, embeddings and head stay in
+float32 in the training process.
+
+Saved: `lora`'s adapter unchanged, plus adapter_method.json naming the 4-bit format. Loading quantizes the base
+again (deterministic), so the merge — dequantized weights plus the LoRA update — is what training's forward used.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models.methods.base import read_method_file, write_method_file
+from models.methods.lora import LoRA
+
+
+@functools.cache
+def nf4_codebook() -> torch.Tensor:
+    """The 16 NF4 values in [−1, 1]: normal quantiles, 8 positive and 7 negative plus an exact zero, normalized
+    (the paper's construction, offset ½(1 − 1/30 + 1 − 1/32); it lists the resulting values in its appendix)."""
+    offset = 0.5 * ((1 - 1 / 30) + (1 - 1 / 32))
+    positive = torch.special.ndtri(torch.linspace(offset, 0.5, 9, dtype=torch.float64)[:-1])
+    negative = -torch.special.ndtri(torch.linspace(offset, 0.5, 8, dtype=torch.float64)[:-1])
+    values = torch.cat([positive, negative, torch.zeros(1, dtype=torch.float64)]).sort().values
+    return (values / values.abs().max()).float()
+
+
+def quantize_nf4(w: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes: two 4-bit indices per uint8, absmax: one float32 per block of `block` weights, in row-major order)."""
+    if w.numel() % block:
+        raise ValueError(f"NF4 blocks of {block} do not tile a {tuple(w.shape)} weight")
+    blocks = w.detach().float().reshape(-1, block)
+    absmax = blocks.abs().amax(dim=1).clamp(min=1e-12)
+    book = nf4_codebook()
+    idx = torch.bucketize(blocks / absmax[:, None], (book[1:] + book[:-1]) / 2).to(torch.uint8).reshape(-1, 2)
+    return idx[:, 0] | idx[:, 1] << 4, absmax
+
+
+def dequantize_nf4(codes: torch.Tensor, absmax: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    idx = torch.stack([codes & 15, codes >> 4], dim=1).reshape(absmax.shape[0], -1).long()
+    return (nf4_codebook()[idx] * absmax[:, None]).reshape(shape)
+
+
+class _NF4MatMul(torch.autograd.Function):
+    """x · Wᵀ with W dequantized here and again for the gradient of x (W itself gets none: it is frozen)."""
+
+    @staticmethod
+    def forward(ctx, x, codes, absmax, shape):
+        ctx.save_for_backward(codes, absmax)
+        ctx.shape = shape
+        return x @ dequantize_nf4(codes, absmax, shape).t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        codes, absmax = ctx.saved_tensors
+        return grad @ dequantize_nf4(codes, absmax, ctx.shape), None, None, None
+
+
+class NF4Linear(nn.Module):
+    """A frozen linear module whose weight is held as NF4 codes and block absmax values."""
+
+    def __init__(self, linear: nn.Linear, block: int):
+        super().__init__()
+        self.in_features, self.out_features, self.shape = linear.in_features, linear.out_features, linear.weight.shape
+        codes, absmax = quantize_nf4(linear.weight, block)
+        self.register_buffer("codes", codes)
+        self.register_buffer("absmax", absmax)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
+
+    def dequantized(self) -> torch.Tensor:
+        return dequantize_nf4(self.codes, self.absmax, self.shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = _NF4MatMul.apply(x, self.codes, self.absmax, self.shape)
+        return y if self.bias is None else y + self.bias
+
+
+def _lora_layers(model) -> list:
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in model.modules() if isinstance(m, LoraLayer)]
+
+
+class QLoRA(LoRA):
+    name = "qlora"
+
+    def prepare(self, model, cfg: dict):
+        model = super().prepare(model, cfg)
+        self._quantize(model, cfg["qlora_block"])
+        return model
+
+    @staticmethod
+    def _quantize(model, block: int) -> None:
+        for layer in _lora_layers(model):
+            if type(layer.base_layer) is nn.Linear:
+                layer.base_layer = NF4Linear(layer.base_layer, block)
+
+    def save(self, model, path: Path, cfg: dict) -> None:
+        super().save(model, path, cfg)
+        write_method_file(path, self.name, base_weights="nf4", block=cfg["qlora_block"])
+
+    def load(self, model, path: Path):
+        model = super().load(model, path)
+        self._quantize(model, read_method_file(path)["block"])
+        return model
+
+    def merge(self, model):
+        for layer in _lora_layers(model):
+            if isinstance(layer.base_layer, NF4Linear):
+                nf4 = layer.base_layer
+                plain = nn.Linear(nf4.in_features, nf4.out_features, bias=nf4.bias is not None, device="meta")
+                plain.weight = nn.Parameter(nf4.dequantized(), requires_grad=False)
+                plain.bias = nf4.bias
+                layer.base_layer = plain
+        return super().merge(model)
+
+    def publish(self, src: Path, dest: Path, base_name: str) -> None:
+        super().publish(src, dest, base_name)
+        write_method_file(dest, self.name, **read_method_file(src))

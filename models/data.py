@@ -93,6 +93,17 @@ def spider_splits(spider_dir: Path = SPIDER_DIR) -> dict[str, list[Pair]]:
     }
 
 
+def write_sample(out_dir: Path, tokenizer, sizes: dict[str, int], seed: int = 0, max_sql_chars: int = 80) -> Path:
+    """`sizes[split]` random Spider pairs of each split with short SQL, tokenized into out_dir/<split>.jsonl: the
+    handful of examples the tiny presets' tests and measurements train on."""
+    splits, db_root = spider_splits(), SPIDER_DIR / "database"
+    rng = random.Random(seed)
+    for name, n in sizes.items():
+        pairs = [p for p in splits[name] if len(p.sql) < max_sql_chars]
+        write_jsonl(out_dir / f"{name}.jsonl", [encode(tokenizer, p, db_root) for p in rng.sample(pairs, n)])
+    return out_dir
+
+
 def encode(tokenizer, pair: Pair, db_root: Path, sample_values: int = 0) -> dict:
     """Token ids of prompt + target and where the target starts (loss is taken on the target only)."""
     prompt = build_prompt(schema_text(str(db_root), pair.db_id, sample_values), pair.question)

@@ -374,6 +374,7 @@ class Trainer:
             "config": self.cfg,
             "status": status,
             "split_layer": self.bb.split,
+            "trainable_params": sum(p.numel() for p in self.params),
             "steps_total": self.total,
             "peak_rss_mb": round(peak_rss_mb()),
             **{k: state[k] for k in state if k != "history"},

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train import write_tiny_data
 
 from models import train
+from models.base import load_tokenizer
 from models.bases import SMOLLM2
+from models.data import write_sample
 from models.methods import METHODS, MethodError, get_method, is_saved, method_of
 from models.methods.bitnet import BitLinear, int8_per_token, latent_for, pack, ternary, unpack
 from models.methods.qlora import dequantize_nf4, nf4_codebook, quantize_nf4
@@ -118,7 +119,7 @@ def _logits(model) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    return write_tiny_data(tmp_path_factory.mktemp("data"))
+    return write_sample(tmp_path_factory.mktemp("data"), load_tokenizer(SMOLLM2.model_dir), {"train": 16, "val": 8})
 
 
 @pytest.mark.slow

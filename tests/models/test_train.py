@@ -3,7 +3,6 @@
 
 import copy
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -12,27 +11,15 @@ import torch
 from models import train
 from models.base import load_tokenizer
 from models.bases import QWEN_CODER_05B, SMOLLM2
-from models.data import SPIDER_DIR, encode, spider_splits, write_jsonl
+from models.data import SPIDER_DIR, encode, spider_splits, write_jsonl, write_sample
 
 pytestmark = pytest.mark.slow
 TINY = Path("models/configs/tiny.py")
 
 
-def write_tiny_data(d: Path) -> Path:
-    """16 train and 8 val Spider examples with short SQL, tokenized for SmolLM2, in `d` (also test_methods' data)."""
-    tok = load_tokenizer(SMOLLM2.model_dir)
-    splits = spider_splits()
-    db_root = SPIDER_DIR / "database"
-    rng = random.Random(0)
-    for name, n in (("train", 16), ("val", 8)):
-        pairs = [p for p in splits[name] if len(p.sql) < 80]
-        write_jsonl(d / f"{name}.jsonl", [encode(tok, p, db_root) for p in rng.sample(pairs, n)])
-    return d
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    return write_tiny_data(tmp_path_factory.mktemp("data"))
+    return write_sample(tmp_path_factory.mktemp("data"), load_tokenizer(SMOLLM2.model_dir), {"train": 16, "val": 8})
 
 
 # train.configure writes a run's settings into the module (nanoGPT style): each run starts from the defaults, so

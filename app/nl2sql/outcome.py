@@ -6,7 +6,7 @@ both derived from one Outcome, so the three never disagree on what an answer was
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 from app.nl2sql.extract import extract_sql
@@ -67,9 +67,6 @@ class Outcome:
 
     def __post_init__(self) -> None:  # a category outside the vocabulary fails here, in tests, not in a dashboard
         self.status, self.category = Status(self.status), Category(self.category)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
     def public(self) -> dict:
         """The fields an API client gets."""

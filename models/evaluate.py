@@ -450,6 +450,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", type=int, default=0, help="K verified examples per question from the other folds")
     p.add_argument("--folds", type=int, default=5, help="folds by question id for --examples (default 5)")
     p.add_argument("--fresh", action="store_true", help="discard earlier results of this run instead of resuming")
+    p.add_argument("--out-dir", type=Path, default=out_root, help="where <run>.{jsonl,json,md} go")
     return p
 
 
@@ -506,8 +507,8 @@ def evaluation(a: argparse.Namespace) -> int:
 
     generator = make_generator(a.engine, a.model_dir, a.adapter, a.threads)
     context = business_context(a, every, generator)
-    out_root.mkdir(parents=True, exist_ok=True)
-    out_jsonl = out_root / f"{a.run}.jsonl"
+    a.out_dir.mkdir(parents=True, exist_ok=True)
+    out_jsonl = a.out_dir / f"{a.run}.jsonl"
     if a.fresh:
         out_jsonl.unlink(missing_ok=True)
     t0 = time.time()
@@ -537,8 +538,8 @@ def evaluation(a: argparse.Namespace) -> int:
         "wall_s": round(time.time() - t0, 1),
     }
     summary = summarize(out_jsonl, meta)
-    (out_root / f"{a.run}.json").write_text(json.dumps(summary, indent=2))
-    (out_root / f"{a.run}.md").write_text(markdown(summary))
+    (a.out_dir / f"{a.run}.json").write_text(json.dumps(summary, indent=2))
+    (a.out_dir / f"{a.run}.md").write_text(markdown(summary))
     print(markdown(summary))
     return 0
 

@@ -21,7 +21,7 @@ class PresetError(ValueError):
 
 def config_keys(namespace: dict) -> list[str]:
     """The keys a script's defaults define: its public module globals that hold plain values."""
-    return [k for k, v in namespace.items() if not k.startswith("_") and isinstance(v, (int, float, str, list))]
+    return [k for k, v in namespace.items() if not k.startswith("_") and isinstance(v, (int, float, str, list, dict))]
 
 
 def read_preset(path: Path, seen: tuple[Path, ...] = ()) -> dict:

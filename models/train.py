@@ -20,6 +20,8 @@ on patience), resumable state in out_dir/last, and out_dir/log.json (config, los
 
 from __future__ import annotations
 
+import copy
+import fcntl
 import json
 import math
 import random
@@ -48,7 +50,11 @@ lora_r = 16
 lora_alpha = 32
 lora_dropout = 0.05
 target_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-qlora_block = 64  # qlora: weights per NF4 block (one float32 absmax each)
+lora_rank_pattern = {}  # lora/qlora: {module-name regex: rank} overriding lora_r there (models.rank proposes one)
+qlora_block = 64  # qlora: weights per block (one float32 absmax each)
+qlora_bits = 4  # qlora: the frozen base's precision, 4 (NF4) or 8 (int8 absmax)
+prune_layers = 0  # prune: decoder layers removed (least block influence on calibration rows)
+prune_mlp = 0.0  # prune: fraction of every layer's MLP channels removed (least activation RMS × down_proj column norm)
 train_layers = 30  # top k decoder layers trained; the rest frozen and cached
 lr = 5e-4
 weight_decay = 0.0
@@ -59,6 +65,9 @@ grad_accum = 1
 epochs = 1.0
 max_steps = 0  # 0 = from epochs
 max_len = 512
+cache_max_len = 0  # 0 = max_len; else rows up to this length are cached and validated on, those up to max_len trained
+cache_below_top = 0  # 0 = every frozen layer cached; N = only the layers below the top N (the frozen ones among
+# those N run each step): runs of train_layers up to N share one cache
 limit_train = 0  # 0 = all
 limit_val = 200
 eval_interval = 100
@@ -66,18 +75,21 @@ patience = 4
 resume_from = ""  # a run's `last` dir to continue from (new schedule, same weights/optimizer) when out_dir has none
 init_adapter = ""  # saved weights (a run's best, models/adapters/<name>) to start from; fresh optimizer/schedule
 threads = 2
+device = "auto"  # auto = cuda when torch sees a GPU, else cpu; or "cpu", "cuda", "cuda:1"
+max_minutes = 0.0  # 0 = no limit; else the run stops after this many minutes of training (a sweep trial's budget)
 autocast = ""  # "bf16": matmuls in bfloat16 (AVX512-BF16 CPUs: ~4x the fp32 speed here), trained weights stay fp32
 seed = 1337
 log_interval = 10
 # ---------------------------------------------------------------------------------------------------------------
 CONFIG_KEYS = config_keys(globals())
+DEFAULTS = {k: globals()[k] for k in CONFIG_KEYS}  # the module's own values: `configure` never changes them
 
 
 def configure(argv: list[str]) -> dict:
-    """Presets and --key=value overrides (`models.presets`) into this module's defaults; the registry base's folders
-    where base_dir or data_dir is left empty."""
+    """Presets and --key=value overrides (`models.presets`) over this module's defaults (a copy: one process may
+    configure many runs, as a sweep does); the registry base's folders where base_dir or data_dir is left empty."""
     try:
-        cfg = presets.configure(argv, globals(), CONFIG_KEYS)
+        cfg = presets.configure(argv, {k: copy.deepcopy(v) for k, v in DEFAULTS.items()}, CONFIG_KEYS)
     except presets.PresetError as exc:
         sys.exit(str(exc))
     if cfg["method"] not in METHODS:
@@ -91,19 +103,33 @@ def configure(argv: list[str]) -> dict:
     return cfg
 
 
+def resolve_device(name: str) -> torch.device:
+    """`auto`: the first CUDA device when this torch build sees one (a lent GPU machine), else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"device {name!r}: this torch build sees no CUDA device (device = 'auto' falls back to the CPU)")
+    return device
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def load_rows(path: Path, limit: int, max_len: int) -> list[dict]:
+    """The file's rows of at most max_len tokens; with a limit, that many spread evenly over the file (the files
+    are grouped by database: the first rows would be a few databases only)."""
     rows = [json.loads(line) for line in path.open()]
     rows = [r for r in rows if len(r["ids"]) <= max_len]
-    return rows[:limit] if limit else rows
+    return rows[:: max(1, len(rows) // limit)][:limit] if limit else rows
 
 
-def make_batches(lengths: list[int], budget: int, rng: random.Random) -> list[list[int]]:
-    """Group indices of similar length so that batch_size * max_len <= budget; batch order shuffled."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+def make_batches(lengths: list[int | None], budget: int, rng: random.Random) -> list[list[int]]:
+    """Group indices of similar length so that batch_size * max_len <= budget; batch order shuffled. A length of
+    None leaves its row out (longer than this run's max_len, loaded for a shared cache)."""
+    kept = [i for i, n in enumerate(lengths) if n is not None]
+    order = sorted(kept, key=lambda i: (lengths[i], rng.random()))
     batches, cur, cur_max = [], [], 0
     for i in order:
         m = max(cur_max, lengths[i])
@@ -139,17 +165,24 @@ def attention_layout(rows: list[dict], T: int) -> Layout:
 
 
 class Backbone:
-    """The split model: frozen lower layers (run once, cached) and the trained top layers."""
+    """The split model: frozen lower layers (run once, cached) and the trained top layers. With `cache_split` below
+    `split`, only the layers under it are cached and the frozen layers between run (without gradients) every step:
+    runs that train different numbers of layers share one cache (a sweep over `train_layers`)."""
 
-    def __init__(self, model, split: int, autocast: str = ""):
-        self.model = model
+    def __init__(
+        self, model, split: int, autocast: str = "", device: torch.device | None = None, cache_split: int | None = None
+    ):
+        self.device = device or torch.device("cpu")
+        self.model = model.to(self.device)
         self.autocast = autocast == "bf16"
         self.inner = model.get_base_model().model if hasattr(model, "get_base_model") else model.model
         self.lm_head = (model.get_base_model() if hasattr(model, "get_base_model") else model).lm_head
         self.split = split
+        self.cache_split = split if cache_split is None else min(cache_split, split)
 
     def _run(self, h: torch.Tensor, layers, layout: Layout = None) -> torch.Tensor:
         pos, mask = layout or (torch.arange(h.shape[1]).unsqueeze(0).expand(h.shape[0], -1), None)
+        pos, mask = pos.to(h.device), None if mask is None else mask.to(h.device)
         cos_sin = self.inner.rotary_emb(h, pos)
         for layer in layers:
             out = layer(h, attention_mask=mask, position_ids=pos, position_embeddings=cos_sin)
@@ -157,20 +190,24 @@ class Backbone:
         return h
 
     def _cast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
 
     @torch.no_grad()
     def lower(self, ids: torch.Tensor, layout: Layout = None) -> torch.Tensor:
         with self._cast():
-            return self._run(self.inner.embed_tokens(ids), self.inner.layers[: self.split], layout).float()
+            h = self.inner.embed_tokens(ids.to(self.device))
+            return self._run(h, self.inner.layers[: self.cache_split], layout).float().cpu()
 
     def loss(self, h: torch.Tensor, ids: torch.Tensor, tmask: torch.Tensor, layout: Layout = None) -> torch.Tensor:
         """Mean cross-entropy over target tokens; logits computed only where the next token is a target."""
         with self._cast():
+            if self.cache_split < self.split:
+                with torch.no_grad():
+                    h = self._run(h, self.inner.layers[self.cache_split : self.split], layout)
             h = self.inner.norm(self._run(h, self.inner.layers[self.split :], layout))
             sel = tmask[:, 1:]
             logits = self.lm_head(h[:, :-1][sel])
-        return F.cross_entropy(logits.float(), ids[:, 1:][sel])
+        return F.cross_entropy(logits.float(), ids[:, 1:][sel])  # ids, tmask on the model's device
 
 
 def collate(rows: list[dict], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,13 +222,24 @@ def collate(rows: list[dict], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class HiddenCache:
-    """Outputs of the frozen lower layers for every example, in one float32 memmap on disk."""
+    """Outputs of the frozen lower layers for every example, in one float32 memmap on disk.
+
+    Several processes may want one cache at once (a sweep's workers, a comparison beside it): a lock file beside it
+    lets the first compute it while the others wait, then read it. Its .json (the key) is written last and removed
+    before a recomputation, so a cache whose computation was stopped is never read."""
 
     def __init__(self, path: Path, rows: list[dict], backbone: Backbone, dim: int, pad_id: int):
         self.offsets = np.cumsum([0] + [len(r["ids"]) for r in rows])
+        with path.with_suffix(".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            self._open(path, rows, backbone, dim, pad_id)
+
+    def _open(self, path: Path, rows: list[dict], backbone: Backbone, dim: int, pad_id: int) -> None:
         meta = path.with_suffix(".json")
-        key = {"n": len(rows), "tokens": int(self.offsets[-1]), "split": backbone.split, "dim": dim}
+        key = {"n": len(rows), "tokens": int(self.offsets[-1]), "split": backbone.cache_split, "dim": dim}
         fresh = not (path.exists() and meta.exists() and json.loads(meta.read_text()) == key)
+        if fresh:
+            meta.unlink(missing_ok=True)
         mode = "w+" if fresh else "r"
         self.mm = np.memmap(path, dtype=np.float32, mode=mode, shape=(int(self.offsets[-1]), dim))
         if fresh:
@@ -240,9 +288,9 @@ def build_model(cfg: dict):
     from models.base import load_model
 
     model = load_model(cfg["base_dir"])  # a registry base never converted is read from its GGUF
-    n_layers = model.config.num_hidden_layers
-    split = n_layers - min(cfg["train_layers"], n_layers)
-    return get_method(cfg["method"]).prepare(model, cfg), split
+    model = get_method(cfg["method"]).prepare(model, cfg)
+    n_layers = model.config.num_hidden_layers  # after prepare: `prune` removes layers
+    return model, n_layers - min(cfg["train_layers"], n_layers)
 
 
 def save_adapter(model, path: Path, cfg: dict, extra: dict) -> None:
@@ -261,23 +309,32 @@ def load_init_adapter(model, path: Path, method: str = "lora") -> None:
     print(f"initialized the trained tensors from {path}")
 
 
+def loaded_len(cfg: dict) -> int:
+    """The longest row loaded (and cached): `cache_max_len` when set, so runs of several max_len share a cache."""
+    return max(cfg["cache_max_len"], cfg["max_len"])
+
+
 def load_examples(cfg: dict) -> tuple[list[list[dict]], list[dict]]:
     """The rows of each training file (apart: each file gets its own lower-layer cache) and the validation rows."""
-    files = [load_rows(Path(cfg["data_dir"]) / f, cfg["limit_train"], cfg["max_len"]) for f in cfg["train_files"]]
-    if not any(files):
+    files = [load_rows(Path(cfg["data_dir"]) / f, cfg["limit_train"], loaded_len(cfg)) for f in cfg["train_files"]]
+    if not any(len(r["ids"]) <= cfg["max_len"] for rows in files for r in rows):
         sys.exit(f"no training examples of at most {cfg['max_len']} tokens in {cfg['data_dir']}/{cfg['train_files']}")
-    return files, load_rows(Path(cfg["data_dir"]) / "val.jsonl", cfg["limit_val"], cfg["max_len"])
+    return files, load_rows(Path(cfg["data_dir"]) / "val.jsonl", cfg["limit_val"], loaded_len(cfg))
 
 
 def lower_layer_caches(cfg: dict, bb: Backbone, files: list[list[dict]], val: list[dict], pad_id: int) -> dict | None:
     """The frozen lower layers' outputs for train and val, computed once and kept under data_dir/cache (a file's
     cache is reused by any run with the same split and limits); None when every layer is trained."""
-    if not bb.split:
+    if not bb.cache_split:
         return None
-    print(f"caching outputs of the {bb.split} frozen lower layers ...", flush=True)
+    print(f"caching outputs of the {bb.cache_split} frozen lower layers ...", flush=True)
     cdir = Path(cfg["data_dir"]) / "cache"
     cdir.mkdir(exist_ok=True)
-    tag = f"{bb.split}_{cfg['max_len']}_{cfg['limit_train']}_{cfg['limit_val']}"
+    # a method that changes the frozen layers (prune) adds its own tag: their outputs are not the base's
+    tag = (
+        f"{bb.cache_split}_{loaded_len(cfg)}_{cfg['limit_train']}_{cfg['limit_val']}"
+        f"{get_method(cfg['method']).cache_tag(cfg)}"
+    )
     dim = bb.model.config.hidden_size
     parts, start = [], 0
     for name, rows in zip(cfg["train_files"], files, strict=True):
@@ -309,7 +366,7 @@ class Trainer:
         print(f"trainable parameters: {sum(p.numel() for p in self.params):,} (layers {bb.split}..{n_layers - 1})")
         self.opt = torch.optim.AdamW(self.params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         self.rng = random.Random(cfg["seed"])
-        self.lengths = [len(r["ids"]) for r in train]
+        self.lengths = [len(r["ids"]) if len(r["ids"]) <= cfg["max_len"] else None for r in train]
         n_batches = len(make_batches(self.lengths, cfg["batch_tokens"], random.Random(0)))
         steps_per_epoch = math.ceil(n_batches / cfg["grad_accum"])
         self.total = cfg["max_steps"] or max(1, int(steps_per_epoch * cfg["epochs"]))
@@ -328,7 +385,8 @@ class Trainer:
     def inputs(self, split_name: str, rows: list[dict], idx: list[int]):
         """A micro-batch: the top layers' input (cached lower-layer outputs, or embeddings), ids, targets, layout."""
         ids, tmask = collate([rows[i] for i in idx], self.pad_id)
-        h = self.caches[split_name].batch(idx, ids.shape[1]) if self.caches else self.bb.inner.embed_tokens(ids)
+        ids, tmask, dev = ids.to(self.bb.device), tmask.to(self.bb.device), self.bb.device
+        h = self.caches[split_name].batch(idx, ids.shape[1]).to(dev) if self.caches else self.bb.inner.embed_tokens(ids)
         return h, ids, tmask, attention_layout([rows[i] for i in idx], ids.shape[1])
 
     @torch.no_grad()
@@ -430,9 +488,10 @@ class Trainer:
         self.write_log("running")
         return state["bad_evals"] >= self.cfg["patience"]
 
-    def fit(self, batches: list[list[int]] | None, on_step=None) -> str:
-        """Optimizer steps until the total (a new epoch reshuffles the batch order) or an early stop, from the
-        resumed batch order if any; returns how the run ended."""
+    def fit(self, batches: list[list[int]] | None, on_step=None, on_eval=None) -> str:
+        """Optimizer steps until the total (a new epoch reshuffles the batch order), an early stop or `max_minutes`
+        of training, from the resumed batch order if any; returns how the run ended. `on_eval(step, val_loss)`
+        after each evaluation may raise to end the run (a sweep prunes a trial so)."""
         state, cfg = self.state, self.cfg
         self.model.train()
         batches = batches if batches is not None else make_batches(self.lengths, cfg["batch_tokens"], self.rng)
@@ -454,16 +513,23 @@ class Trainer:
                     flush=True,
                 )
                 t_last, tok_last, loss_acc, loss_n = time.time(), state["tokens"], 0.0, 0
-            evaluate_now = state["step"] % cfg["eval_interval"] == 0 or state["step"] == self.total
-            if evaluate_now and self.evaluate(batches):
-                print(f"early stop: no improvement in {cfg['patience']} evaluations")
-                return "early_stopped"
+            out_of_time = 0 < cfg["max_minutes"] * 60 <= state["wall_s"]
+            if out_of_time or state["step"] % cfg["eval_interval"] == 0 or state["step"] == self.total:
+                stop = self.evaluate(batches)
+                if on_eval is not None:
+                    on_eval(state["step"], state["history"][-1]["val_loss"])
+                if stop:
+                    print(f"early stop: no improvement in {cfg['patience']} evaluations")
+                    return "early_stopped"
+                if out_of_time:
+                    print(f"time budget: {cfg['max_minutes']} minutes of training reached")
+                    return "time_budget"
         return "max_steps"
 
 
-def main(argv: list[str], on_step=None) -> None:
-    """`on_step(step, total)` (optional) is called after every optimizer step: a caller's progress bar."""
-    cfg = configure(argv)
+def run(cfg: dict, on_step=None, on_eval=None) -> dict:
+    """One training run of a complete config (`configure`'s); returns its log (log.json's content).
+    `on_step(step, total)` is called after every optimizer step (a caller's progress bar), `on_eval` as in `fit`."""
     torch.manual_seed(cfg["seed"])  # before the model is built: LoRA's initial weights come from it
     torch.set_num_threads(cfg["threads"])
     Path(cfg["out_dir"]).mkdir(parents=True, exist_ok=True)
@@ -472,18 +538,30 @@ def main(argv: list[str], on_step=None) -> None:
     pad_id = load_tokenizer(cfg["base_dir"]).pad_token_id
     files, val = load_examples(cfg)
     model, split = build_model(cfg)
-    bb = Backbone(model, split, cfg["autocast"])
+    n_layers = model.config.num_hidden_layers
+    cache_split = max(0, n_layers - cfg["cache_below_top"]) if cfg["cache_below_top"] else None
+    bb = Backbone(model, split, cfg["autocast"], resolve_device(cfg["device"]), cache_split)
     caches = lower_layer_caches(cfg, bb, files, val, pad_id)
     if cfg["init_adapter"]:
         load_init_adapter(model, Path(cfg["init_adapter"]), cfg["method"])
     trainer = Trainer(cfg, bb, caches, pad_id, [r for rows in files for r in rows], val)
-    status = trainer.fit(trainer.resume(), on_step)
+    status = trainer.fit(trainer.resume(), on_step, on_eval)
     trainer.write_log(status)
     state = trainer.state
     print(
         f"done: {state['step']} steps, best val {state['best_val']:.4f}, "
         f"{state['tokens'] / max(state['wall_s'], 1e-9):.0f} tok/s, peak RSS {peak_rss_mb():.0f} MB"
     )
+    return json.loads((Path(cfg["out_dir"]) / "log.json").read_text())
+
+
+def main(argv: list[str], on_step=None) -> dict:
+    """The command line: presets and overrides (`configure`), then `run`; settings a method refuses (a rank pattern
+    that matches no module, a pruning amount past the model) end it with their message."""
+    try:
+        return run(configure(argv), on_step)
+    except MethodError as exc:
+        sys.exit(str(exc))
 
 
 if __name__ == "__main__":

@@ -63,6 +63,11 @@ class TuningMethod:
         parameters of the method trainable; may return another object (peft wraps the model)."""
         raise NotImplementedError
 
+    def cache_tag(self, cfg: dict) -> str:
+        """A suffix for the lower-layer cache's file names: empty for a method that leaves the frozen layers as the
+        base has them (every method but `prune`), so runs of different methods share the cache."""
+        return ""
+
     def trainable_state(self, model) -> dict:
         """Name → tensor of what training changes, named as in `model.state_dict()` (the checkpoint's content)."""
         raise NotImplementedError

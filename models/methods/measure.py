@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -27,25 +26,17 @@ import time
 from pathlib import Path
 
 from app.core.config import BUILD_DIR, ROOT
+from models.machine import cpu
 from models.methods import METHODS
 
 DATA_DIR = BUILD_DIR / "methods" / "tiny-data"
 RUNS_DIR = BUILD_DIR / "methods" / "runs"
 REPORT_DIR = ROOT / "reports" / "methods"
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16")
 RESULT = "RESULT "
 
 
 def preset(method: str) -> Path:
     return ROOT / "models" / "configs" / ("tiny.py" if method == "lora" else f"tiny_{method}.py")
-
-
-def cpu() -> dict:
-    """The CPU's model name, core count and which of the flags that matter for CPU matmuls it has."""
-    text = Path("/proc/cpuinfo").read_text()
-    field = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if v}
-    flags = set(field.get("flags", "").split())
-    return {"model": field.get("model name", "?"), "cores": os.cpu_count(), "flags": {f: f in flags for f in CPU_FLAGS}}
 
 
 def dir_bytes(path: Path) -> int:

@@ -3,6 +3,7 @@
 
 import copy
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -22,16 +23,38 @@ def data_dir(tmp_path_factory) -> Path:
     return write_sample(tmp_path_factory.mktemp("data"), load_tokenizer(SMOLLM2.model_dir), {"train": 16, "val": 8})
 
 
-# train.configure writes a run's settings into the module (nanoGPT style): each run starts from the defaults, so
-# one test's preset (e.g. the packed Qwen run's train_files) never leaks into the next
-_DEFAULTS = {k: copy.deepcopy(getattr(train, k)) for k in train.CONFIG_KEYS}
-
-
 def _run(out: Path, data: Path, *extra: str) -> dict:
-    for k, v in _DEFAULTS.items():
-        setattr(train, k, copy.deepcopy(v))
-    train.main([str(TINY), f"--out_dir={out}", f"--data_dir={data}", *extra])
-    return json.loads((out / "log.json").read_text())
+    return train.main([str(TINY), f"--out_dir={out}", f"--data_dir={data}", *extra])
+
+
+def test_configure_leaves_the_module_defaults_alone():
+    """One process configures many runs (a sweep's worker): a run's preset never leaks into the next."""
+    before = {k: copy.deepcopy(getattr(train, k)) for k in train.CONFIG_KEYS}
+    cfg = train.configure([str(TINY), "--lr=0.5", "--train_files=['x.jsonl']"])
+    assert cfg["lr"] == 0.5 and cfg["train_files"] == ["x.jsonl"]
+    assert {k: getattr(train, k) for k in train.CONFIG_KEYS} == before == train.DEFAULTS
+
+
+def test_a_shared_cache_below_more_layers_trains_the_same(tmp_path, data_dir):
+    """`cache_below_top`: the cache holds the layers under the top 4, the two frozen layers above it run each step;
+    the losses are those of a run that caches everything under its 2 trained layers (same weights, same batches).
+    `cache_max_len`: a run of a shorter max_len reads the same cache (no new file) and trains on its rows only."""
+    plain = _run(tmp_path / "plain", data_dir)
+    shared = _run(tmp_path / "shared", data_dir, "--cache_below_top=4")
+    assert [h["val_loss"] for h in shared["history"]] == pytest.approx(
+        [h["val_loss"] for h in plain["history"]], abs=1e-4
+    )
+    assert shared["split_layer"] == plain["split_layer"] == 28
+    caches = {p.name for p in (data_dir / "cache").iterdir()}
+    assert any(name.startswith("train_26_512_") for name in caches)
+    lengths = sorted(len(json.loads(line)["ids"]) for line in (data_dir / "train.jsonl").open())
+    short = _run(tmp_path / "short", data_dir, "--cache_max_len=512", f"--max_len={lengths[len(lengths) // 2]}")
+    assert short["step"] == 8 and {p.name for p in (data_dir / "cache").iterdir()} == caches
+
+
+def test_batches_leave_out_rows_marked_too_long():
+    batches = train.make_batches([10, None, 12, None, 30], 64, random.Random(0))
+    assert sorted(i for b in batches for i in b) == [0, 2, 4]
 
 
 def test_tiny_preset_loss_falls_and_best_adapter_saved(tmp_path, data_dir):
@@ -123,11 +146,9 @@ def test_qwen_trains_on_packed_sequences_in_bf16_and_publishes_a_compact_adapter
     assert lora and any(v.abs().sum() > 0 for v in lora.values())
 
 
-def test_init_adapter_starts_from_the_committed_weights_and_refuses_another_shape(tmp_path, data_dir, monkeypatch):
+def test_init_adapter_starts_from_the_committed_weights_and_refuses_another_shape(tmp_path, data_dir):
     """`init_adapter` (specialize): the run's LoRA starts as the committed adapter (row-wise int8, restored), with a
     fresh optimizer; an adapter of another shape (r, layers) stops the run with a message instead of half-loading."""
-    for k in train.CONFIG_KEYS:  # train.main keeps its config in module globals: later tests get them back
-        monkeypatch.setattr(train, k, getattr(train, k))
     from models.adapter_io import load_weights
     from models.specialize import lora_shape
 

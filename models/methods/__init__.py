@@ -1,4 +1,5 @@
-"""Fine-tuning methods behind one lifecycle (`models.methods.base`): `lora`, `qlora`, `full` (top layers), `bitnet`.
+"""Fine-tuning methods behind one lifecycle (`models.methods.base`): `lora`, `qlora`, `full` (top layers), `bitnet`,
+`prune` (structured pruning, then `full` on the top layers).
 
 `models.train` picks one by the preset's `method`; `models.publish`, `models.export` and the torch generator find
 a saved directory's method with `method_of`, so every trained model is published, exported and evaluated alike.
@@ -18,6 +19,7 @@ _CLASSES = {
     "qlora": ("models.methods.qlora", "QLoRA"),
     "full": ("models.methods.full", "FullTopK"),
     "bitnet": ("models.methods.bitnet", "BitNet"),
+    "prune": ("models.methods.prune", "Prune"),
 }
 METHODS = tuple(_CLASSES)
 

@@ -69,8 +69,10 @@ $(DEMO_DB): app/db/demo.py
 system-deps: ## PostgreSQL server binaries and Chromium for the tests (Debian)
 	@scripts/system-deps.sh
 
+# two worker processes, whole files each (--dist loadfile: a module's fixtures, an exported model, load once): much
+# of the suite waits on subprocesses, servers and the browser, so two overlap well even on 2 cores
 test: setup model $(TEST_MODEL) demo-db system-deps ## the whole suite, slow tests included
-	BASE_MODEL=$(TEST_BASE) MODEL_DIR=$(CURDIR)/build/onnx/$(TEST_BASE)/fp32 $(PY) -m pytest -q
+	BASE_MODEL=$(TEST_BASE) MODEL_DIR=$(CURDIR)/build/onnx/$(TEST_BASE)/fp32 $(PY) -m pytest -q -n 2 --dist loadfile
 
 # no model needed: every test that loads one is marked slow (the service is tested on tests/fakes.py's generator);
 # the PostgreSQL tests run here too, on the server binaries (`make system-deps`), in seconds; the demo database
@@ -90,6 +92,21 @@ train: setup ## train the base's adapter preset (about an hour on 2 cores; resum
 	$(PY) -m models.base --base $(BASE)
 	$(PY) -m models.prepare
 	$(PY) -m models.train models/configs/$(if $(filter smollm2-135m,$(BASE)),lora_top12,qwen_packed_top8).py
+
+# SWEEP: a sweep preset (models/configs/sweep_*.py); WORKERS: local worker processes (default: the preset's). The
+# same command again resumes the study (build/sweeps/<study>.db) up to its n_trials; models/sweep.py says how to
+# spread one study over several machines (a PostgreSQL storage URL).
+SWEEP ?= models/configs/sweep_smol.py
+.PHONY: sweep
+sweep: setup ## hyper-parameter sweep (Optuna, pruned, resumable) → reports/sweeps/<study>.{json,md,png}
+	$(PY) -m models.sweep $(SWEEP) $(if $(WORKERS),--workers=$(WORKERS))
+
+# the whole workflow: prepare → sweep → train the best → export → evaluate as served → publish → one report;
+# resumable (build/pipeline/<name>/state.json); `make pipeline PIPELINE=models/configs/pipeline_tiny.py` in minutes
+PIPELINE ?= models/configs/pipeline_smol.py
+.PHONY: pipeline
+pipeline: setup ## the fine-tuning workflow end to end → reports/pipeline/pipeline-<name>.{json,md}
+	$(PY) -m models.pipeline $(PIPELINE)
 
 clean:
 	rm -rf build

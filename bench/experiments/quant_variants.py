@@ -31,6 +31,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -49,10 +50,14 @@ from app.nl2sql.prompt import build_prompt, format_schema  # noqa: E402
 from bench import REPORT_DIR, ROOT, ex, memory  # noqa: E402
 from bench.child import run_json  # noqa: E402
 from bench.engines import bench_prompts, decode_forced  # noqa: E402
+from models import machine  # noqa: E402
 from models.bases import get_base  # noqa: E402
 from models.export import MANIFEST, read_manifest, write_manifest  # noqa: E402
 
 FP32_DIR = get_base().onnx_dir / "fp32"
+# a structurally pruned model's fp32 export (models.methods.prune, exported with models.export there): the pruned
+# rows of the table are measured when it exists, reported as skipped when not
+PRUNED_DIR = get_base().onnx_dir / "pruned" / "fp32"
 VARIANTS_DIR = get_base().onnx_dir / "variants"
 RECIPE_VERSION = "v1"  # bump when the build code changes what a recipe produces
 SPEED_KEYS = ("prefill_ms", "decode_tok_s", "batch_tok_s")
@@ -64,7 +69,7 @@ SIBLING_QUESTION = "How many rows does each table have?"  # another question on 
 class Variant:
     name: str
     label: str
-    method: str  # reference | nbits (MatMulNBits weight-only) | dynamic (quantize_dynamic, int8 activations)
+    method: str  # reference | nbits (MatMulNBits weight-only) | dynamic (quantize_dynamic, int8 activations) | fp16
     bits: int = 32
     block_size: int = 0
     accuracy_level: int | None = None
@@ -73,6 +78,8 @@ class Variant:
     per_channel: bool = False
     reduce_range: bool = False
     op_types: tuple[str, ...] = ()  # dynamic: () = every op type quantize_dynamic supports
+    fp32_edge_layers: int = 0  # nbits: the first and last k decoder layers' MatMuls left fp32 (mixed precision)
+    source: str = "fp32"  # the fp32 export it starts from: "fp32" (FP32_DIR) or "pruned" (PRUNED_DIR)
     note: str = ""
 
 
@@ -129,6 +136,34 @@ VARIANTS = [
         note="which ops: every weight int4 (embedding as GatherBlockQuantized)",
     ),
     Variant(
+        "nbits8-b32-acc4-edge2",
+        "MatMulNBits int8, block 32, acc 4, first and last 2 layers fp32",
+        "nbits",
+        8,
+        32,
+        4,
+        fp32_edge_layers=2,
+        note="mixed fp32/int8: the layers nearest the embedding and the head, where errors matter most, kept fp32",
+    ),
+    Variant(
+        "fp16",
+        "float16 weights and activations (onnxruntime.transformers.float16)",
+        "fp16",
+        16,
+        note="graph inputs/outputs float32; ops without a CPU float16 kernel run through inserted Casts",
+    ),
+    Variant("pruned-fp32", "pruned + recovered, fp32", "reference", source="pruned", note="models.methods.prune"),
+    Variant(
+        "pruned-nbits8-b32-acc4",
+        "pruned + recovered, MatMulNBits int8, block 32, acc 4",
+        "nbits",
+        8,
+        32,
+        4,
+        source="pruned",
+        note="the pruned model quantized as the service quantizes",
+    ),
+    Variant(
         "dyn-u8s8-pc-rr",
         "quantize_dynamic MatMul, u8 act / s8 weights, per-channel, reduce_range",
         "dynamic",
@@ -152,25 +187,30 @@ BY_NAME = {v.name: v for v in VARIANTS}
 # ---------------------------------------------------------------- building
 
 
-def fp32_stamp() -> str:
+def source_dir(v: Variant | None = None) -> Path:
+    """The fp32 export a variant starts from (FP32_DIR unless it is a pruned one)."""
+    return PRUNED_DIR if v is not None and v.source == "pruned" else FP32_DIR
+
+
+def fp32_stamp(v: Variant | None = None) -> str:
     """The fp32 export's answers: models.export keeps it through answer-preserving upgrades of the graph."""
-    return read_manifest(FP32_DIR).get("stamp", "nostamp")
+    return read_manifest(source_dir(v)).get("stamp", "nostamp")
 
 
 def variant_dir(v: Variant) -> Path:
-    return FP32_DIR if v.method == "reference" else VARIANTS_DIR / v.name
+    return source_dir(v) if v.method == "reference" else VARIANTS_DIR / v.name
 
 
 def variant_stamp(v: Variant) -> str:
     """The variant's answers: the fp32 export's stamp and the recipe (a change in either re-runs its EX)."""
     recipe = json.dumps(asdict(v) | {"note": "", "label": ""}, sort_keys=True)
-    return hashlib.sha256(f"{RECIPE_VERSION} {fp32_stamp()} {recipe}".encode()).hexdigest()[:8]
+    return hashlib.sha256(f"{RECIPE_VERSION} {fp32_stamp(v)} {recipe}".encode()).hexdigest()[:8]
 
 
 def build_stamp(v: Variant) -> str:
     """The variant's graph: its answers' stamp and the whole fp32 manifest, so a graph upgrade that keeps the
     answers (the stamp), such as the attention rewrite, still rebuilds the variant (speed may change)."""
-    manifest = json.dumps(read_manifest(FP32_DIR), sort_keys=True)
+    manifest = json.dumps(read_manifest(source_dir(v)), sort_keys=True)
     return hashlib.sha256(f"{variant_stamp(v)} {manifest}".encode()).hexdigest()[:8]
 
 
@@ -203,6 +243,7 @@ def _quantize_nbits(v: Variant, src: Path, dst: Path) -> None:
         untie_head(model)
     q = MatMulNBitsQuantizer(
         model,
+        nodes_to_exclude=edge_layer_matmuls(model, v.fp32_edge_layers),
         bits=v.bits,
         block_size=v.block_size,
         is_symmetric=True,
@@ -211,6 +252,31 @@ def _quantize_nbits(v: Variant, src: Path, dst: Path) -> None:
     )
     q.process()
     q.model.save_model_to_file(str(dst), use_external_data_format=False)
+
+
+def flags_text(host: dict) -> str:
+    """The CPU flags of a report's host; reports written before they were recorded said AVX2 without VNNI."""
+    return machine.flags_text(host["cpu"]) if "cpu" in host else "AVX2, no VNNI"
+
+
+def edge_layer_matmuls(model, k: int) -> list[str]:
+    """The MatMul nodes of the first and last `k` decoder layers (named `/model/layers.<i>/...` by the export)."""
+    if not k:
+        return []
+    layer = re.compile(r"layers\.(\d+)/")
+    found = {n.name: int(m.group(1)) for n in model.graph.node if n.op_type == "MatMul" and (m := layer.search(n.name))}
+    if not found:
+        raise ValueError("no MatMul node names a decoder layer (expected /model/layers.<i>/...)")
+    last = max(found.values())
+    return [name for name, i in found.items() if i < k or i > last - k]
+
+
+def _to_fp16(v: Variant, src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
 
 
 def _quantize_dynamic(v: Variant, src: Path, dst: Path) -> None:
@@ -233,7 +299,11 @@ def build(v: Variant, force: bool = False) -> Path:
     """The variant's model directory, built unless an up-to-date one is there."""
     out = variant_dir(v)
     if v.method == "reference":
+        if not (out / "model.onnx").exists():
+            raise FileNotFoundError(f"no export at {out}")
         return out
+    if not (source_dir(v) / "model.onnx").exists():
+        raise FileNotFoundError(f"no export at {source_dir(v)}")
     built = build_stamp(v)
     if not force and read_manifest(out).get("build") == built and (out / "model.onnx").exists():
         return out
@@ -242,13 +312,13 @@ def build(v: Variant, force: bool = False) -> Path:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    quantize = _quantize_nbits if v.method == "nbits" else _quantize_dynamic
-    quantize(v, FP32_DIR / "model.onnx", out / "model.onnx")
-    for f in FP32_DIR.glob("*.json"):
+    quantize = {"nbits": _quantize_nbits, "fp16": _to_fp16}.get(v.method, _quantize_dynamic)
+    quantize(v, source_dir(v) / "model.onnx", out / "model.onnx")
+    for f in source_dir(v).glob("*.json"):
         if f.name != MANIFEST:
             shutil.copy(f, out / f.name)
-    info = read_manifest(FP32_DIR) | {"stamp": variant_stamp(v), "build": built, "variant": v.name}
-    info |= {"fp32_stamp": fp32_stamp()}
+    info = read_manifest(source_dir(v)) | {"stamp": variant_stamp(v), "build": built, "variant": v.name}
+    info |= {"fp32_stamp": fp32_stamp(v)}
     write_manifest(out, **info | {"quantization": v.label})
     print(f"  built {v.name} in {time.time() - t0:.0f} s", flush=True)
     return out
@@ -277,7 +347,7 @@ def ex_run_name(v: Variant, limit: int) -> str:
 def _ex_summary_path(v: Variant, limit: int) -> Path | None:
     """A finished EX run of this exact model; fp32 also reuses bench.ex's run of the same export."""
     names = [ex_run_name(v, limit)]
-    if v.method == "reference":
+    if v.method == "reference" and v.source == "fp32":
         names.append(f"bench-onnx-fp32-dev{limit}-{fp32_stamp()[:8]}")
     return next((path for name in names if (path := ex.summary_path(name, limit))), None)
 
@@ -638,7 +708,7 @@ def markdown(result: dict, plot: str | None) -> str:
     lines = [
         f"# Quantization variants {result['date']}",
         "",
-        f"Machine: {host['cpus']} CPU cores (AVX2, no VNNI), shared with other jobs and noisy: load average "
+        f"Machine: {host['cpus']} CPU cores ({flags_text(host)}), shared with other jobs and noisy: load average "
         f"{host['load_before']} before, {host['load_after']} after. Read the ratios (same run, same prompts), not "
         f"the absolute times. onnxruntime {host['onnxruntime']}. Each variant runs in its own process.",
         "",
@@ -762,7 +832,8 @@ def compare_all(
     t0 = time.time()
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "host": {"cpus": os.cpu_count(), "load_before": load(), "onnxruntime": version("onnxruntime")},
+        "host": {"cpus": os.cpu_count(), "load_before": load(), "onnxruntime": version("onnxruntime")}
+        | {"cpu": machine.cpu()},
         "config": {"prompts": n_prompts, "new_tokens": new_tokens, "batch": batch, "max_new": max_new}
         | {"ex_limit": ex_limit, "ex_min_speed": ex_min_speed, "speed_rounds": speed_rounds}
         | {"fp32_stamp": fp32_stamp()},

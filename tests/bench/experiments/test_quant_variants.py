@@ -140,6 +140,28 @@ def test_a_variant_is_rebuilt_when_the_fp32_export_or_its_recipe_changes(monkeyp
     upgraded = qv.read_manifest(qv.FP32_DIR) | {"attention": "another graph"}  # same stamp, same answers
     monkeypatch.setattr(qv, "read_manifest", lambda d: upgraded if d == qv.FP32_DIR else {})
     assert qv.variant_stamp(v) == stamp and qv.build_stamp(v) != built  # rebuilt, its EX kept
-    monkeypatch.setattr(qv, "fp32_stamp", lambda: "another-export")
+    monkeypatch.setattr(qv, "fp32_stamp", lambda v=None: "another-export")
     assert qv.variant_stamp(v) != stamp
     assert qv.build(qv.BY_NAME["fp32"]) == qv.FP32_DIR  # the reference is used in place
+
+
+def test_mixed_precision_keeps_the_edge_layers_matmuls_fp32() -> None:
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["y"], name=f"/model/layers.{i}/mlp/up_proj/MatMul") for i in range(6)
+    ]
+    nodes.append(helper.make_node("MatMul", ["h", "e"], ["logits"], name="/lm_head/MatMul"))
+    model = helper.make_model(helper.make_graph(nodes, "g", [], []))
+    assert sorted(qv.edge_layer_matmuls(model, 2)) == sorted(
+        f"/model/layers.{i}/mlp/up_proj/MatMul" for i in (0, 1, 4, 5)
+    )
+    assert qv.edge_layer_matmuls(model, 0) == []
+
+
+def test_the_pruned_rows_are_skipped_with_the_reason_when_there_is_no_pruned_export(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(qv, "PRUNED_DIR", tmp_path / "pruned" / "fp32")
+    for name in ("pruned-fp32", "pruned-nbits8-b32-acc4"):
+        row = qv.run_variant(qv.BY_NAME[name], 2, 6, 2, 24, 0)
+        assert (
+            row["skipped"].startswith("cannot build: FileNotFoundError: no export at")
+            and str(tmp_path) in row["skipped"]
+        )

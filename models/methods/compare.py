@@ -1,0 +1,200 @@
+"""The tuning methods against the LoRA baseline on real data and the same evaluation questions, as served:
+reports/methods/smol.{json,md}.
+
+    nice -n 5 python -m models.methods.compare                        # lora qlora full bitnet prune, 50 dev questions
+    nice -n 5 python -m models.methods.compare --methods prune      # one again; the others' results are kept
+
+Every method trains from the base weights with models/configs/compare_smol.py (SmolLM2-135M, top 4 layers, the
+same steps, data order and validation rows) and its own keys below, in a process of its own (its peak RSS is its
+own); its best weights are published (the committed form), exported to ONNX and quantized as the service serves
+(weight-only int8, `models.export`), and evaluated on the same Spider dev questions (spread evenly, greedy, the
+engine the service runs). The pruned model's export keeps its fp32 form where the quantization study looks for it
+(`bench.experiments.quant_variants`'s pruned rows).
+
+Measured per method: trainable parameters, seconds per step, peak RSS of training, best validation loss, published
+and exported size, EX (with valid SQL and mean generation ms per question in batches of 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from app.core.config import BUILD_DIR, ROOT
+from models.machine import cpu, flags_text
+
+PRESET = ROOT / "models" / "configs" / "compare_smol.py"
+WORK = BUILD_DIR / "methods" / "compare"
+REPORT_DIR = ROOT / "reports" / "methods"
+RESULT = "RESULT "
+RESULT_FILE = "result.json"  # a finished run's measurements, beside it: a second invocation reuses them
+# each method's own keys over the shared preset: full-weight methods take full fine-tuning's lower rate (LoRA's
+# 1e-3 on every weight of a layer diverges); BitNet's latent weights need LoRA's rate to move across rounding
+# thresholds; pruning removes 2 of 30 layers and an eighth of every MLP's channels (6 and a quarter left a validation
+# loss of 2.11 after 60 recovery steps against 0.89 unpruned), then its top 4 layers recover (its
+# frozen layers are not the base's: a cache of its own, all of them cached)
+METHODS = {
+    "lora": [],
+    "qlora": ["--method=qlora", "--qlora_bits=4"],
+    "full": ["--method=full", "--lr=1e-4"],
+    "bitnet": ["--method=bitnet", "--lr=1e-3"],
+    "prune": ["--method=prune", "--prune_layers=2", "--prune_mlp=0.125", "--lr=1e-4", "--cache_below_top=0"],
+}
+
+
+def one(method: str) -> dict:
+    """Train, publish and export `method` in this process; what was measured (peak RSS read before the export)."""
+    from bench.memory import peak_rss_mb
+    from models import train
+    from models.bases import get_base
+    from models.export import build
+    from models.publish import publish
+
+    run_dir = WORK / "runs" / method
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a fresh run: a resumed one would not measure the method's own steps
+    for stale in (WORK / "eval").glob(f"compare-{method}-*"):
+        stale.unlink()  # the earlier model's answers: `evaluate` resumes from what it finds
+    log = train.main([str(PRESET), f"--out_dir={run_dir}", *METHODS[method]])
+    peak = peak_rss_mb()
+    published = publish(run_dir, run_dir / "published")
+    spec = get_base(log["config"]["base"])
+    # the pruned export keeps its fp32 form where bench.experiments.quant_variants reads it
+    out_dir = spec.onnx_dir / "pruned" if method == "prune" else WORK / "onnx" / method
+    qdir = build(spec, published, out_dir=out_dir, label=f"compare-{method}", force=True, keep=method == "prune")
+    result = {
+        "method": method,
+        "overrides": METHODS[method],
+        "trainable_params": log["trainable_params"],
+        "steps": log["step"],
+        "s_per_step": round(log["wall_s"] / log["step"], 3),
+        "peak_rss_mb": peak,
+        "best_val": round(log["best_val"], 4),
+        "val_loss": {str(h["step"]): h["val_loss"] for h in log["history"]},
+        "published_mb": round(sum(f.stat().st_size for f in published.glob("adapter_*")) / 1e6, 3),
+        "onnx_int8_mb": round((qdir / "model.onnx").stat().st_size / 1e6, 1),
+        "model_dir": str(qdir),
+    }
+    (run_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def finished(method: str) -> dict | None:
+    """A finished run of the method with today's settings (its result.json), reused instead of trained again."""
+    path = WORK / "runs" / method / RESULT_FILE
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    return result if result["overrides"] == METHODS[method] and Path(result["model_dir"]).exists() else None
+
+
+def child(args: list[str]) -> dict:
+    """This module with `args` in a fresh process (inheriting the nice level); its RESULT line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "models.methods.compare", *args], cwd=ROOT, capture_output=True, text=True
+    )
+    line = next((x for x in proc.stdout.splitlines() if x.startswith(RESULT)), None)
+    if proc.returncode or line is None:
+        return {"error": f"exit {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}"}
+    return json.loads(line[len(RESULT) :])
+
+
+def evaluate(method: str, model_dir: str, limit: int) -> dict:
+    """EX of the method's int8 export on `limit` dev questions, greedy, batches of 8 (a child process)."""
+    from models import evaluate as ev
+
+    run = f"compare-{method}-dev{limit}"
+    argv = ["--run", run, "--model-dir", model_dir, "--limit", str(limit), "--out-dir", str(WORK / "eval")]
+    if ev.main(argv):
+        return {"error": f"evaluation {run} failed"}
+    s = json.loads((WORK / "eval" / f"{run}.json").read_text())
+    return {k: s[k] for k in ("n", "ex", "valid_sql", "mean_gen_ms_per_question", "groups", "categories")}
+
+
+def write_report(report: dict) -> Path:
+    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    (REPORT_DIR / "smol.json").write_text(json.dumps(report, indent=2) + "\n")
+    rows = [r for r in report["runs"] if "error" not in r]
+    lora = next((r for r in rows if r["method"] == "lora"), None)
+    c = report["cpu"]
+    lines = [
+        "# Tuning methods against LoRA on the same questions (SmolLM2-135M, as served)",
+        "",
+        f"`python -m models.methods.compare`, {report['date']}. SmolLM2-135M from its base weights, the top 4 of 30 "
+        f"layers trained {report['steps']} steps of ≤{report['batch_tokens']} tokens on 400 Spider train rows "
+        "(`models/configs/compare_smol.py`, each method's own keys below), best weights by validation loss "
+        f"published, exported and quantized as the service serves (weight-only int8), then EX on the same "
+        f"{report['eval_limit']} Spider dev questions (spread evenly; greedy, no constraint or candidates). "
+        f"CPU: {c['model']}, {c['cores']} cores ({flags_text(c)}); load average {report['load_before']} before, "
+        f"{report['load_after']} after: seconds are noisy, read ratios.",
+        "",
+        "| method | keys | trainable params | s/step | vs lora | peak RSS MB | best val loss | published MB "
+        "| int8 ONNX MB | EX % | valid SQL % | gen ms/question |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        e = r.get("eval", {})
+        ratio = f"{r['s_per_step'] / lora['s_per_step']:.2f}×" if lora else "–"
+        lines.append(
+            f"| {r['method']} | {' '.join(r['overrides']) or '(preset)'} | {r['trainable_params']:,} "
+            f"| {r['s_per_step']} | {ratio} | {r['peak_rss_mb']:.0f} | {r['best_val']} | {r['published_mb']} "
+            f"| {r['onnx_int8_mb']} | {e.get('ex', '–')} | {e.get('valid_sql', '–')} "
+            f"| {e.get('mean_gen_ms_per_question', '–')} |"
+        )
+    for r in report["runs"]:
+        if "error" in r:
+            lines.append(f"\n- **{r['method']} failed**: {r['error'][:400]}")
+    lines += ["", "EX by hardness:", ""]
+    for r in rows:
+        groups = r.get("eval", {}).get("groups", {})
+        lines.append(f"- {r['method']}: " + " · ".join(f"{g} {v['ex']}% ({v['n']})" for g, v in groups.items()))
+    (REPORT_DIR / "smol.md").write_text("\n".join(lines) + "\n")
+    return REPORT_DIR / "smol.md"
+
+
+def load_average() -> str:
+    return Path("/proc/loadavg").read_text().split(" ")[0]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument("--eval-limit", type=int, default=50)
+    p.add_argument("--one", choices=list(METHODS), help=argparse.SUPPRESS)  # a child's training
+    p.add_argument("--eval", nargs=2, metavar=("METHOD", "MODEL_DIR"), help=argparse.SUPPRESS)  # a child's EX
+    a = p.parse_args()
+    if a.one:
+        print(RESULT + json.dumps(one(a.one)), flush=True)
+        return
+    if a.eval:
+        print(RESULT + json.dumps(evaluate(*a.eval, a.eval_limit)), flush=True)
+        return
+    from models import presets
+
+    preset = presets.read_preset(PRESET)
+    report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu(), "load_before": load_average(), "runs": []}
+    report |= {"steps": preset["max_steps"], "batch_tokens": preset["batch_tokens"], "eval_limit": a.eval_limit}
+    for method in a.methods:
+        print(f"==> {method}: train, publish, export ...", flush=True)
+        r = finished(method) or child(["--one", method])
+        if "error" not in r:
+            print(f"    {method}: best val {r['best_val']}, {r['s_per_step']} s/step; EX ...", flush=True)
+            r["eval"] = child(["--eval", method, r["model_dir"], "--eval-limit", str(a.eval_limit)])
+        report["runs"].append({"method": method} | r)
+    report["load_after"] = load_average()
+    # methods not run this time keep their earlier results (same preset and questions), in the usual order
+    previous = REPORT_DIR / "smol.json"
+    if previous.exists() and json.loads(previous.read_text()).get("eval_limit") == a.eval_limit:
+        done = {r["method"] for r in report["runs"]}
+        report["runs"] += [r for r in json.loads(previous.read_text())["runs"] if r["method"] not in done]
+    report["runs"].sort(key=lambda r: list(METHODS).index(r["method"]))
+    print(write_report(report).read_text())
+
+
+if __name__ == "__main__":
+    main()

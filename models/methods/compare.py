@@ -8,8 +8,7 @@ Every method trains from the base weights with models/configs/compare_smol.py (S
 same steps, data order and validation rows) and its own keys below, in a process of its own (its peak RSS is its
 own); its best weights are published (the committed form), exported to ONNX and quantized as the service serves
 (weight-only int8, `models.export`), and evaluated on the same Spider dev questions (spread evenly, greedy, the
-engine the service runs). The pruned model's export keeps its fp32 form where the quantization study looks for it
-(`bench.experiments.quant_variants`'s pruned rows).
+engine the service runs).
 
 Measured per method: trainable parameters, seconds per step, peak RSS of training, best validation loss, published
 and exported size, EX (with valid SQL and mean generation ms per question in batches of 8).
@@ -64,9 +63,7 @@ def one(method: str) -> dict:
     peak = peak_rss_mb()
     published = publish(run_dir, run_dir / "published")
     spec = get_base(log["config"]["base"])
-    # the pruned export keeps its fp32 form where bench.experiments.quant_variants reads it
-    out_dir = spec.onnx_dir / "pruned" if method == "prune" else WORK / "onnx" / method
-    qdir = build(spec, published, out_dir=out_dir, label=f"compare-{method}", force=True, keep=method == "prune")
+    qdir = build(spec, published, out_dir=WORK / "onnx" / method, label=f"compare-{method}", force=True)
     result = {
         "method": method,
         "overrides": METHODS[method],
@@ -134,7 +131,7 @@ def write_report(report: dict) -> Path:
         f"{report['load_after']} after: seconds are noisy, read ratios.",
         "",
         "| method | keys | trainable params | s/step | vs lora | peak RSS MB | best val loss | published MB "
-        "| int8 ONNX MB | EX % | valid SQL % | gen ms/question |",
+        "| int8 ONNX MB | EX % (questions) | valid SQL % | gen ms/question |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -143,16 +140,27 @@ def write_report(report: dict) -> Path:
         lines.append(
             f"| {r['method']} | {' '.join(r['overrides']) or '(preset)'} | {r['trainable_params']:,} "
             f"| {r['s_per_step']} | {ratio} | {r['peak_rss_mb']:.0f} | {r['best_val']} | {r['published_mb']} "
-            f"| {r['onnx_int8_mb']} | {e.get('ex', '–')} | {e.get('valid_sql', '–')} "
+            f"| {r['onnx_int8_mb']} | {e.get('ex', '–')} ({e.get('n', 0)}) | {e.get('valid_sql', '–')} "
             f"| {e.get('mean_gen_ms_per_question', '–')} |"
         )
+    unevaluated = [r["method"] for r in rows if not r.get("eval")]
+    if unevaluated:
+        measured = {r["method"]: r["eval"]["ex"] for r in rows if r.get("eval")}
+        why = (
+            f"every method evaluated ({', '.join(measured)}) answered none right at this budget, so EX ranks "
+            "nothing here and the validation loss is the comparison"
+            if measured and not any(measured.values())
+            else "see the validation loss"
+        )
+        lines.append(f"\n- EX not measured for {', '.join(unevaluated)} (`--eval-limit 0`): {why}.")
     for r in report["runs"]:
         if "error" in r:
             lines.append(f"\n- **{r['method']} failed**: {r['error'][:400]}")
     lines += ["", "EX by hardness:", ""]
     for r in rows:
         groups = r.get("eval", {}).get("groups", {})
-        lines.append(f"- {r['method']}: " + " · ".join(f"{g} {v['ex']}% ({v['n']})" for g, v in groups.items()))
+        if groups:
+            lines.append(f"- {r['method']}: " + " · ".join(f"{g} {v['ex']}% ({v['n']})" for g, v in groups.items()))
     (REPORT_DIR / "smol.md").write_text("\n".join(lines) + "\n")
     return REPORT_DIR / "smol.md"
 
@@ -182,14 +190,15 @@ def main() -> None:
     for method in a.methods:
         print(f"==> {method}: train, publish, export ...", flush=True)
         r = finished(method) or child(["--one", method])
-        if "error" not in r:
+        if "error" not in r and a.eval_limit:
             print(f"    {method}: best val {r['best_val']}, {r['s_per_step']} s/step; EX ...", flush=True)
             r["eval"] = child(["--eval", method, r["model_dir"], "--eval-limit", str(a.eval_limit)])
         report["runs"].append({"method": method} | r)
     report["load_after"] = load_average()
-    # methods not run this time keep their earlier results (same preset and questions), in the usual order
+    # methods not run this time keep their earlier results (same preset; each row says how many questions its EX
+    # had), in the usual order
     previous = REPORT_DIR / "smol.json"
-    if previous.exists() and json.loads(previous.read_text()).get("eval_limit") == a.eval_limit:
+    if previous.exists():
         done = {r["method"] for r in report["runs"]}
         report["runs"] += [r for r in json.loads(previous.read_text())["runs"] if r["method"] not in done]
     report["runs"].sort(key=lambda r: list(METHODS).index(r["method"]))

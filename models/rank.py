@@ -352,6 +352,8 @@ def report_lines(report: dict) -> list[str]:
 
 
 def parse_ranks(text: str) -> list[int]:
+    if text.strip() == "none":  # the proposal against its halves and doubles only
+        return []
     try:
         ranks = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -373,7 +375,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--full-lr", type=float, default=1e-4, help="the full fine-tune's learning rate")
     p.add_argument("--check", action="store_true", help="train the proposal against its neighbours")
     p.add_argument("--check-steps", type=int, default=200, help="steps of each LoRA run of the check")
-    p.add_argument("--ranks", type=parse_ranks, default=list(DEFAULT_RANKS), help="uniform ranks the check trains")
+    p.add_argument(
+        "--ranks",
+        type=parse_ranks,
+        default=list(DEFAULT_RANKS),
+        help="uniform ranks the check trains ('none': only the proposal's halves and doubles)",
+    )
     p.add_argument("--seeds", type=int, default=2, help="other seeds the proposal is trained with (the noise)")
     p.add_argument("--min-tol", type=float, default=0.005, help="the least validation-loss tolerance")
     p.add_argument("--out", default="", help="the report's name (default: the preset's)")

@@ -118,6 +118,7 @@ def write_report(report: dict) -> Path:
     (REPORT_DIR / "smol.json").write_text(json.dumps(report, indent=2) + "\n")
     rows = [r for r in report["runs"] if "error" not in r]
     lora = next((r for r in rows if r["method"] == "lora"), None)
+    n_eval = max(((r.get("eval") or {}).get("n", 0) for r in rows), default=0)
     c = report["cpu"]
     lines = [
         "# Tuning methods against LoRA on the same questions (SmolLM2-135M, as served)",
@@ -126,9 +127,11 @@ def write_report(report: dict) -> Path:
         f"layers trained {report['steps']} steps of ≤{report['batch_tokens']} tokens on 400 Spider train rows "
         "(`models/configs/compare_smol.py`, each method's own keys below), best weights by validation loss "
         f"published, exported and quantized as the service serves (weight-only int8), then EX on the same "
-        f"{report['eval_limit']} Spider dev questions (spread evenly; greedy, no constraint or candidates). "
+        f"{n_eval} Spider dev questions (spread evenly; greedy, no constraint or candidates). "
         f"CPU: {c['model']}, {c['cores']} cores ({flags_text(c)}); load average {report['load_before']} before, "
-        f"{report['load_after']} after: seconds are noisy, read ratios.",
+        f"{report['load_after']} after. Each method ran at its own time beside other jobs (sweeps, evaluations): its "
+        "s/step is that moment's, not the method's, and the ratios to lora mislead; `reports/methods/tiny.md` "
+        "measures speed in alternating passes.",
         "",
         "| method | keys | trainable params | s/step | vs lora | peak RSS MB | best val loss | published MB "
         "| int8 ONNX MB | EX % (questions) | valid SQL % | gen ms/question |",

@@ -112,3 +112,14 @@ def launch_chromium(playwright):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium", pytrace=False)
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def two_layer_base():
+    """SmolLM2 cut to its first 2 decoder layers: the export's every step in seconds (tests of models/)."""
+    from models.base import load_base
+    from models.bases import SMOLLM2
+
+    model, tok = load_base(SMOLLM2)
+    model.model.layers = model.model.layers[:2]
+    model.config.num_hidden_layers = 2
+    return model, tok

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests_support import two_layer_base
 
 from models import train
 from models.base import load_tokenizer
@@ -160,16 +161,6 @@ def test_saved_weights_load_merge_and_publish_to_the_same_outputs(method, tmp_pa
     assert (published - before).abs().max() < (0.01 if method == "bitnet" else 0.05)
 
 
-def _two_layer_base():
-    """SmolLM2 cut to its first 2 decoder layers: the export's every step in seconds."""
-    from models.base import load_base
-
-    model, tok = load_base(SMOLLM2)
-    model.model.layers = model.model.layers[:2]
-    model.config.num_hidden_layers = 2
-    return model, tok
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_a_merged_model_exports_to_onnx_and_generates(method, tmp_path, monkeypatch):
@@ -182,9 +173,9 @@ def test_a_merged_model_exports_to_onnx_and_generates(method, tmp_path, monkeypa
 
     # the 2-layer base has no layer to spare: prune removes MLP channels only (tiny_prune's 4 layers are refused)
     m, cfg = get_method(method), _cfg(method, **({"prune_layers": 0} if method == "prune" else {}))
-    m.save(_trained(method, _two_layer_base()[0], cfg), tmp_path / "saved", cfg)
-    expected = _logits(m.merge(m.load(_two_layer_base()[0], tmp_path / "saved")))[0, -1].numpy()
-    monkeypatch.setattr(export, "load_base", lambda spec: _two_layer_base())
+    m.save(_trained(method, two_layer_base()[0], cfg), tmp_path / "saved", cfg)
+    expected = _logits(m.merge(m.load(two_layer_base()[0], tmp_path / "saved")))[0, -1].numpy()
+    monkeypatch.setattr(export, "load_base", lambda spec: two_layer_base())
     qdir = export.build(SMOLLM2, tmp_path / "saved", out_dir=tmp_path / "onnx", force=True, keep=True)
     session = ort.InferenceSession(str(tmp_path / "onnx" / "fp32" / "model.onnx"), providers=["CPUExecutionProvider"])
     ids = IDS.numpy()

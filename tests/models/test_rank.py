@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests_support import two_layer_base
 
 from models import rank, train
 from models.base import load_tokenizer
@@ -216,16 +217,6 @@ def test_a_lora_with_a_rank_pattern_trains_publishes_and_loads_back_with_its_ran
     assert (merged - published).abs().max() < 1e-3
 
 
-def _two_layer_base():
-    """SmolLM2 cut to its first 2 decoder layers: the export's every step in seconds."""
-    from models.base import load_base
-
-    model, tok = load_base(SMOLLM2)
-    model.model.layers = model.model.layers[:2]
-    model.config.num_hidden_layers = 2
-    return model, tok
-
-
 @pytest.mark.slow
 def test_a_merged_pattern_adapter_exports_to_onnx(tmp_path, monkeypatch):
     import onnxruntime as ort
@@ -235,15 +226,15 @@ def test_a_merged_pattern_adapter_exports_to_onnx(tmp_path, monkeypatch):
 
     cfg = dict(train.DEFAULTS) | {"train_layers": 2, "lora_r": 4, "lora_alpha": 8, "lora_rank_pattern": {"o_proj": 16}}
     lora = get_method("lora")
-    model = lora.prepare(_two_layer_base()[0], cfg)
+    model = lora.prepare(two_layer_base()[0], cfg)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in (p for p in model.parameters() if p.requires_grad):
             p.add_(torch.randn(p.shape, generator=g) * 0.05)  # B starts at zero: make the update count
     assert _lora_ranks(model)["self_attn.o_proj"] == 16 and _lora_ranks(model)["self_attn.q_proj"] == 4
     lora.save(model, tmp_path / "saved", cfg)
-    expected = lora.merge(lora.load(_two_layer_base()[0], tmp_path / "saved"))(input_ids=IDS).logits[0, -1]
-    monkeypatch.setattr(export, "load_base", lambda spec: _two_layer_base())
+    expected = lora.merge(lora.load(two_layer_base()[0], tmp_path / "saved"))(input_ids=IDS).logits[0, -1]
+    monkeypatch.setattr(export, "load_base", lambda spec: two_layer_base())
     export.build(SMOLLM2, tmp_path / "saved", out_dir=tmp_path / "onnx", force=True, keep=True)
     session = ort.InferenceSession(str(tmp_path / "onnx" / "fp32" / "model.onnx"), providers=["CPUExecutionProvider"])
     ids = IDS.numpy()

@@ -142,10 +142,10 @@ def test_loss_falls_on_the_tiny_preset_and_the_run_publishes(method, tmp_path, d
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
-def test_saved_weights_load_merge_and_publish_to_the_same_outputs(method, tmp_path):
+def test_saved_weights_load_merge_and_publish_to_the_same_outputs(method, tmp_path, data_dir):
     from models.base import load_model
 
-    m, cfg = get_method(method), _cfg(method)
+    m, cfg = get_method(method), _cfg(method, data_dir=str(data_dir))  # prune calibrates on the run's train rows
     model = _trained(method, load_model(SMOLLM2.model_dir), cfg)
     before = _logits(model)
     assert (before - _logits(load_model(SMOLLM2.model_dir))).abs().max() > 0.1  # the change is not a no-op
@@ -163,7 +163,7 @@ def test_saved_weights_load_merge_and_publish_to_the_same_outputs(method, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
-def test_a_merged_model_exports_to_onnx_and_generates(method, tmp_path, monkeypatch):
+def test_a_merged_model_exports_to_onnx_and_generates(method, tmp_path, monkeypatch, data_dir):
     """Whatever the method, `models.export` merges the saved weights (here a 2-layer SmolLM2's, all trained), the fp32
     graph computes the merged torch model's logits, and the served int8 model generates through OnnxGenerator."""
     import onnxruntime as ort
@@ -172,7 +172,8 @@ def test_a_merged_model_exports_to_onnx_and_generates(method, tmp_path, monkeypa
     from models import export
 
     # the 2-layer base has no layer to spare: prune removes MLP channels only (tiny_prune's 4 layers are refused)
-    m, cfg = get_method(method), _cfg(method, **({"prune_layers": 0} if method == "prune" else {}))
+    extra = {"prune_layers": 0} if method == "prune" else {}
+    m, cfg = get_method(method), _cfg(method, data_dir=str(data_dir), **extra)
     m.save(_trained(method, two_layer_base()[0], cfg), tmp_path / "saved", cfg)
     expected = _logits(m.merge(m.load(two_layer_base()[0], tmp_path / "saved")))[0, -1].numpy()
     monkeypatch.setattr(export, "load_base", lambda spec: two_layer_base())

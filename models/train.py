@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import hashlib
 import json
 import math
 import random
@@ -322,6 +323,17 @@ def load_examples(cfg: dict) -> tuple[list[list[dict]], list[dict]]:
     return files, load_rows(Path(cfg["data_dir"]) / "val.jsonl", cfg["limit_val"], loaded_len(cfg))
 
 
+def base_tag(cfg: dict) -> str:
+    """Empty for the registry base's converted weights; else a short hash of the weights' folder, so that a run from a
+    merged adapter or an operator's BASE_MODEL_DIR never reads lower-layer outputs cached for other weights."""
+    from models.bases import BUILD_DIR
+
+    base_dir = Path(cfg["base_dir"]).resolve()
+    if base_dir == (BUILD_DIR / "base" / (cfg["base"] or base_dir.name)).resolve():
+        return ""
+    return "_b" + hashlib.sha1(str(base_dir).encode()).hexdigest()[:8]
+
+
 def lower_layer_caches(cfg: dict, bb: Backbone, files: list[list[dict]], val: list[dict], pad_id: int) -> dict | None:
     """The frozen lower layers' outputs for train and val, computed once and kept under data_dir/cache (a file's
     cache is reused by any run with the same split and limits); None when every layer is trained."""
@@ -330,10 +342,11 @@ def lower_layer_caches(cfg: dict, bb: Backbone, files: list[list[dict]], val: li
     print(f"caching outputs of the {bb.cache_split} frozen lower layers ...", flush=True)
     cdir = Path(cfg["data_dir"]) / "cache"
     cdir.mkdir(exist_ok=True)
-    # a method that changes the frozen layers (prune) adds its own tag: their outputs are not the base's
+    # a method that changes the frozen layers (prune) adds its own tag, and so does a base other than the registry's
+    # converted one (a merged adapter, an operator's weights): their outputs are not the registry base's
     tag = (
         f"{bb.cache_split}_{loaded_len(cfg)}_{cfg['limit_train']}_{cfg['limit_val']}"
-        f"{get_method(cfg['method']).cache_tag(cfg)}"
+        f"{get_method(cfg['method']).cache_tag(cfg)}{base_tag(cfg)}"
     )
     dim = bb.model.config.hidden_size
     parts, start = [], 0

@@ -35,6 +35,18 @@ def test_configure_leaves_the_module_defaults_alone():
     assert {k: getattr(train, k) for k in train.CONFIG_KEYS} == before == train.DEFAULTS
 
 
+def test_the_cache_of_other_weights_than_the_registry_base_gets_its_own_name():
+    """A run that starts from a merged adapter (base_dir elsewhere) must never read the registry base's cached lower
+    layers: their outputs differ. The registry base's own runs keep the old, untagged name."""
+    from models.bases import BUILD_DIR
+
+    own = {"base": "smollm2-135m", "base_dir": str(BUILD_DIR / "base" / "smollm2-135m")}
+    assert train.base_tag(own) == "" == train.base_tag(own | {"base": ""})
+    merged = train.base_tag(own | {"base_dir": str(BUILD_DIR / "merged" / "smollm2-135m")})
+    other = train.base_tag(own | {"base_dir": "/opt/official/Qwen2.5-Coder-0.5B-Instruct"})
+    assert merged.startswith("_b") and other.startswith("_b") and merged != other
+
+
 def test_a_shared_cache_below_more_layers_trains_the_same(tmp_path, data_dir):
     """`cache_below_top`: the cache holds the layers under the top 4, the two frozen layers above it run each step;
     the losses are those of a run that caches everything under its 2 trained layers (same weights, same batches).

@@ -3,12 +3,19 @@ reports/methods/smol.{json,md}.
 
     nice -n 5 python -m models.methods.compare                        # lora qlora full bitnet prune, 50 dev questions
     nice -n 5 python -m models.methods.compare --methods prune      # one again; the others' results are kept
+    nice -n 5 python -m models.methods.compare --start served       # each from the served model: smol-served.md
 
-Every method trains from the base weights with models/configs/compare_smol.py (SmolLM2-135M, top 4 layers, the
-same steps, data order and validation rows) and its own keys below, in a process of its own (its peak RSS is its
-own); its best weights are published (the committed form), exported to ONNX and quantized as the service serves
-(weight-only int8, `models.export`), and evaluated on the same Spider dev questions (spread evenly, greedy, the
-engine the service runs).
+Every method trains with models/configs/compare_smol.py (SmolLM2-135M, top 4 layers, the same steps, data order and
+validation rows) and its own keys below, in a process of its own (its peak RSS is its own); its best weights are
+published (the committed form), exported to ONNX and quantized as the service serves (weight-only int8,
+`models.export`), and evaluated on the same Spider dev questions (spread evenly, greedy, the engine the service runs).
+
+`--start base` trains from the base weights: 40 CPU steps from there do not yet write usable SQL (EX 0), so the
+validation loss is the comparison. `--start served` trains from the served SmolLM2 (the base with its committed
+adapter merged, build/merged/<base>, which `python -m models.export --base smollm2-135m --keep` writes): every
+method then continues from a model that answers, EX separates them, and the served model's own EX on the same
+questions is the row to beat. It goes through `BASE_MODEL_DIR`, so training, export and evaluation all read the
+merged weights, and the lower-layer cache gets a name of its own (`models.train.base_tag`).
 
 Measured per method: trainable parameters, seconds per step, peak RSS of training, best validation loss, published
 and exported size, EX (with valid SQL and mean generation ms per question in batches of 8).
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,8 +36,8 @@ from app.core.config import BUILD_DIR, ROOT
 from models.machine import cpu, flags_text
 
 PRESET = ROOT / "models" / "configs" / "compare_smol.py"
-WORK = BUILD_DIR / "methods" / "compare"
 REPORT_DIR = ROOT / "reports" / "methods"
+STARTS = ("base", "served")
 RESULT = "RESULT "
 RESULT_FILE = "result.json"  # a finished run's measurements, beside it: a second invocation reuses them
 # each method's own keys over the shared preset: full-weight methods take full fine-tuning's lower rate (LoRA's
@@ -46,7 +54,27 @@ METHODS = {
 }
 
 
-def one(method: str) -> dict:
+def work_dir(start: str) -> Path:
+    """Where a start's runs, exports and answers live (the two starts never reuse each other's)."""
+    return BUILD_DIR / "methods" / ("compare" if start == "base" else f"compare-{start}")
+
+
+def report_name(start: str) -> str:
+    return "smol" if start == "base" else f"smol-{start}"
+
+
+def use_start(start: str, base: str) -> None:
+    """`served`: point BASE_MODEL_DIR at the merged served model, for this process and the children it starts."""
+    if start == "base":
+        os.environ.pop("BASE_MODEL_DIR", None)
+        return
+    merged = BUILD_DIR / "merged" / base
+    if not (merged / "config.json").exists():
+        sys.exit(f"--start served needs {merged} (python -m models.export --base {base} --keep writes it)")
+    os.environ["BASE_MODEL_DIR"] = str(merged)
+
+
+def one(method: str, work: Path) -> dict:
     """Train, publish and export `method` in this process; what was measured (peak RSS read before the export)."""
     from bench.memory import peak_rss_mb
     from models import train
@@ -54,16 +82,16 @@ def one(method: str) -> dict:
     from models.export import build
     from models.publish import publish
 
-    run_dir = WORK / "runs" / method
+    run_dir = work / "runs" / method
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run: a resumed one would not measure the method's own steps
-    for stale in (WORK / "eval").glob(f"compare-{method}-*"):
+    for stale in (work / "eval").glob(f"compare-{method}-*"):
         stale.unlink()  # the earlier model's answers: `evaluate` resumes from what it finds
     log = train.main([str(PRESET), f"--out_dir={run_dir}", *METHODS[method]])
     peak = peak_rss_mb()
     published = publish(run_dir, run_dir / "published")
     spec = get_base(log["config"]["base"])
-    qdir = build(spec, published, out_dir=WORK / "onnx" / method, label=f"compare-{method}", force=True)
+    qdir = build(spec, published, out_dir=work / "onnx" / method, label=f"compare-{method}", force=True)
     result = {
         "method": method,
         "overrides": METHODS[method],
@@ -81,9 +109,9 @@ def one(method: str) -> dict:
     return result
 
 
-def finished(method: str) -> dict | None:
+def finished(method: str, work: Path) -> dict | None:
     """A finished run of the method with today's settings (its result.json), reused instead of trained again."""
-    path = WORK / "runs" / method / RESULT_FILE
+    path = work / "runs" / method / RESULT_FILE
     if not path.exists():
         return None
     result = json.loads(path.read_text())
@@ -101,33 +129,42 @@ def child(args: list[str]) -> dict:
     return json.loads(line[len(RESULT) :])
 
 
-def evaluate(method: str, model_dir: str, limit: int) -> dict:
+def evaluate(method: str, model_dir: str, limit: int, work: Path) -> dict:
     """EX of the method's int8 export on `limit` dev questions, greedy, batches of 8 (a child process)."""
     from models import evaluate as ev
 
     run = f"compare-{method}-dev{limit}"
-    argv = ["--run", run, "--model-dir", model_dir, "--limit", str(limit), "--out-dir", str(WORK / "eval")]
+    argv = ["--run", run, "--model-dir", model_dir, "--limit", str(limit), "--out-dir", str(work / "eval")]
     if ev.main(argv):
         return {"error": f"evaluation {run} failed"}
-    s = json.loads((WORK / "eval" / f"{run}.json").read_text())
+    s = json.loads((work / "eval" / f"{run}.json").read_text())
     return {k: s[k] for k in ("n", "ex", "valid_sql", "mean_gen_ms_per_question", "groups", "categories")}
 
 
 def write_report(report: dict) -> Path:
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
-    (REPORT_DIR / "smol.json").write_text(json.dumps(report, indent=2) + "\n")
+    name = report_name(report.get("start", "base"))
+    (REPORT_DIR / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     rows = [r for r in report["runs"] if "error" not in r]
     lora = next((r for r in rows if r["method"] == "lora"), None)
     n_eval = max(((r.get("eval") or {}).get("n", 0) for r in rows), default=0)
     c = report["cpu"]
+    served = report.get("start") == "served"
+    start = (
+        "the served SmolLM2 (the base with its committed adapter merged: every method continues from a model that "
+        "answers)"
+        if served
+        else "its base weights"
+    )
+    origin = "the served model" if served else "its base"
     lines = [
-        "# Tuning methods against LoRA on the same questions (SmolLM2-135M, as served)",
+        f"# Tuning methods against LoRA on the same questions (SmolLM2-135M from {origin}, as served)",
         "",
-        f"`python -m models.methods.compare`, {report['date']}. SmolLM2-135M from its base weights, the top 4 of 30 "
-        f"layers trained {report['steps']} steps of ≤{report['batch_tokens']} tokens on 400 Spider train rows "
-        "(`models/configs/compare_smol.py`, each method's own keys below), best weights by validation loss "
-        f"published, exported and quantized as the service serves (weight-only int8), then EX on the same "
-        f"{n_eval} Spider dev questions (spread evenly; greedy, no constraint or candidates). "
+        f"`python -m models.methods.compare{' --start served' if served else ''}`, {report['date']}. SmolLM2-135M "
+        f"from {start}, the top 4 of 30 layers trained {report['steps']} steps of ≤{report['batch_tokens']} tokens on "
+        "400 Spider train rows (`models/configs/compare_smol.py`, each method's own keys below), best weights by "
+        "validation loss published, exported and quantized as the service serves (weight-only int8), then EX on the "
+        f"same {n_eval} Spider dev questions (spread evenly; greedy, no constraint or candidates). "
         f"CPU: {c['model']}, {c['cores']} cores ({flags_text(c)}); load average {report['load_before']} before, "
         f"{report['load_after']} after. Each method ran at its own time beside other jobs (sweeps, evaluations): its "
         "s/step is that moment's, not the method's, and the ratios to lora mislead; `reports/methods/tiny.md` "
@@ -137,6 +174,13 @@ def write_report(report: dict) -> Path:
         "| int8 ONNX MB | EX % (questions) | valid SQL % | gen ms/question |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    reference = report.get("reference")
+    if reference and "error" not in reference:
+        lines.append(
+            f"| *served, not trained further* | – | – | – | – | – | – | – | {reference['onnx_int8_mb']} "
+            f"| {reference['ex']} ({reference['n']}) | {reference['valid_sql']} "
+            f"| {reference['mean_gen_ms_per_question']} |"
+        )
     for r in rows:
         e = r.get("eval", {})
         ratio = f"{r['s_per_step'] / lora['s_per_step']:.2f}×" if lora else "–"
@@ -156,6 +200,8 @@ def write_report(report: dict) -> Path:
             else "see the validation loss"
         )
         lines.append(f"\n- EX not measured for {', '.join(unevaluated)} (`--eval-limit 0`): {why}.")
+    if reference and "error" in reference:
+        lines.append(f"\n- **the served model's own EX failed**: {reference['error'][:400]}")
     for r in report["runs"]:
         if "error" in r:
             lines.append(f"\n- **{r['method']} failed**: {r['error'][:400]}")
@@ -164,8 +210,13 @@ def write_report(report: dict) -> Path:
         groups = r.get("eval", {}).get("groups", {})
         if groups:
             lines.append(f"- {r['method']}: " + " · ".join(f"{g} {v['ex']}% ({v['n']})" for g, v in groups.items()))
-    (REPORT_DIR / "smol.md").write_text("\n".join(lines) + "\n")
-    return REPORT_DIR / "smol.md"
+    if reference and reference.get("groups"):
+        lines.append(
+            "- served, not trained further: "
+            + " · ".join(f"{g} {v['ex']}% ({v['n']})" for g, v in reference["groups"].items())
+        )
+    (REPORT_DIR / f"{name}.md").write_text("\n".join(lines) + "\n")
+    return REPORT_DIR / f"{name}.md"
 
 
 def load_average() -> str:
@@ -176,36 +227,55 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--eval-limit", type=int, default=50)
+    p.add_argument("--start", choices=STARTS, default="base", help="train from the base weights or the served model")
     p.add_argument("--one", choices=list(METHODS), help=argparse.SUPPRESS)  # a child's training
     p.add_argument("--eval", nargs=2, metavar=("METHOD", "MODEL_DIR"), help=argparse.SUPPRESS)  # a child's EX
     a = p.parse_args()
-    if a.one:
-        print(RESULT + json.dumps(one(a.one)), flush=True)
-        return
-    if a.eval:
-        print(RESULT + json.dumps(evaluate(*a.eval, a.eval_limit)), flush=True)
-        return
     from models import presets
 
     preset = presets.read_preset(PRESET)
+    use_start(a.start, preset["base"])
+    work = work_dir(a.start)
+    if a.one:
+        print(RESULT + json.dumps(one(a.one, work)), flush=True)
+        return
+    if a.eval:
+        print(RESULT + json.dumps(evaluate(*a.eval, a.eval_limit, work)), flush=True)
+        return
     report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu(), "load_before": load_average(), "runs": []}
-    report |= {"steps": preset["max_steps"], "batch_tokens": preset["batch_tokens"], "eval_limit": a.eval_limit}
+    report |= {"start": a.start, "steps": preset["max_steps"], "batch_tokens": preset["batch_tokens"]}
+    report["eval_limit"] = a.eval_limit
+    start = ["--start", a.start]
+    if a.start == "served" and a.eval_limit:
+        report["reference"] = served_reference(preset["base"], a.eval_limit, start)
     for method in a.methods:
         print(f"==> {method}: train, publish, export ...", flush=True)
-        r = finished(method) or child(["--one", method])
+        r = finished(method, work) or child(["--one", method, *start])
         if "error" not in r and a.eval_limit:
             print(f"    {method}: best val {r['best_val']}, {r['s_per_step']} s/step; EX ...", flush=True)
-            r["eval"] = child(["--eval", method, r["model_dir"], "--eval-limit", str(a.eval_limit)])
+            r["eval"] = child(["--eval", method, r["model_dir"], "--eval-limit", str(a.eval_limit), *start])
         report["runs"].append({"method": method} | r)
     report["load_after"] = load_average()
     # methods not run this time keep their earlier results (same preset; each row says how many questions its EX
     # had), in the usual order
-    previous = REPORT_DIR / "smol.json"
+    previous = REPORT_DIR / f"{report_name(a.start)}.json"
     if previous.exists():
         done = {r["method"] for r in report["runs"]}
         report["runs"] += [r for r in json.loads(previous.read_text())["runs"] if r["method"] not in done]
     report["runs"].sort(key=lambda r: list(METHODS).index(r["method"]))
     print(write_report(report).read_text())
+
+
+def served_reference(base: str, limit: int, start: list[str]) -> dict:
+    """EX of the served int8 export itself (build/onnx/<base>/int8, the merged model every method starts from) on
+    the same questions: what a method must beat."""
+    from models.bases import get_base
+
+    qdir = get_base(base).onnx_dir / "int8"
+    if not (qdir / "model.onnx").exists():
+        return {"error": f"no served export at {qdir} (python -m models.export --base {base} --keep)"}
+    r = child(["--eval", "served", str(qdir), "--eval-limit", str(limit), *start])
+    return r | {"onnx_int8_mb": round((qdir / "model.onnx").stat().st_size / 1e6, 1), "model_dir": str(qdir)}
 
 
 if __name__ == "__main__":

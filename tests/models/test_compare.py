@@ -1,0 +1,98 @@
+"""models.methods.compare without training: where each start's runs and report go, what --start served needs, when a
+finished run is reused, and what the report says (the reference row, a failed method, EX not measured)."""
+
+import json
+import os
+
+import pytest
+
+from models.methods import compare
+
+CPU = {"model": "Test CPU", "cores": 2, "flags": {"avx2": True, "avx512_vnni": False}}
+
+
+def _run(method: str, best_val: float, s_per_step: float, ex: float | None) -> dict:
+    r = {
+        "method": method,
+        "overrides": compare.METHODS[method],
+        "trainable_params": 1000,
+        "steps": 40,
+        "s_per_step": s_per_step,
+        "peak_rss_mb": 2000.0,
+        "best_val": best_val,
+        "published_mb": 0.7,
+        "onnx_int8_mb": 234.0,
+        "model_dir": "x",
+    }
+    if ex is not None:
+        groups = {"easy": {"ex": ex, "n": 10}}
+        r["eval"] = {"n": 10, "ex": ex, "valid_sql": 90.0, "mean_gen_ms_per_question": 300, "groups": groups}
+    return r
+
+
+def _report(start: str, runs: list[dict], **extra) -> dict:
+    return (
+        {"date": "2026-12-05", "cpu": CPU, "load_before": "1.0", "load_after": "1.5", "runs": runs}
+        | {
+            "start": start,
+            "steps": 40,
+            "batch_tokens": 2048,
+            "eval_limit": 10,
+        }
+        | extra
+    )
+
+
+def test_the_two_starts_keep_their_runs_and_reports_apart():
+    assert compare.work_dir("base") != compare.work_dir("served")
+    assert (compare.report_name("base"), compare.report_name("served")) == ("smol", "smol-served")
+
+
+def test_served_start_needs_the_merged_model_and_points_base_model_dir_at_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "BUILD_DIR", tmp_path)
+    monkeypatch.delenv("BASE_MODEL_DIR", raising=False)
+    with pytest.raises(SystemExit, match="models.export --base smollm2-135m --keep"):
+        compare.use_start("served", "smollm2-135m")
+    (tmp_path / "merged" / "smollm2-135m").mkdir(parents=True)
+    (tmp_path / "merged" / "smollm2-135m" / "config.json").write_text("{}")
+    compare.use_start("served", "smollm2-135m")
+    assert os.environ["BASE_MODEL_DIR"] == str(tmp_path / "merged" / "smollm2-135m")
+    compare.use_start("base", "smollm2-135m")
+    assert "BASE_MODEL_DIR" not in os.environ
+
+
+def test_a_finished_run_is_reused_only_with_todays_keys_and_its_export(tmp_path):
+    run = tmp_path / "runs" / "full"
+    run.mkdir(parents=True)
+    result = _run("full", 0.9, 2.0, None) | {"model_dir": str(tmp_path / "onnx")}
+    (run / compare.RESULT_FILE).write_text(json.dumps(result))
+    assert compare.finished("full", tmp_path) is None  # its export is gone
+    (tmp_path / "onnx").mkdir()
+    assert compare.finished("full", tmp_path) == result
+    (run / compare.RESULT_FILE).write_text(json.dumps(result | {"overrides": ["--method=full", "--lr=1"]}))
+    assert compare.finished("full", tmp_path) is None  # other keys than today's
+    assert compare.finished("lora", tmp_path) is None
+
+
+def test_the_served_report_puts_the_served_model_first_and_names_failures(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "REPORT_DIR", tmp_path)
+    reference = {"n": 10, "ex": 30.0, "valid_sql": 95.0, "mean_gen_ms_per_question": 280, "onnx_int8_mb": 234.0}
+    reference["groups"] = {"easy": {"ex": 30.0, "n": 10}}
+    runs = [_run("lora", 0.5, 2.0, 40.0), _run("full", 0.6, 3.0, 20.0), {"method": "bitnet", "error": "exit 1: boom"}]
+    path = compare.write_report(_report("served", runs, reference=reference))
+    assert path == tmp_path / "smol-served.md" and (tmp_path / "smol-served.json").exists()
+    text = path.read_text()
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert table[1].startswith("| *served, not trained further*") and "| 30.0 (10) |" in table[1]
+    assert table[2].startswith("| lora") and "| 40.0 (10) |" in table[2]
+    assert "| 1.50× |" in table[3]  # full's s/step against lora's
+    assert "**bitnet failed**: exit 1: boom" in text and "from the served model" in text
+    assert "- served, not trained further: easy 30.0% (10)" in text
+
+
+def test_the_base_report_says_why_ex_was_not_measured(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "REPORT_DIR", tmp_path)
+    runs = [_run("lora", 0.9, 2.0, 0.0), _run("qlora", 0.9, 2.5, None)]
+    text = compare.write_report(_report("base", runs)).read_text()
+    assert "from its base weights" in text and "served, not trained further" not in text
+    assert "EX not measured for qlora" in text and "answered none right at this budget" in text

@@ -52,6 +52,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import sys
 import traceback
 import warnings
@@ -440,7 +441,20 @@ def work(s: dict, n_threads: int) -> int:
     return 0
 
 
+def interruptible() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt here, so a stopped worker marks its running trial failed at once
+    (instead of leaving it RUNNING until its heartbeat goes stale). Python keeps SIGINT ignored when the process
+    started with it ignored, as a shell's `cmd &` does: `pkill -INT` on a backgrounded sweep did nothing."""
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _worker_main(s: dict, n_threads: int) -> None:
+    interruptible()
     try:
         sys.exit(work(s, n_threads))
     except KeyboardInterrupt:  # Ctrl-C reaches every worker: its trial is marked failed, no traceback
@@ -726,6 +740,7 @@ def main(argv: list[str]) -> int:
         print(f"report: {path}")
         return 0
     check_setup(s)
+    interruptible()
     study = load_study(s, create=True)
     check_space(study, s)
     try:

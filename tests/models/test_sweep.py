@@ -4,6 +4,7 @@ measured on the trial's weights (int8 base included), PostgreSQL holds a study a
 are refused with a message. Also the int8 block quantization that `precision = "int8"` trains on."""
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,27 @@ def test_a_trial_beyond_n_trials_counted_by_number_is_surplus():
     assert not sweep.is_surplus(first, 2) and not sweep.is_surplus(second, 2) and sweep.is_surplus(third, 2)
     study.tell(first, state=TrialState.FAIL)  # a failed trial frees its slot
     assert not sweep.is_surplus(third, 2)
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_worker_even_when_its_shell_ignored_sigint(signame):
+    """A sweep started with `&` inherits SIGINT ignored; its workers must still stop (and mark their trial failed)."""
+    code = (
+        "import os, signal, sys, time\n"
+        "from models import sweep\n"
+        "sweep.interruptible()\n"
+        "try:\n"
+        f"    os.kill(os.getpid(), signal.{signame}); time.sleep(30)\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(130)\n"
+    )
+    ignored = subprocess.run(  # as a backgrounded shell command starts: SIGINT ignored
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert ignored.returncode == 130
 
 
 @pytest.mark.parametrize(

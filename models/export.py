@@ -6,6 +6,8 @@
     python -m models.export --bits 4                 # int4 weights instead of int8
 
     python -m models.export --keep                   # also keep the fp32 export and the merged weights (benchmarks)
+    python -m models.export --adapter RUN/published --out-dir build/onnx/smollm2-135m/pruned --keep
+                                                     # another model beside the served one (a pruned one here)
 
 Any method's saved weights (`models.methods`: a LoRA adapter, full top layers, QLoRA, BitNet) are merged by their
 method into a plain model first. Writes build/onnx/<base>/int8, what the service serves. The base is read from its
@@ -286,6 +288,13 @@ def main() -> None:
     p.add_argument("--block-size", type=int, default=32)
     p.add_argument("--force", action="store_true")
     p.add_argument("--keep", action="store_true", help="also keep the fp32 export, merged weights and converted base")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="write int<bits>/ (and fp32/) here instead of build/onnx/<base> (e.g. build/onnx/<base>/pruned, which "
+        "the quantization table's pruned rows read)",
+    )
     a = p.parse_args()
     try:
         spec = get_base(a.base)
@@ -298,7 +307,7 @@ def main() -> None:
         print(f"no committed adapter for {spec.name}: exporting the base model (zero-shot)")
         adapter = None
     try:
-        build(spec, adapter, a.bits, a.block_size, a.force, keep=a.keep)
+        build(spec, adapter, a.bits, a.block_size, a.force, out_dir=a.out_dir, keep=a.keep)
     except (BaseModelError, MethodError) as exc:
         sys.exit(str(exc))
 

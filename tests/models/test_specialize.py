@@ -28,6 +28,7 @@ from models.synth import generate_pairs
 pytestmark = pytest.mark.slow
 BOUND_S = 1800  # a hang becomes a failure after this (training shares 2 CPUs with the server here); nothing is timed
 ROOT = Path(__file__).resolve().parents[2]
+SLOW_PAUSE_S = 3.0  # between one client's questions while the run trains, exports and evaluates
 
 
 def test_publish_rule():
@@ -54,10 +55,13 @@ def _wait(condition, what: str) -> None:
 
 
 class Askers:
-    """Clients asking questions without pause until stopped; every answer's status and model id is kept."""
+    """Clients asking questions until stopped, `pause_s` apart each (0: back to back); every answer's status and model
+    id is kept. The test keeps them slow while the run trains (back-to-back answers held most of both cores, the
+    niced run crawled: 20+ minutes on 2 cores) and back to back from the publish stage, through the swap."""
 
-    def __init__(self, port: int, key: str, n: int = 3):
+    def __init__(self, port: int, key: str, n: int = 3, pause_s: float = 0.0):
         self.url, self.key, self.stop = f"http://127.0.0.1:{port}", key, threading.Event()
+        self.pause_s = pause_s
         self.results: list[tuple[int, str | None]] = []
         self.threads = [threading.Thread(target=self._ask, args=(i,), daemon=True) for i in range(n)]
         for t in self.threads:
@@ -74,6 +78,7 @@ class Askers:
                     self.results.append((0, repr(exc)))
                     continue
                 self.results.append((r.status_code, r.json().get("model_id") if r.status_code == 200 else r.text))
+                self.stop.wait(self.pause_s)
 
     def ids(self) -> set:
         return {m for s, m in self.results if s == 200}
@@ -120,7 +125,7 @@ def test_specialize_publishes_and_the_server_swaps_without_a_failed_request(serv
     port, admin, analyst, tmp = served
     c = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
     before = c.get("/readyz").json()["model"]
-    askers = Askers(port, analyst)
+    askers = Askers(port, analyst, pause_s=SLOW_PAUSE_S)
     _wait(lambda: len(askers.results) >= 3, "the first answers")
 
     r = c.post("/api/specialize", headers=auth_headers(analyst))
@@ -132,6 +137,8 @@ def test_specialize_publishes_and_the_server_swaps_without_a_failed_request(serv
 
     def finished() -> bool:
         st = c.get("/api/specialize", headers=auth_headers(admin)).json()
+        if st["stage"] in ("publish", "done") or not st["running"]:
+            askers.pause_s = 0.0  # requests in flight while the new model is loaded and swapped in
         return not st["running"] and (st["state"] != "published" or st["swap"] is not None)
 
     _wait(finished, "the run ended and its model was loaded")

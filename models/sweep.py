@@ -483,8 +483,13 @@ def run_workers(s: dict, study) -> int:
         for p in procs:
             p.join()
     except KeyboardInterrupt:
-        for p in procs:  # each marks its running trial failed, then exits
-            p.join()
+        # Ctrl-C reached the whole group: each worker marks its running trial failed and exits. A signal to this
+        # process alone (kill PID) did not reach them: they get SIGTERM, which ends them the same way.
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
+                p.join()
         raise
     return sum(p.exitcode != 0 for p in procs)
 

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -236,3 +237,26 @@ def test_a_worker_stops_after_failures_in_a_row_and_says_why(tmp_path, data_dir)
     lines = [line for line in r.stdout.splitlines() if line.startswith("trial ")]
     assert len(lines) == 2 and all(" fail " in line and "no training examples" in line for line in lines)
     assert [t.state for t in _study(tmp_path).trials] == [TrialState.FAIL, TrialState.FAIL]
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_sweep_alone_stops_its_workers_and_fails_their_trials(tmp_path, data_dir):
+    """`kill PID` of the sweep (not its group): the workers, which got no signal, are stopped by it, mark their
+    running trials failed, and the command exits 130 with its report; a rerun resumes."""
+    cmd = [sys.executable, "-m", "models.sweep", *_args(tmp_path, data_dir, "--workers=2", "--max_steps=10000")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while (
+            not (tmp_path / "work" / "sweep_tiny.db").exists() or len(_trials(_study(tmp_path), TrialState.RUNNING)) < 2
+        ):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "the same command resumes the study" in err, err[-2000:]
+    study = _study(tmp_path)
+    assert not _trials(study, TrialState.RUNNING) and len(_trials(study, TrialState.FAIL)) == 2
+    assert (tmp_path / "reports" / "sweep_tiny.md").exists()

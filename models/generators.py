@@ -31,13 +31,16 @@ class TorchGenerator:
 
     stepwise = False
 
-    def __init__(self, adapter: Path | None = None, threads: int = 0, base: BaseSpec | None = None):
-        """`base`: the registry base (default: BASE_MODEL's); `adapter`: trained weights to merge (any method)."""
+    def __init__(
+        self, adapter: Path | None = None, threads: int = 0, base: BaseSpec | None = None, base_dir: Path | None = None
+    ):
+        """`base`: the registry base (default: BASE_MODEL's); `base_dir`: other weights of that base to start from
+        (a run's `base_dir`, e.g. the served model merged); `adapter`: trained weights to merge (any method)."""
         import torch
 
         if threads:
             torch.set_num_threads(threads)
-        self.base_dir = (base or get_base()).model_dir
+        self.base_dir = Path(base_dir) if base_dir else (base or get_base()).model_dir
         model = load_model(self.base_dir)
         if adapter:
             from models.methods import load_merged

@@ -347,7 +347,8 @@ def execution_accuracy(cfg: dict, adapter: Path, s: dict, n_threads: int, out: P
     from models.generators import TorchGenerator
 
     items = evaluate.load_items(evaluate.parser().parse_args(["--run", "sweep", "--limit", str(s["eval_limit"])]))[0]
-    generator = TorchGenerator(adapter, n_threads, get_base(cfg["base"] or None))
+    # the weights the trial trained from (a sweep may start from the served model: its `base_dir`)
+    generator = TorchGenerator(adapter, n_threads, get_base(cfg["base"] or None), base_dir=Path(cfg["base_dir"]))
     evaluate.run(items, generator, out / "eval.jsonl", 1, s["eval_new_tokens"])
     summary = evaluate.summarize(out / "eval.jsonl", {})
     (out / "eval.json").write_text(json.dumps(summary, indent=2))

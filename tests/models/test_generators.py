@@ -92,3 +92,15 @@ def test_it_is_a_generator_that_decodes_whole_batches_only(torch_gen, onnx_gen):
     with pytest.raises(NotImplementedError, match="whole batches"):
         torch_gen.decode_batch()
     assert [g.new_tokens for g in torch_gen.generate(["SELECT"], 0)] == [0]
+
+
+def test_base_dir_starts_from_other_weights_of_the_base(tmp_path):
+    """A run trained from other weights (a sweep from the served model: its `base_dir`) is evaluated on those."""
+    from tests_support import two_layer_base
+
+    model, tok = two_layer_base()
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    gen = TorchGenerator(None, 1, SMOLLM2, base_dir=tmp_path)
+    assert gen.base_dir == tmp_path and len(gen.model.model.layers) == 2
+    assert gen.generate(["SELECT"], 2)[0].new_tokens == 2

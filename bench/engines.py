@@ -31,11 +31,9 @@ from app.core.config import DEMO_DB_PATH
 from app.nl2sql.engine import DecodeBatch, OnnxGenerator
 from app.nl2sql.generator import Generation, Generator
 from app.nl2sql.prompt import build_prompt, format_schema
-from bench import ROOT, gguf_export, memory
+from bench import gguf_export, memory
 from bench.child import run_json
 from models.bases import get_base
-
-ADAPTER = ROOT / "models" / "adapters" / "querywise-sql"
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,9 @@ class EngineSpec:
 
 
 def _adapter() -> Path | None:
-    return ADAPTER if (ADAPTER / "adapter_model.safetensors").exists() else None
+    """The committed adapter of the benchmarked base (BASE_MODEL's), when there is one."""
+    adapter = get_base().adapter_dir
+    return adapter if (adapter / "adapter_model.safetensors").exists() else None
 
 
 def specs() -> dict[str, EngineSpec]:
@@ -96,7 +96,7 @@ def size_on_disk(spec: EngineSpec) -> int:
         return sum(f.stat().st_size for f in path.glob("model.onnx*"))
     files = [path / "model.safetensors"]
     if spec.weights == "fine-tuned":
-        files.append(ADAPTER / "adapter_model.safetensors")
+        files.append(get_base().adapter_dir / "adapter_model.safetensors")
     return sum(f.stat().st_size for f in files)
 
 

@@ -28,7 +28,7 @@ from models.synth import generate_pairs
 pytestmark = pytest.mark.slow
 BOUND_S = 1800  # a hang becomes a failure after this (training shares 2 CPUs with the server here); nothing is timed
 ROOT = Path(__file__).resolve().parents[2]
-SLOW_PAUSE_S = 3.0  # between one client's questions while the run trains, exports and evaluates
+SLOW_PAUSE_S = 10.0  # between one client's questions while the run trains, exports and evaluates
 
 
 def test_publish_rule():

@@ -3,8 +3,10 @@
 measured on the trial's weights (int8 base included), PostgreSQL holds a study as SQLite does, and bad settings
 are refused with a message. Also the int8 block quantization that `precision = "int8"` trains on."""
 
+import contextlib
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -45,6 +47,19 @@ def _sweep(tmp: Path, data: Path, *extra: str) -> subprocess.CompletedProcess:
 
 def _study(tmp: Path, name: str = "sweep_tiny") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'work' / name}.db")
+
+
+def _running(tmp: Path) -> int:
+    """Trials running now, read from the study's file read-only: loading it through optuna would create its tables,
+    racing the sweep that is creating them; 0 until they exist."""
+    db = tmp / "work" / "sweep_tiny.db"
+    if not db.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+            return conn.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0]
+    except sqlite3.OperationalError:  # no such table yet
+        return 0
 
 
 def _trials(study: optuna.Study, *states: TrialState) -> list:
@@ -247,9 +262,7 @@ def test_sigterm_to_the_sweep_alone_stops_its_workers_and_fails_their_trials(tmp
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
-        while (
-            not (tmp_path / "work" / "sweep_tiny.db").exists() or len(_trials(_study(tmp_path), TrialState.RUNNING)) < 2
-        ):
+        while _running(tmp_path) < 2:
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
             time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)

@@ -95,8 +95,8 @@ def size_on_disk(spec: EngineSpec) -> int:
     if spec.kind == "onnx":
         return sum(f.stat().st_size for f in path.glob("model.onnx*"))
     files = [path / "model.safetensors"]
-    if spec.weights == "fine-tuned":
-        files.append(get_base().adapter_dir / "adapter_model.safetensors")
+    if spec.weights == "fine-tuned" and (adapter := _adapter()):
+        files.append(adapter / "adapter_model.safetensors")
     return sum(f.stat().st_size for f in files)
 
 

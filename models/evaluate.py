@@ -39,7 +39,6 @@ from pathlib import Path
 
 from app.core.config import DEMO_DB_PATH, MAX_NEW_TOKENS, get_settings
 from app.nl2sql.constrain import SchemaNames
-from app.nl2sql.extract import extract_sql
 from app.nl2sql.fewshot import EXAMPLES
 from app.nl2sql.generator import Sampling
 from app.nl2sql.guided import (
@@ -51,6 +50,7 @@ from app.nl2sql.guided import (
     wants_candidates,
 )
 from app.nl2sql.prompt import build_conversation, format_schema
+from app.nl2sql.service import sql_of
 from app.sql.executor import categorize
 from app.sql.guard import GuardError, guard_sql
 from models.context import BusinessContext
@@ -98,9 +98,10 @@ def suite_items(suite_dir: Path, db_path: Path) -> list[dict]:
     ]
 
 
-def judge(item: dict, text: str) -> dict:
-    """Run the prediction next to the gold SQL and say whether it is right, and if not, why."""
-    sql = extract_sql(text)
+def judge(item: dict, text: str, names: SchemaNames | None = None) -> dict:
+    """Run the prediction next to the gold SQL and say whether it is right, and if not, why. With `names` (schema-
+    constrained runs), names that need quoting are quoted as the service does (`app.nl2sql.service.sql_of`)."""
+    sql = sql_of(text, names)
     rec = {
         "id": item["id"],
         "db_id": item["db_id"],
@@ -135,10 +136,10 @@ def judge(item: dict, text: str) -> dict:
     return rec | {"ok": ok, "valid": True, "category": category}
 
 
-def probe(item: dict, text: str) -> tuple[str, str | None]:
+def probe(item: dict, text: str, names: SchemaNames | None = None) -> tuple[str, str | None]:
     """What the service would see of a prediction, without the gold SQL: ok (rows), empty, refused or error, and
     the result's identity for voting (`result_key`) when it ran."""
-    sql = extract_sql(text)
+    sql = sql_of(text, names)
     if not sql:
         return "error", None
     try:
@@ -156,17 +157,17 @@ def guided(
     generator, prompt: str, item: dict, text: str, n: int, new_tokens: int, names: SchemaNames | None = None
 ) -> tuple[str, bool]:
     """Execution-guided choice between the greedy text and n sampled candidates; (text, rescued)."""
-    first = probe(item, text)[0]
+    first = probe(item, text, names)[0]
     if not wants_candidates(first):
         return text, False
-    texts, statuses, seen = [text], [first], {extract_sql(text)}
+    texts, statuses, seen = [text], [first], {sql_of(text, names)}
     for g in generator.generate([prompt] * n, new_tokens, candidate_sampling(prompt, n, temperature, names)):
-        sql = extract_sql(g.text)
+        sql = sql_of(g.text, names)
         if sql in seen:
             continue
         seen.add(sql)
         texts.append(g.text)
-        statuses.append(probe(item, g.text)[0])
+        statuses.append(probe(item, g.text, names)[0])
         if not wants_candidates(statuses[-1]):
             break
     i = best_index(statuses)
@@ -182,10 +183,10 @@ def voted(
     texts = [text] + [
         g.text for g in generator.generate([prompt] * n, new_tokens, candidate_sampling(prompt, n, temperature, names))
     ]
-    probes = [probe(item, t) for t in texts]
+    probes = [probe(item, t, names) for t in texts]
     statuses, keys = [p[0] for p in probes], [p[1] for p in probes]
     i = vote_index(statuses, keys)
-    info = {"statuses": statuses, "keys": keys, "right": [judge(item, t)["ok"] for t in texts], "chosen": i}
+    info = {"statuses": statuses, "keys": keys, "right": [judge(item, t, names)["ok"] for t in texts], "chosen": i}
     return texts[i], i > 0, info
 
 
@@ -238,16 +239,16 @@ def run(
                     else:
                         texts[i], rescued[i] = guided(generator, prompt, it, texts[i], candidates, new_tokens, names[i])
             gen_ms = (time.perf_counter() - g0) * 1000 / len(batch)
-            for it, g, text, r, v, (_, _, used) in zip(batch, gens, texts, rescued, votes, ctx, strict=True):
+            for it, g, text, r, v, (_, _, used), nm in zip(batch, gens, texts, rescued, votes, ctx, names, strict=True):
                 extra = (
                     {"gen_ms": round(gen_ms, 1), "new_tokens": g.new_tokens}
                     | ({"rescued": r} if candidates else {})
                     | ({"votes": v} if v else {})
                     | ({"context": used} if used else {})
                 )
-                rec = judge(it, text) | extra
+                rec = judge(it, text, nm) | extra
                 if r:  # the greedy answer was replaced: keep whether it was right, for the greedy row beside
-                    rec["greedy_ok"] = judge(it, g.text)["ok"]
+                    rec["greedy_ok"] = judge(it, g.text, nm)["ok"]
                 f.write(json.dumps(rec) + "\n")
             f.flush()
             n += len(batch)

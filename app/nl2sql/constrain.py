@@ -44,6 +44,7 @@ FUNCTIONS = _words(
 )
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _QUOTES = {"'": "'", '"': '"', "`": "`", "[": "]"}
+_QUOTED = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\])""")
 _CLAUSE_AFTER_FROM = _words("where group order having limit union intersect except on")
 SHORT_ALIAS = 3  # a word this short followed by `.` may be an alias that the query defines further on
 
@@ -61,6 +62,7 @@ class SchemaNames:
 
     tables: frozenset[str]
     columns: dict[str, frozenset[str]]  # table -> its columns
+    quoted: tuple[str, ...] = ()  # names that need quoting ("Order Details"), as the schema spells them
     all_columns: frozenset[str] = field(init=False)
     words: tuple[str, ...] = field(init=False)
 
@@ -73,12 +75,31 @@ class SchemaNames:
     @classmethod
     def of(cls, tables: Iterable[tuple[str, Iterable[str]]]) -> SchemaNames:
         """From (table, its column names) pairs."""
+        tables = [(table, list(columns)) for table, columns in tables]
         cols = {table.lower(): frozenset(c.lower() for c in columns if _NAME.fullmatch(c)) for table, columns in tables}
-        return cls(frozenset(t for t in cols if _NAME.fullmatch(t)), cols)
+        odd = {n for table, columns in tables for n in (table, *columns) if not _NAME.fullmatch(n)}
+        return cls(frozenset(t for t in cols if _NAME.fullmatch(t)), cols, tuple(sorted(odd, key=lambda n: -len(n))))
 
     @classmethod
     def from_schema(cls, schema: Schema) -> SchemaNames:
         return cls.of((t.name, (c.name for c in t.columns)) for t in schema.tables)
+
+    def quote_bare(self, sql: str) -> str:
+        """`sql` with the names that need quoting quoted where they were written bare (`JOIN Order Details od` →
+        `JOIN "Order Details" od`): the models know Northwind's "Order Details" but write it without quotes, and the
+        lexer cannot steer a name back to an opening quote it never wrote. Text inside quotes is left alone."""
+        if not self.quoted:
+            return sql
+        bare = re.compile(
+            r"(?<![\w\"'`\[])(" + "|".join(re.escape(n) for n in self.quoted) + r")(?![\w\"'`\]])", re.IGNORECASE
+        )
+        spelled = {n.lower(): n for n in self.quoted}
+
+        def quote(m: re.Match) -> str:
+            return '"' + spelled[m.group(1).lower()].replace('"', '""') + '"'
+
+        parts = _QUOTED.split(sql)  # odd indexes: literals and quoted identifiers, kept as written
+        return "".join(p if i % 2 else bare.sub(quote, p) for i, p in enumerate(parts))
 
     def has_prefix(self, prefix: str, words: tuple[str, ...] | None = None) -> bool:
         words = self.words if words is None else words
@@ -226,7 +247,11 @@ class IdentifierConstraint:
         if s.qualifier is not None:
             columns = self._columns_of(s, s.qualifier)
             return columns is None or any(col.startswith(w) for col in columns)
-        if self._alias_position(s) or len(w) <= SHORT_ALIAS:
+        if self._alias_position(s):
+            return True
+        if self._source_position(s):  # only a table (or a CTE) can follow FROM / JOIN
+            return any(t.startswith(w) for t in self.names.tables) or any(a.startswith(w) for a in s.aliases)
+        if len(w) <= SHORT_ALIAS:
             return True
         words = self.names.scope(s.sources)[1] if self._in_scope(s) else None
         return self.names.has_prefix(w, words) or any(a.startswith(w) for a in s.aliases)
@@ -289,7 +314,7 @@ class IdentifierConstraint:
             ok = columns is None or w in columns
             if qualifier not in s.aliases and qualifier not in names.tables:  # an alias FROM has yet to define
                 s.levels = (*s.levels[:-1], level.with_forward(qualifier, w))
-        elif w in KEYWORDS:
+        elif w in KEYWORDS and not self._source_position(s):
             ok = True
         elif self._alias_position(s):
             s.aliases = dict(s.aliases) | {w: s.table if s.last != "with" else None}

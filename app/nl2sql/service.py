@@ -51,6 +51,13 @@ class InvalidQuestion(ValueError):
     """A question the service will not send to the model (empty or too long); the message is for the user."""
 
 
+def sql_of(text: str, names: SchemaNames | None) -> str:
+    """The SQL of the model's answer; with the schema's names at hand, those that need quoting quoted where it wrote
+    them bare (`SchemaNames.quote_bare`: `JOIN Order Details` → `JOIN "Order Details"`)."""
+    sql = extract_sql(text)
+    return names.quote_bare(sql) if names is not None else sql
+
+
 def check_question(question: str, max_chars: int) -> str:
     """The question, stripped; the one place its length limit is enforced (API and UI both go through `ask`)."""
     question = question.strip()
@@ -137,7 +144,7 @@ class QueryService:
         gen: Generated = await self.batcher.submit(GenerationRequest(prompt, Sampling(names=names)))
         self.metrics.latency.labels("generate").observe(gen.generate_ms / 1000)
         report("running")
-        out = await self._guard_and_execute(extract_sql(gen.text), t0, allowed_tables)
+        out = await self._guard_and_execute(sql_of(gen.text, names), t0, allowed_tables)
         out.question, out.generated_sql = question, gen.text
         out.generate_ms, out.batch_size = round(gen.generate_ms, 1), gen.batch_size
         out.model_id = self._answered_by(gen.model_id)
@@ -192,7 +199,7 @@ class QueryService:
         # that runs with rows is answered at once: the ones after it are cancelled and leave the batch. The choice
         # is the one waiting for all of them would make (the first, in order, that returns rows).
         tasks = [asyncio.ensure_future(self.batcher.submit(GenerationRequest(prompt, s))) for s in samplers]
-        tried, seen = [greedy], {extract_sql(greedy.generated_sql or "")}
+        tried, seen = [greedy], {sql_of(greedy.generated_sql or "", names)}
         try:
             for number, task in enumerate(tasks, 1):
                 report("candidates", number, len(tasks))
@@ -200,7 +207,7 @@ class QueryService:
                     g = await task
                 except QueueFull:  # busy: no room for extra work; what was tried so far stands
                     break
-                sql = extract_sql(g.text)
+                sql = sql_of(g.text, names)
                 if sql in seen:
                     continue
                 seen.add(sql)
@@ -247,7 +254,7 @@ class QueryService:
         ran: dict[str, Outcome] = {}
         tried: list[Outcome] = []
         for number, g in enumerate(drafts, 1):
-            sql = extract_sql(g.text)
+            sql = sql_of(g.text, names)
             if sql not in ran:  # the same SQL twice is one run and two votes
                 report("candidates", number, len(drafts))
                 ran[sql] = await self._guard_and_execute(sql, t0, allowed_tables)

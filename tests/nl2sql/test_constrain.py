@@ -97,6 +97,9 @@ def test_valid_sql_is_never_refused(sql, tokenizer, texts):
         # the tables FROM names must provide what the SELECT list used: T1/T2 bind in order, bare columns somewhere
         ("SELECT T2.status FROM orders AS T1 JOIN customers AS T2 ON T1.customer_id = T2.customer_id", "customers"),
         ("SELECT discount, quantity FROM products", "products"),
+        # a keyword is no table: `Order` for Northwind's "Order Details" (the 0.5B wrote `JOIN Order AS T2`)
+        ("SELECT COUNT(*) FROM customers c JOIN Order AS o ON o.customer_id = c.customer_id", "Order"),
+        ("SELECT name FROM customers, Odd", "Odd"),  # a table needing quotes is written quoted
     ],
 )
 def test_names_outside_the_schema_are_refused(sql, bad_name, tokenizer, texts):
@@ -152,3 +155,17 @@ def test_names_come_from_a_schema(demo_db):
     assert {"customers", "orders", "order_items"} <= names.tables
     assert "unit_price" in names.columns["order_items"] and "unit_price" not in names.columns["customers"]
     assert names.has_prefix("unit_") and names.has_prefix("sel") and not names.has_prefix("qqq")
+
+
+def test_names_that_need_quoting_are_quoted_where_the_model_wrote_them_bare():
+    names = SchemaNames.of([("Orders", ["OrderID"]), ("Order Details", ["OrderID", "Unit Price"])])
+    assert names.quoted == ("Order Details", "Unit Price")  # longest first: `Order Details Extended` would win
+    sql = "SELECT SUM(od.Unit Price) FROM Orders o JOIN order details od ON od.OrderID = o.OrderID"
+    assert names.quote_bare(sql) == (
+        'SELECT SUM(od."Unit Price") FROM Orders o JOIN "Order Details" od ON od.OrderID = o.OrderID'
+    )
+    # already quoted, or inside a string literal: left as written; a longer word is not the name
+    for sql in ('SELECT * FROM "Order Details"', "SELECT 'Order Details'", "SELECT * FROM [Order Details]"):
+        assert names.quote_bare(sql) == sql
+    assert names.quote_bare("SELECT * FROM Order Detailsx") == "SELECT * FROM Order Detailsx"
+    assert SchemaNames.of([("t", ["a"])]).quote_bare("SELECT a FROM t") == "SELECT a FROM t"

@@ -95,6 +95,34 @@ async def test_a_question_is_answered_with_the_rows_of_the_generated_sql(make_se
         assert f"\n{table}(" in row.prompt, table
 
 
+async def test_a_table_name_written_bare_is_quoted_before_it_runs(tmp_path):
+    """The models know Northwind's "Order Details" but write it without its quotes: the service quotes the schema's
+    names that need quoting (here the generated SQL would be a syntax error)."""
+    db = tmp_path / "trade.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(
+            'CREATE TABLE "Order Details" (OrderID int, Quantity int); INSERT INTO "Order Details" VALUES (1, 5), (2, 7);'
+        )
+    bare = "SELECT SUM(Quantity) FROM Order Details"
+    settings = Settings(
+        _env_file=None,
+        database_url=f"sqlite:///{db}",
+        querylog_url=f"sqlite:///{tmp_path / 'querylog.sqlite'}",
+        model_dir=tmp_path / "no-model",
+        exec_guided_candidates=0,
+    )
+    service = build_service(settings, generator=FakeGenerator({"quantity": bare}))
+    service.batcher.start()
+    try:
+        out = await service.ask("Total quantity ordered")
+    finally:
+        await service.batcher.stop()
+        service.answers.querylog.close()
+        service.executor.dispose()
+    assert (out.status, out.rows) == ("ok", [[12]]), out
+    assert out.generated_sql == bare and '"Order Details"' in out.sql
+
+
 async def test_a_query_that_finds_no_rows_is_empty_with_a_message_not_a_success(make_service, demo_db):
     impossible = "SELECT order_id FROM orders WHERE shipped_date < order_date"
     assert scalar(demo_db, "SELECT count(*) FROM orders WHERE shipped_date < order_date") == 0

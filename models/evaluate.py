@@ -39,6 +39,7 @@ from pathlib import Path
 
 from app.core.config import DEMO_DB_PATH, MAX_NEW_TOKENS, get_settings
 from app.nl2sql.constrain import SchemaNames
+from app.nl2sql.extract import sql_of
 from app.nl2sql.fewshot import EXAMPLES
 from app.nl2sql.generator import Sampling
 from app.nl2sql.guided import (
@@ -50,7 +51,6 @@ from app.nl2sql.guided import (
     wants_candidates,
 )
 from app.nl2sql.prompt import build_conversation, format_schema
-from app.nl2sql.service import sql_of
 from app.sql.executor import categorize
 from app.sql.guard import GuardError, guard_sql
 from models.context import BusinessContext
@@ -100,7 +100,7 @@ def suite_items(suite_dir: Path, db_path: Path) -> list[dict]:
 
 def judge(item: dict, text: str, names: SchemaNames | None = None) -> dict:
     """Run the prediction next to the gold SQL and say whether it is right, and if not, why. With `names` (schema-
-    constrained runs), names that need quoting are quoted as the service does (`app.nl2sql.service.sql_of`)."""
+    constrained runs), names that need quoting are quoted as the service does (`app.nl2sql.extract.sql_of`)."""
     sql = sql_of(text, names)
     rec = {
         "id": item["id"],

@@ -5,7 +5,13 @@ prose. We take the fenced block if there is one, else the text from the first SE
 first statement end or blank line. Whatever comes out still goes through the guard.
 """
 
+from __future__ import annotations
+
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.nl2sql.constrain import SchemaNames
 
 _FENCE = re.compile(r"```(?:sql)?\s*(.*?)(?:```|$)", re.S | re.I)
 _START = re.compile(r"\b(SELECT|WITH)\b", re.I)
@@ -33,3 +39,10 @@ def extract_sql(text: str) -> str:
         return ""
     sql = text[m.start() :].split("\n\n", 1)[0]
     return _cut_at_statement_end(sql).strip()
+
+
+def sql_of(text: str, names: SchemaNames | None) -> str:
+    """The SQL of the model's answer; with the schema's names at hand, those that need quoting quoted where it wrote
+    them bare (`SchemaNames.quote_bare`: `JOIN Order Details` → `JOIN "Order Details"`)."""
+    sql = extract_sql(text)
+    return names.quote_bare(sql) if names is not None else sql

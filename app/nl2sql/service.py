@@ -25,7 +25,7 @@ from app.knowledge.context import Context
 from app.nl2sql.answer_log import AnswerLog
 from app.nl2sql.batcher import Batcher, Generated, QueueFull
 from app.nl2sql.constrain import SchemaNames
-from app.nl2sql.extract import extract_sql
+from app.nl2sql.extract import sql_of
 from app.nl2sql.generator import GenerationRequest, Generator, Sampling
 from app.nl2sql.guided import (
     best_index,
@@ -49,13 +49,6 @@ SCHEMA_UNAVAILABLE = "The database is not reachable right now, so its schema can
 
 class InvalidQuestion(ValueError):
     """A question the service will not send to the model (empty or too long); the message is for the user."""
-
-
-def sql_of(text: str, names: SchemaNames | None) -> str:
-    """The SQL of the model's answer; with the schema's names at hand, those that need quoting quoted where it wrote
-    them bare (`SchemaNames.quote_bare`: `JOIN Order Details` → `JOIN "Order Details"`)."""
-    sql = extract_sql(text)
-    return names.quote_bare(sql) if names is not None else sql
 
 
 def check_question(question: str, max_chars: int) -> str:

@@ -160,13 +160,18 @@ def rewrite_dir(src: Path, dst: Path) -> int:
     """Copy a model directory with its graph rewritten; returns the number of layers rewritten."""
     model = onnx.load(str(src / "model.onnx"))
     n = rewrite_model(model, json.loads((src / "config.json").read_text()))
+    copy_beside_graph(src, dst)
+    save_model(model, dst / "model.onnx")
+    return n
+
+
+def copy_beside_graph(src: Path, dst: Path) -> None:
+    """Copy an export directory's files other than the graph and its external data (which the caller re-saves)."""
     dst.mkdir(parents=True, exist_ok=True)
     if dst.resolve() != src.resolve():  # a directory may also be rewritten in place (as an export step)
         for f in src.iterdir():
-            if f.is_file() and not f.name.startswith("model.onnx"):  # graph and its external data are re-saved
+            if f.is_file() and not f.name.startswith("model.onnx"):
                 shutil.copy(f, dst / f.name)
-    save_model(model, dst / "model.onnx")
-    return n
 
 
 def main() -> None:

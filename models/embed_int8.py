@@ -83,13 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m models.embed_int8 SRC OUT`: an existing export with its embeddings made int8 (for comparisons)."""
     import argparse
     import json
-    import shutil
     import sys
     from pathlib import Path
 
     import onnx
 
-    from models.attention_graph import save_model
+    from models.attention_graph import copy_beside_graph, save_model
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("src", type=Path, help="an export directory (model.onnx, tokenizer, querywise.json)")
@@ -100,10 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model = onnx.load(str(a.src / "model.onnx"))
     names = quantize_embeddings(model)
-    a.out.mkdir(parents=True, exist_ok=True)
-    for f in a.src.iterdir():
-        if f.is_file() and not f.name.startswith("model.onnx"):
-            shutil.copy(f, a.out / f.name)
+    copy_beside_graph(a.src, a.out)
     save_model(model, a.out / "model.onnx")
     manifest = a.out / "querywise.json"
     if manifest.exists():

@@ -39,6 +39,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -83,14 +84,39 @@ def merge(spec: BaseSpec, adapter: Path | None, keep_dir: Path | None = None):
     return model, tok
 
 
+@contextmanager
+def tensor_files_kept():
+    """Leave a large export's weights as the exporter wrote them, one file per tensor beside the graph.
+
+    Over protobuf's 2 GB, optimum gathers the exporter's per-tensor files into one file and deletes them only after:
+    both copies lie on disk together (12.4 GB for the 1.5B in fp32, which filled a CI machine's disk). The graph is
+    loaded into memory right after the export anyway, so the gathering buys nothing here: optimum decides it by
+    `check_model_uses_external_data`, which answers "no" while this is active.
+    """
+    import optimum.exporters.onnx.convert as convert_module
+
+    original = convert_module.check_model_uses_external_data
+    convert_module.check_model_uses_external_data = lambda _model: False
+    try:
+        yield
+    finally:
+        convert_module.check_model_uses_external_data = original
+
+
 def export_model(model, tok, out_dir: Path) -> Path:
-    """ONNX with KV cache (optimum's text-generation-with-past) of an in-memory model, its tokenizer beside it."""
+    """ONNX with KV cache (optimum's text-generation-with-past) of an in-memory model, its tokenizer beside it.
+
+    A graph over 2 GB keeps its weights in one file per tensor beside it (`tensor_files_kept`): load it with
+    `onnx.load`, which finds them, and save it with `save_model`."""
     from optimum.exporters.onnx import onnx_export_from_model
 
     print(f"exporting to ONNX (KV cache) in {out_dir} ...", flush=True)
     model.config.use_cache = True
     model.config.architectures = [type(model).__name__]  # as save_pretrained records it (a GGUF load leaves none)
-    onnx_export_from_model(model, out_dir, task="text-generation-with-past", do_validation=False, preprocessors=[tok])
+    with tensor_files_kept():
+        onnx_export_from_model(
+            model, out_dir, task="text-generation-with-past", do_validation=False, preprocessors=[tok]
+        )
     save_tokenizer(tok, out_dir)  # the repaired one (end of turn, no BOS, no space clean-up)
     return out_dir
 
@@ -173,14 +199,41 @@ def _mem_available() -> float:
 
 def scratch_dir(need: float, base: Path = Path("/dev/shm")) -> Path | None:
     """A fresh directory in memory-backed /dev/shm for a transient export of `need` bytes, or None (then the build
-    directory is used): only if the tmpfs has room and the machine has 8 GB available besides (measured for Qwen:
-    the exporting process grows by ~6 GB while it traces, loads and quantizes the graph)."""
+    directory is used): only if the tmpfs has room and the memory available (the model to export already loaded)
+    holds 2.5x that and 2 GB besides. Measured for the 1.5B (6.8 GB export): the tracing process grows by ~4 GB, and
+    once the graph is loaded from the export both lie in memory together (21.7 of 23 GB used with 8 GB to spare
+    at the check: too close, so that export now goes to disk; the 0.5B's 2.8 GB still goes to /dev/shm)."""
     try:
-        if not base.is_dir() or shutil.disk_usage(base).free < need or _mem_available() < need + 8e9:
+        if not base.is_dir() or shutil.disk_usage(base).free < need or _mem_available() < 2.5 * need + 2e9:
             return None
         return Path(tempfile.mkdtemp(prefix="querywise-export-", dir=base))
     except OSError:
         return None
+
+
+def side_files(export_dir: Path) -> list[Path]:
+    """An export's files other than its graph and the graph's weight files (configs, tokenizer)."""
+    import onnx
+
+    graph = onnx.load(str(export_dir / "model.onnx"), load_external_data=False)
+    weights = {
+        entry.value
+        for t in onnx.external_data_helper._get_all_tensors(graph)
+        for entry in t.external_data
+        if entry.key == "location"
+    }
+    return [f for f in export_dir.iterdir() if f.is_file() and f.name != "model.onnx" and f.name not in weights]
+
+
+def check_room(d: Path, need: float) -> None:
+    """Refuse, naming both sizes, an export that would fill the disk under `d` halfway (a clear message, not an
+    OSError from deep inside the exporter)."""
+    free = shutil.disk_usage(d).free
+    if free < need:
+        raise BaseModelError(
+            f"exporting needs about {need / 1e9:.1f} GB free under {d} for the fp32 graph on the way to int8; "
+            f"{free / 1e9:.1f} GB are free (free some space, or export on a machine with more)"
+        )
 
 
 def upgrade_attention(d: Path) -> None:
@@ -247,10 +300,15 @@ def build(
     for d in (fdir, qdir):
         if d.exists():
             shutil.rmtree(d)
-    # optimum writes the weights twice over while exporting (one file per tensor, then all in one file): 5 GB for
-    # Qwen. Kept, the export goes to fp32/; otherwise to scratch space in memory when there is room for it.
-    scratch = None if keep else scratch_dir(2.5 * 4 * sum(p.numel() for p in model.parameters()))
-    export_dir = scratch or fdir
+    # the fp32 export is the weights once (one file per tensor, `tensor_files_kept`): to scratch space in memory
+    # when there is room for it, else beside fp32/ (kept, it is gathered into fp32/ and then removed)
+    fp32_bytes = 4.4 * sum(p.numel() for p in model.parameters())
+    scratch = None if keep else scratch_dir(fp32_bytes)
+    export_dir = scratch or fdir.with_name("fp32.exporting")
+    if scratch is None:
+        root.mkdir(parents=True, exist_ok=True)
+        check_room(root, fp32_bytes * (2 if keep else 1))
+    shutil.rmtree(export_dir, ignore_errors=True)
     try:
         export_model(model, tok, export_dir)
         del model  # the weights are in the export now
@@ -266,15 +324,17 @@ def build(
             if f.suffix == ".json" and f.name != MANIFEST:
                 shutil.copy(f, qdir / f.name)
         if keep:
+            fdir.mkdir(parents=True)
+            for f in side_files(export_dir):
+                shutil.copy(f, fdir / f.name)
+            shutil.rmtree(export_dir)  # the graph and its weights are in memory
             save_model(graph, fdir / "model.onnx")
             write_manifest(fdir, **info, quantization="fp32")
             graph = onnx.load(str(fdir / "model.onnx"))  # saving weights externally took them out of the graph
             print(f"  {fdir}: {onnx_size(fdir) / 1e6:.0f} MB")
-        else:  # gone before the int8 model is written: the two never lie on disk together
-            shutil.rmtree(export_dir)
     finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        # gone before the int8 model is written: the two never lie on disk together
+        shutil.rmtree(export_dir, ignore_errors=True)
     # after any method's merge: BitNet's ternary weights come out 8-bit too (models.methods.bitnet says how exactly)
     quantize(graph, qdir, bits, block_size)
     write_manifest(

@@ -1,6 +1,11 @@
 """Where the export's transient fp32 model goes: memory-backed scratch space only when it has room to spare."""
 
+import shutil
+
+import pytest
+
 from models import export
+from models.bases import BaseModelError
 
 
 def test_scratch_space_is_used_only_with_room_to_spare(tmp_path, monkeypatch):
@@ -8,6 +13,34 @@ def test_scratch_space_is_used_only_with_room_to_spare(tmp_path, monkeypatch):
     d = export.scratch_dir(1e6, base=tmp_path)
     assert d is not None and d.parent == tmp_path and d.is_dir() and not any(d.iterdir())
     assert export.scratch_dir(1e15, base=tmp_path) is None  # more than the file system holds
-    monkeypatch.setattr(export, "_mem_available", lambda: 8e9)
+    monkeypatch.setattr(export, "_mem_available", lambda: 1.5e9)
     assert export.scratch_dir(1e6, base=tmp_path) is None  # the export's own process needs the memory
     assert export.scratch_dir(1e6, base=tmp_path / "absent") is None
+
+
+def test_the_large_base_exports_to_disk_when_memory_would_run_short(tmp_path, monkeypatch):
+    """As measured on 23 GB: with the model loaded, ~17 GB are available; the 1.5B's 6.8 GB export in memory came
+    within 1.3 GB of running out, the 0.5B's 2.8 GB fits with room."""
+    monkeypatch.setattr(export, "_mem_available", lambda: 17e9)
+    roomy = shutil.disk_usage(tmp_path)._replace(free=24e9)  # a 24 GB /dev/shm
+    monkeypatch.setattr(export.shutil, "disk_usage", lambda _path: roomy)
+    assert export.scratch_dir(6.8e9, base=tmp_path) is None
+    assert export.scratch_dir(2.8e9, base=tmp_path) is not None
+
+
+def test_an_export_without_room_on_disk_is_refused_with_both_sizes(tmp_path):
+    free = shutil.disk_usage(tmp_path).free
+    with pytest.raises(BaseModelError, match=r"needs about .* GB free under .*; .* GB are free"):
+        export.check_room(tmp_path, free * 2)
+    export.check_room(tmp_path, 1e6)  # room: no error
+
+
+def test_large_exports_keep_their_tensor_files_while_exporting():
+    """optimum gathers a >2 GB export's per-tensor files into one while both copies lie on disk; the export asks it
+    not to (`tensor_files_kept`), and afterwards optimum is as it was."""
+    import optimum.exporters.onnx.convert as convert_module
+
+    original = convert_module.check_model_uses_external_data
+    with export.tensor_files_kept():
+        assert convert_module.check_model_uses_external_data(object()) is False
+    assert convert_module.check_model_uses_external_data is original

@@ -65,7 +65,7 @@ def build_service(settings: Settings, generator: Generator | None = None) -> Que
     """The service and its parts: model, batching queue, executor, schema catalog, knowledge, query log, metrics."""
     generator = generator or OnnxGenerator(settings.model_dir, settings.ort_threads, settings.prefix_cache_entries)
     executor = Executor(settings.database_url, settings.statement_timeout_s, settings.row_limit)
-    catalog = SchemaCatalog(executor.engine, settings.schema_sample_values)
+    catalog = SchemaCatalog(executor.engine, settings.schema_sample_values, settings.schema_enum_values)
     querylog, metrics = QueryLog(settings.querylog_url), Metrics()
     # glossary and verified examples live in the application database, next to the query log
     knowledge = Knowledge(

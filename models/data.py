@@ -52,11 +52,11 @@ def readonly_engine(path: Path) -> sa.Engine:
 
 
 @lru_cache(maxsize=512)
-def schema_at(path: str, sample_values: int = 0) -> Schema:
+def schema_at(path: str, sample_values: int = 0, enum_values: int = 0) -> Schema:
     """The schema of one SQLite file, read with the service's introspection."""
     engine = readonly_engine(Path(path))
     try:
-        return introspect(engine, sample_values=sample_values)
+        return introspect(engine, sample_values=sample_values, enum_values=enum_values)
     finally:
         engine.dispose()
 

@@ -223,7 +223,9 @@ def prepare(cfg: dict, spec, pairs: list[dict], entries, data_dir: Path, setting
     tok = load_tokenizer(spec.model_dir)
     engine = sa.create_engine(cfg["database_url"])
     try:
-        schema = format_schema(introspect(engine, sample_values=settings.schema_sample_values))
+        schema = format_schema(
+            introspect(engine, sample_values=settings.schema_sample_values, enum_values=settings.schema_enum_values)
+        )
     finally:
         engine.dispose()
     count = lambda s: len(tok(s, add_special_tokens=False).input_ids)  # noqa: E731
@@ -370,7 +372,11 @@ class SpecializeRun:
         if not (self.current / "model.onnx").exists():
             raise Refused(f"no current model at {self.current} (model.onnx): set current_model_dir")
         if not (Path(cfg["init_adapter"]) / "adapter_config.json").exists():
-            raise Refused(f"no adapter to start from at {cfg['init_adapter']}")
+            raise Refused(
+                f"no adapter to start from at {cfg['init_adapter']}: specialize fine-tunes the base's trained adapter, "
+                f"and {self.spec.name} has none yet (it is served few-shot; verified examples still reach its prompt). "
+                "Serve a base that has one (BASE_MODEL=qwen2.5-coder-0.5b) to specialize"
+            )
         pairs, self.entries, self.db_key = read_pairs(cfg, self.settings)
         self.train, self.heldout, dropped = split_pairs(cfg, pairs)
         print(f"{len(pairs)} verified pairs of {self.db_key}: {len(self.train)} train, {len(self.heldout)} held out"

@@ -9,6 +9,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = ROOT / "build"
 DEMO_DB_PATH = BUILD_DIR / "demo.sqlite"  # the demo business database (`make demo-db`, app.db.demo)
+# Prompt settings left unset follow the served base (any base not named here: 0, off). The 1.5B is served few-shot
+# and reads glossary lines and value lists well (measured, see Settings); the fine-tuned 0.5B and SmolLM2 were
+# trained on prompts without them.
+PROMPT_DEFAULTS_BY_BASE = {"qwen2.5-coder-1.5b": {"glossary_token_budget": 400, "schema_enum_values": 8}}
 MAX_NEW_TOKENS = 160  # how long an answer may get: the service's default, evaluation's and the benchmarks'
 
 
@@ -85,15 +89,21 @@ class Settings(BaseSettings):
 
     # Schema shown to the model.
     schema_sample_values: int = Field(0, ge=0, le=10)
+    # Every value of a short categorical text column, up to this many (`status in ('pending', 'failed', …)`): the
+    # model writes the data's own spelling and case ('failed', not 'Failed'). 0 = off; unset, it follows the base
+    # (PROMPT_DEFAULTS_BY_BASE): 8 for the 1.5B (business suite 19% -> 24%, reports/eval/qwen15-base-biz-enum8-*).
+    schema_enum_values: int | None = Field(None, ge=0, le=20)
     # Above this many tokens the schema is cut to the tables the question needs (schema linking); below, shown whole.
     schema_token_budget: int = Field(1200, ge=100, le=8000)
 
     # What Querywise learns about the business (app.knowledge), in the application database. Glossary lines go under
-    # the schema: all of them up to this many tokens, past it the ones the question is about; 0 (the default) keeps
-    # them out of the prompt: the served model was never trained with glossary lines and they cost it business-suite
-    # answers (24% -> 18%, reports/eval/qwen-dedup-biz-glossary-int8-served.md). Verified examples: the k most
-    # similar approved question/SQL pairs become earlier turns of the prompt (0 = none; 3 took the suite 24% -> 30%).
-    glossary_token_budget: int = Field(0, ge=0, le=4000)
+    # the schema: all of them up to this many tokens, past it the ones the question is about; 0 keeps them out.
+    # Unset, it follows the base (PROMPT_DEFAULTS_BY_BASE): the 1.5B, served few-shot, reads them well (business
+    # suite 19% -> 23%, reports/eval/qwen15-base-biz-gloss400-int8-served.md); the fine-tuned 0.5B was never trained
+    # with them and they cost it answers (24% -> 18%, reports/eval/qwen-dedup-biz-glossary-int8-served.md). Verified
+    # examples: the k most similar approved question/SQL pairs become earlier turns of the prompt (0 = none; 3 took
+    # the suite 19% -> 37% on the 1.5B, 24% -> 30% on the 0.5B).
+    glossary_token_budget: int | None = Field(None, ge=0, le=4000)
     verified_examples_k: int = Field(3, ge=0, le=10)
     # A YAML glossary imported at start into a database that has none yet. Unset: the demo database gets the
     # glossary shipped with it (app/db/demo_glossary.yaml), any other database starts empty.
@@ -103,6 +113,9 @@ class Settings(BaseSettings):
     def _default_model_dir(self) -> "Settings":
         if self.model_dir is None or str(self.model_dir) in ("", "."):
             self.model_dir = BUILD_DIR / "onnx" / self.base_model / "int8"
+        for key in ("glossary_token_budget", "schema_enum_values"):
+            if getattr(self, key) is None:
+                setattr(self, key, PROMPT_DEFAULTS_BY_BASE.get(self.base_model, {}).get(key, 0))
         return self
 
     @model_validator(mode="after")

@@ -12,15 +12,15 @@ from app.db.schema import Schema, introspect
 
 
 class SchemaCatalog:
-    def __init__(self, engine: sa.Engine, sample_values: int = 0):
+    def __init__(self, engine: sa.Engine, sample_values: int = 0, enum_values: int = 0):
         self._engine = engine
-        self._sample_values = sample_values
+        self._sample_values, self._enum_values = sample_values, enum_values
         self._lock = threading.Lock()
         self._schema: Schema | None = None
 
     def refresh(self) -> Schema:
         """Read the schema again; a new Schema object, so whatever was derived from the old one is rebuilt."""
-        schema = introspect(self._engine, sample_values=self._sample_values)
+        schema = introspect(self._engine, sample_values=self._sample_values, enum_values=self._enum_values)
         with self._lock:
             self._schema = schema
         return schema

@@ -19,6 +19,9 @@ class Column:
     type: str  # normalized: int, num, text, date, bool
     primary_key: bool = False
     samples: tuple[str, ...] = ()
+    # every value of a short categorical text column (`status`: 'pending', 'completed', …), so that a question's
+    # "failed payments" becomes `status = 'failed'` with the database's own spelling and case (`enum_values`)
+    values: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,35 @@ def _sample_values(conn: sa.Connection, engine: sa.Engine, table: str, column: s
     return tuple(str(r[0])[:40] for r in rows)
 
 
-def introspect(engine: sa.Engine, sample_values: int = 0, schema: str | None = None) -> Schema:
-    """Read the schema of `engine` (tables sorted by name; column order as declared)."""
+# how many rows of a table `_enum_values` reads: bounded work on a large table (introspection runs at start)
+ENUM_SCAN_ROWS = 5000
+ENUM_MAX_CHARS = 30
+
+
+def _enum_values(conn: sa.Connection, engine: sa.Engine, table: str, column: str, n: int) -> tuple[str, ...]:
+    """All values of a categorical text column when it has at most `n` (in its first ENUM_SCAN_ROWS rows), each
+    repeated (twice the rows of its values at least: a short table's names are not categories) and short; else ().
+    """
+    col, tab = _quote(engine, column), _quote(engine, table)
+    q = (
+        f"SELECT v, COUNT(*) FROM (SELECT {col} AS v FROM {tab} WHERE {col} IS NOT NULL LIMIT {ENUM_SCAN_ROWS}) s "
+        f"GROUP BY v ORDER BY COUNT(*) DESC, v LIMIT {int(n) + 1}"
+    )
+    try:
+        rows = conn.execute(sa.text(q)).fetchall()
+    except sa.exc.SQLAlchemyError:
+        return ()
+    values = [r[0] for r in rows]
+    if not rows or len(rows) > n or sum(r[1] for r in rows) < 2 * len(rows):
+        return ()
+    if not all(isinstance(v, str) and 0 < len(v) <= ENUM_MAX_CHARS and "\n" not in v for v in values):
+        return ()
+    return tuple(values)
+
+
+def introspect(engine: sa.Engine, sample_values: int = 0, schema: str | None = None, enum_values: int = 0) -> Schema:
+    """Read the schema of `engine` (tables sorted by name; column order as declared). `sample_values` reads a few
+    values of every text column, `enum_values` every value of the short categorical ones (`Column.values`)."""
     insp = sa.inspect(engine)
     tables = []
     # Real schemas (Spider's among them) declare odd types and foreign keys SQLite cannot resolve; SQLAlchemy
@@ -102,8 +132,12 @@ def introspect(engine: sa.Engine, sample_values: int = 0, schema: str | None = N
             for c in insp.get_columns(tname, schema=schema):
                 ctype = normalize_type(c["type"])
                 samples: tuple[str, ...] = ()
-                if sample_values and ctype == "text" and c["name"] not in pk:
-                    samples = _sample_values(conn, engine, tname, c["name"], sample_values)
-                cols.append(Column(c["name"], ctype, c["name"] in pk, samples))
+                values: tuple[str, ...] = ()
+                if ctype == "text" and c["name"] not in pk:
+                    if enum_values:
+                        values = _enum_values(conn, engine, tname, c["name"], enum_values)
+                    if sample_values and not values:
+                        samples = _sample_values(conn, engine, tname, c["name"], sample_values)
+                cols.append(Column(c["name"], ctype, c["name"] in pk, samples, values))
             tables.append(Table(tname, tuple(cols), tuple(fks)))
     return Schema(engine.dialect.name, tuple(tables))

@@ -80,6 +80,11 @@ def sql_name(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def sql_string(value: str) -> str:
+    """A SQL string literal of `value`."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def format_table(table: Table) -> str:
     fk = {f.column: f"{sql_name(f.ref_table)}.{sql_name(f.ref_column)}" for f in table.foreign_keys}
     parts = []
@@ -90,7 +95,9 @@ def format_table(table: Table) -> str:
             item += " PK"
         if c.name in fk:
             item += f" -> {fk[c.name]}"
-        if c.samples:
+        if c.values:  # written as the SQL that tests them, quoted as the data spells them
+            item += " in (" + ", ".join(sql_string(v) for v in c.values) + ")"
+        elif c.samples:
             item += " e.g. " + "|".join(c.samples)
         parts.append(item)
     return f"{sql_name(table.name)}({', '.join(parts)})"

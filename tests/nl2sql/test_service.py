@@ -311,6 +311,18 @@ async def test_the_glossary_goes_under_the_schema_when_it_has_a_budget(make_serv
     assert out.glossary_terms == [] and "order_items.discount)" not in fake_off.prompts[0]
 
 
+async def test_categorical_values_are_in_the_schema_the_model_reads_when_asked(make_service):
+    failed = "SELECT count(*) FROM payments WHERE status = 'failed'"
+    service, fake = await make_service({"failed": failed}, schema_enum_values=8)
+    out = await service.ask("How many payments failed?")
+    assert out.status == "ok", out
+    payments = next(line for line in fake.prompts[0].splitlines() if line.startswith("payments("))
+    assert "status in (" in payments and "'failed'" in payments and "'pending'" in payments, payments
+    plain, fake_plain = await make_service({"failed": failed}, schema_enum_values=0)
+    await plain.ask("How many payments failed?")
+    assert "'failed'" not in fake_plain.prompts[0] and " in (" not in fake_plain.prompts[0]
+
+
 async def test_verified_examples_become_earlier_turns_only_for_keys_that_may_read_their_tables(make_service):
     service, fake = await make_service({"cancelled": CANCELLED})
     example_sql = "SELECT count(*) FROM orders WHERE status = 'returned'"

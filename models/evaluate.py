@@ -55,7 +55,7 @@ from app.sql.executor import categorize
 from app.sql.guard import GuardError, guard_sql
 from models.context import BusinessContext
 from models.data import SPIDER_DIR, read_jsonl, schema_at, sqlite_path
-from models.exec_match import execute_sqlite, order_matters, results_match
+from models.exec_match import execute_sqlite, order_matters, results_match, rows_answer
 from models.hardness import hardness
 
 # defaults (the service's own where it has one)
@@ -65,6 +65,7 @@ batch_size = 8
 timeout_s = get_settings().statement_timeout_s  # per query, prediction and gold alike
 temperature = get_settings().exec_guided_temperature  # execution-guided candidates
 out_root = Path("reports/eval")
+DEFAULT_GLOSSARY_BUDGET = 400  # tokens; the demo glossary is ~600 (Qwen's tokenizer): the relevant part goes in
 
 
 def spider_items(questions: Path, db_root: Path, tables: Path | None) -> tuple[list[dict], int]:
@@ -110,6 +111,7 @@ def judge(item: dict, text: str, names: SchemaNames | None = None) -> dict:
         "gold": item["gold"],
         "pred": sql,
         "raw": text if text != sql else None,
+        "lenient": False,  # set below where both ran
     }
     if not sql:
         return rec | {"ok": False, "valid": False, "category": "no_sql"}
@@ -133,7 +135,19 @@ def judge(item: dict, text: str, names: SchemaNames | None = None) -> dict:
         return rec | {"ok": False, "valid": True, "category": "gold_error", "error": str(exc)[:200]}
     ok = results_match(gold_rows, pred_rows, order_matters(item["gold"]))
     category = "ok" if ok else ("empty_result" if not pred_rows and gold_rows else "wrong_result")
-    return rec | {"ok": ok, "valid": True, "category": category}
+    return rec | {"ok": ok, "valid": True, "category": category, "lenient": ok or rows_answer(gold_rows, pred_rows)}
+
+
+def lenient_again(item: dict, rec: dict) -> bool:
+    """`rows_answer` for a recorded prediction (`--rescore`: runs recorded before the lenient reading existed)."""
+    if rec["ok"] or not rec["valid"] or not rec.get("pred"):
+        return rec["ok"]
+    try:
+        pred_rows = execute_sqlite(item["db_path"], guard_sql(rec["pred"], dialect="sqlite", row_limit=10**9).sql)
+        gold_rows = execute_sqlite(item["db_path"], item["gold"], timeout_s)
+    except (GuardError, sqlite3.Error, TimeoutError):
+        return False
+    return rows_answer(gold_rows, pred_rows)
 
 
 def probe(item: dict, text: str, names: SchemaNames | None = None) -> tuple[str, str | None]:
@@ -208,6 +222,7 @@ def run(
     constrained: bool = False,
     vote: bool = False,
     context: BusinessContext | None = None,
+    enum_values: int = 0,
 ) -> None:
     done = {r["id"] for r in read_jsonl(out_jsonl)} if out_jsonl.exists() else set()
     todo = [it for it in items if it["id"] not in done]
@@ -217,7 +232,7 @@ def run(
     t0, n = time.time(), 0
     with out_jsonl.open("a") as f:
         for batch in batches(todo, size):
-            schemas = [schema_at(it["db_path"], sample_values) for it in batch]
+            schemas = [schema_at(it["db_path"], sample_values, enum_values) for it in batch]
             ctx = [context.for_item(it) if context else ([], "", None) for it in batch]
             prompts = [
                 build_conversation(format_schema(s), it["question"], earlier, examples, notes)
@@ -263,8 +278,11 @@ def summarize(out_jsonl: Path, meta: dict) -> dict:
     cats: Counter = Counter()
     examples: dict[str, list] = defaultdict(list)
     gen_ms, rescued, greedy_ok = 0.0, 0, 0
+    lenient, unscored = 0, 0
     for r in read_jsonl(out_jsonl):
         total += 1
+        lenient += r.get("lenient", r["ok"])
+        unscored += "lenient" not in r
         rescued += r.get("rescued", False)
         greedy_ok += r.get("greedy_ok", r["ok"]) if r.get("rescued") else r["ok"]
         ok += r["ok"]
@@ -283,6 +301,8 @@ def summarize(out_jsonl: Path, meta: dict) -> dict:
         "mean_gen_ms_per_question": round(gen_ms / total, 1) if total else None,
         "rescued_by_candidates": rescued,
         "ex_greedy": pct(greedy_ok, total),  # the first (greedy) answers alone; = ex without candidates
+        # the lenient reading (`rows_answer`), where every record has it (`--rescore` adds it to older runs)
+        "ex_lenient": None if unscored else pct(lenient, total),
         "groups": {g: {"n": c["n"], "ex": pct(c["ok"], c["n"])} for g, c in sorted(groups.items())},
         "categories": dict(cats.most_common()),
         "error_examples": dict(examples),
@@ -299,6 +319,15 @@ def markdown(s: dict) -> str:
         f" · {s['mean_gen_ms_per_question']} ms generation per question (batched) · wall {s['wall_s']} s",
         *(
             [
+                f"- lenient EX {s['ex_lenient']}%: the same rows in any order, the narrower result's columns among "
+                "the wider's (`models.exec_match.rows_answer`); strict EX above and this bracket what a user would "
+                "call right"
+            ]
+            if s.get("ex_lenient") is not None
+            else []
+        ),
+        *(
+            [
                 f"- execution-guided decoding: {s['candidates']} candidates; {s['rescued_by_candidates']} answers replaced"
                 f"; EX of the greedy answers alone {s.get('ex_greedy')}%"
             ]
@@ -311,7 +340,12 @@ def markdown(s: dict) -> str:
             else []
         ),
         *(["- schema-constrained decoding: identifiers limited to the schema's names"] if s.get("constrained") else []),
-        *([f"- glossary: {s['glossary']}"] if s.get("glossary") else []),
+        *([f"- glossary: {s['glossary']} (up to {s.get('glossary_budget')} tokens)"] if s.get("glossary") else []),
+        *(
+            [f"- categorical columns list their values in the schema (up to {s['enum_values']})"]
+            if s.get("enum_values")
+            else []
+        ),
         *(
             [
                 f"- verified examples: {s['examples']} per question, from the other {s['folds'] - 1} of {s['folds']} folds"
@@ -447,9 +481,24 @@ def parser() -> argparse.ArgumentParser:
         "--vote", action="store_true", help="with --candidates: draw them for every question and vote on results"
     )
     p.add_argument("--glossary", type=Path, help="a glossary YAML put in each prompt as the service does")
-    p.add_argument("--glossary-budget", type=int, default=get_settings().glossary_token_budget)
+    p.add_argument(
+        "--glossary-budget",
+        type=int,
+        default=None,
+        help="tokens of glossary lines (default: the service's GLOSSARY_TOKEN_BUDGET, or 400 where that is 0: "
+        "0 there keeps the glossary out of the prompt, which would make --glossary a silent no-op)",
+    )
+    p.add_argument(
+        "--enum-values",
+        type=int,
+        default=get_settings().schema_enum_values,
+        help="list every value of short categorical columns in the schema, up to N (default: the service's)",
+    )
     p.add_argument("--examples", type=int, default=0, help="K verified examples per question from the other folds")
     p.add_argument("--folds", type=int, default=5, help="folds by question id for --examples (default 5)")
+    p.add_argument(
+        "--rescore", action="store_true", help="add the lenient reading to a finished run (nothing generated)"
+    )
     p.add_argument("--fresh", action="store_true", help="discard earlier results of this run instead of resuming")
     p.add_argument("--out-dir", type=Path, default=out_root, help="where <run>.{jsonl,json,md} go")
     return p
@@ -486,6 +535,16 @@ def check_options(a: argparse.Namespace) -> None:
         raise UsageError("--examples must be 0 or more, with --folds 2 or more")
     if a.vote and not a.candidates:
         raise UsageError("--vote needs --candidates N")
+    if a.glossary_budget is not None and a.glossary_budget < 0:
+        raise UsageError("--glossary-budget must be 0 or more")
+
+
+def glossary_budget(a: argparse.Namespace) -> int:
+    """The glossary's token budget for this run: as asked, else the service's, else 400 (the service's default of 0
+    turns the glossary off, and `--glossary` asks for it on)."""
+    if a.glossary_budget is not None:
+        return a.glossary_budget
+    return get_settings().glossary_token_budget or DEFAULT_GLOSSARY_BUDGET
 
 
 def business_context(a: argparse.Namespace, suite: list[dict], generator) -> BusinessContext | None:
@@ -494,10 +553,34 @@ def business_context(a: argparse.Namespace, suite: list[dict], generator) -> Bus
         return None
     try:
         return BusinessContext.from_args(
-            suite, a.glossary, a.examples, a.folds, a.glossary_budget, generator.count_tokens
+            suite, a.glossary, a.examples, a.folds, glossary_budget(a), generator.count_tokens
         )
     except (OSError, ValueError) as exc:  # GlossaryError is a ValueError
         raise UsageError(f"business context: {exc}") from None
+
+
+def rescore(a: argparse.Namespace) -> int:
+    """`--rescore`: add the lenient reading to a finished run's records (the same dataset options as the run) and
+    write its summary again; nothing is generated."""
+    jsonl, summary_path = a.out_dir / f"{a.run}.jsonl", a.out_dir / f"{a.run}.json"
+    if not jsonl.exists() or not summary_path.exists():
+        raise UsageError(f"--rescore needs a finished run: {jsonl} and {summary_path}")
+    _, every, _, _ = load_items(a)
+    by_id = {it["id"]: it for it in every}
+    rows = list(read_jsonl(jsonl))
+    if any(r["id"] not in by_id or by_id[r["id"]]["question"] != r["question"] for r in rows):
+        raise UsageError(f"{jsonl} was not made on these questions: give the run's own --suite/--questions")
+    for r in rows:
+        if "lenient" not in r:
+            r["lenient"] = lenient_again(by_id[r["id"]], r)
+    tmp = jsonl.with_suffix(".rescoring")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(jsonl)
+    summary = summarize(jsonl, json.loads(summary_path.read_text()))
+    summary_path.write_text(json.dumps(summary, indent=2))
+    (a.out_dir / f"{a.run}.md").write_text(markdown(summary))
+    print(f"{a.run}: EX {summary['ex']}%, lenient {summary['ex_lenient']}%")
+    return 0
 
 
 def evaluation(a: argparse.Namespace) -> int:
@@ -523,6 +606,7 @@ def evaluation(a: argparse.Namespace) -> int:
         constrained=a.constrained,
         vote=a.vote,
         context=context,
+        enum_values=a.enum_values,
     )
     meta = {
         "run": a.run,
@@ -532,9 +616,11 @@ def evaluation(a: argparse.Namespace) -> int:
         "candidates": a.candidates,
         "vote": a.vote,
         "glossary": str(a.glossary) if a.glossary else None,
+        "glossary_budget": glossary_budget(a) if a.glossary else None,
         "examples": a.examples,
         "folds": a.folds,
         "constrained": a.constrained,
+        "enum_values": a.enum_values,
         "model_id": generator.model_id,
         "wall_s": round(time.time() - t0, 1),
     }
@@ -550,7 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] in SUBCOMMANDS:
             return SUBCOMMANDS[argv[0]]([Path(p) for p in argv[1:]])
-        return evaluation(parser().parse_args(argv))
+        a = parser().parse_args(argv)
+        return rescore(a) if a.rescore else evaluation(a)
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -109,6 +109,38 @@ def results_match(gold_rows: list[tuple], pred_rows: list[tuple], order_matters:
     return False
 
 
+def rows_answer(gold_rows: list[tuple], pred_rows: list[tuple], float_tol: float = 1e-6) -> bool:
+    """A lenient reading of "the same answer", beside the strict `results_match`: the same number of rows, in any
+    order, and the narrower result's columns found, row for row, among the wider one's (a prediction that adds a
+    column, or leaves out one the gold shows as well, still matches).
+
+    Why: business questions rarely fix the columns or the order ("Who is the highest paid employee?" is answered by
+    a name; the suite's gold also shows title and salary, sorted). Strict EX counts those answers wrong; this counts
+    them right, and also some a user would not accept (one that leaves out a column the question asked for), so the
+    two bracket what a user would call right. Columns beyond MAX_PERMUTED_COLUMNS + 2 are not searched."""
+    if not gold_rows or not pred_rows:
+        return not gold_rows and not pred_rows
+    if len(gold_rows) != len(pred_rows):
+        return False
+    small, big = (pred_rows, gold_rows) if len(pred_rows[0]) <= len(gold_rows[0]) else (gold_rows, pred_rows)
+    ns, nb = len(small[0]), len(big[0])
+    if ns == 0 or nb > MAX_PERMUTED_COLUMNS + 2 or any(len(r) != ns for r in small) or any(len(r) != nb for r in big):
+        return False
+    digits = min(15, max(1, round(-math.log10(float_tol)) - 1)) if float_tol > 0 else 17
+    value_key = _value_key(digits, float_tol)
+
+    def rounded(rows: list[tuple], cols: tuple[int, ...]) -> Counter:
+        return Counter(tuple(value_key(r[c])[:2] for c in cols) for r in rows)
+
+    target = rounded(small, tuple(range(ns)))
+    # a column of the narrower result can only be a column of the wider one holding the same values
+    fits = [[rounded(small, (i,)) == rounded(big, (j,)) for j in range(nb)] for i in range(ns)]
+    for cols in itertools.permutations(range(nb), ns):
+        if all(fits[i][j] for i, j in enumerate(cols)) and rounded(big, cols) == target:
+            return True
+    return False
+
+
 _STRING = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
 _PARENS = re.compile(r"\([^()]*\)")
 _ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from models.exec_match import TooManyRows, execute_sqlite, order_matters, results_match
+from models.exec_match import TooManyRows, execute_sqlite, order_matters, results_match, rows_answer
 
 
 def test_order_counts_only_when_asked() -> None:
@@ -51,6 +51,20 @@ def test_column_permutation() -> None:
     assert results_match(gold, list(reversed(pred)), order_matters=False)
     # one permutation must fit every row: here column 0/1 swap only in the second row
     assert not results_match([(1, 2), (3, 4)], [(1, 2), (4, 3)], order_matters=False)
+
+
+def test_the_lenient_reading_takes_fewer_or_more_columns_in_any_order() -> None:
+    gold = [("Ann", "Sales", 120000.0), ("Bo", "IT", 95000.0)]  # name, department, salary, sorted by salary
+    assert rows_answer(gold, [("Bo",), ("Ann",)])  # the names the question asked for, unsorted
+    assert rows_answer(gold, [(95000, "IT", "Bo", 7), (120000.0, "Sales", "Ann", 3)])  # more columns, reordered
+    assert not results_match(gold, [("Bo",), ("Ann",)], order_matters=True)  # strict EX says wrong
+    assert not rows_answer(gold, [("Ann",)])  # a row short
+    assert not rows_answer(gold, [("Ann",), ("Cy",)])  # another row
+    assert not rows_answer(gold, [("Ann", "IT"), ("Bo", "Sales")])  # each value in a column, wrongly paired
+    assert not rows_answer(gold, [])
+    assert rows_answer([], [])
+    assert rows_answer([(3,)], [(3.0000000001,)])  # numbers within the tolerance
+    assert not rows_answer([(1, 2, 3, 4, 5, 6, 7, 8, 9)], [(1,)])  # too wide to search
 
 
 def test_no_permutation_search_past_six_columns() -> None:

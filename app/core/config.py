@@ -12,7 +12,7 @@ DEMO_DB_PATH = BUILD_DIR / "demo.sqlite"  # the demo business database (`make de
 # Prompt settings left unset follow the served base (any base not named here: 0, off). The 1.5B is served few-shot
 # and reads glossary lines and value lists well (measured, see Settings); the fine-tuned 0.5B and SmolLM2 were
 # trained on prompts without them.
-PROMPT_DEFAULTS_BY_BASE = {"qwen2.5-coder-1.5b": {"glossary_token_budget": 400, "schema_enum_values": 8}}
+PROMPT_DEFAULTS_BY_BASE = {"qwen2.5-coder-1.5b": {"glossary_token_budget": 800, "schema_enum_values": 8}}
 MAX_NEW_TOKENS = 160  # how long an answer may get: the service's default, evaluation's and the benchmarks'
 
 
@@ -99,10 +99,13 @@ class Settings(BaseSettings):
     # What Querywise learns about the business (app.knowledge), in the application database. Glossary lines go under
     # the schema: all of them up to this many tokens, past it the ones the question is about; 0 keeps them out.
     # Unset, it follows the base (PROMPT_DEFAULTS_BY_BASE): the 1.5B, served few-shot, reads them well (business
-    # suite 19% -> 23%, reports/eval/qwen15-base-biz-gloss400-int8-served.md); the fine-tuned 0.5B was never trained
-    # with them and they cost it answers (24% -> 18%, reports/eval/qwen-dedup-biz-glossary-int8-served.md). Verified
-    # examples: the k most similar approved question/SQL pairs become earlier turns of the prompt (0 = none; 3 took
-    # the suite 19% -> 37% on the 1.5B, 24% -> 30% on the 0.5B).
+    # suite 19% -> 22-25% with value lists, reports/eval/qwen-summary.md); 800 tokens holds a glossary like the
+    # demo's (560) whole, so schema and glossary are one prefix the engine caches (19% less generation time than a
+    # 400-token selection per question, which scored 25% against 22%: within the noise). The fine-tuned 0.5B was
+    # never trained with glossary lines and they cost it answers (24% -> 18%,
+    # reports/eval/qwen-dedup-biz-glossary-int8-served.md). Verified examples: the k most similar approved
+    # question/SQL pairs become earlier turns of the prompt (0 = none; 3 took the suite 19% -> 37% on the 1.5B,
+    # 24% -> 30% on the 0.5B).
     glossary_token_budget: int | None = Field(None, ge=0, le=4000)
     verified_examples_k: int = Field(3, ge=0, le=10)
     # A YAML glossary imported at start into a database that has none yet. Unset: the demo database gets the

@@ -142,12 +142,7 @@ def lenient_again(item: dict, rec: dict) -> bool:
     """`rows_answer` for a recorded prediction (`--rescore`: runs recorded before the lenient reading existed)."""
     if rec["ok"] or not rec["valid"] or not rec.get("pred"):
         return rec["ok"]
-    try:
-        pred_rows = execute_sqlite(item["db_path"], guard_sql(rec["pred"], dialect="sqlite", row_limit=10**9).sql)
-        gold_rows = execute_sqlite(item["db_path"], item["gold"], timeout_s)
-    except (GuardError, sqlite3.Error, TimeoutError):
-        return False
-    return rows_answer(gold_rows, pred_rows)
+    return judge(item, rec["pred"])["lenient"]  # the recorded SQL, extracted and quoted already, judged again
 
 
 def probe(item: dict, text: str, names: SchemaNames | None = None) -> tuple[str, str | None]:

@@ -42,8 +42,9 @@ def _rows_equal(a: Sequence, b: Sequence, tol: float) -> bool:
     return len(a) == len(b) and all(_values_equal(x, y, tol) for x, y in zip(a, b, strict=True))
 
 
-def _value_key(digits: int, tol: float):
+def _value_key(tol: float):
     """A total order over mixed values in which numbers equal within `tol` almost always sort alike."""
+    digits = min(15, max(1, round(-math.log10(tol)) - 1)) if tol > 0 else 17
 
     def value_key(v: object) -> tuple:
         if v is None:
@@ -80,8 +81,7 @@ def results_match(gold_rows: list[tuple], pred_rows: list[tuple], order_matters:
     # exact equality (Python's, where 2 == 2.0) settles most correct answers without sorting
     if gold_rows == pred_rows or (not order_matters and Counter(gold_rows) == Counter(pred_rows)):
         return True
-    digits = min(15, max(1, round(-math.log10(float_tol)) - 1)) if float_tol > 0 else 17
-    value_key = _value_key(digits, float_tol)
+    value_key = _value_key(float_tol)
 
     def key(row: tuple) -> tuple:
         return tuple(map(value_key, row))
@@ -126,8 +126,7 @@ def rows_answer(gold_rows: list[tuple], pred_rows: list[tuple], float_tol: float
     ns, nb = len(small[0]), len(big[0])
     if ns == 0 or nb > MAX_PERMUTED_COLUMNS + 2 or any(len(r) != ns for r in small) or any(len(r) != nb for r in big):
         return False
-    digits = min(15, max(1, round(-math.log10(float_tol)) - 1)) if float_tol > 0 else 17
-    value_key = _value_key(digits, float_tol)
+    value_key = _value_key(float_tol)
 
     def rounded(rows: list[tuple], cols: tuple[int, ...]) -> Counter:
         return Counter(tuple(value_key(r[c])[:2] for c in cols) for r in rows)

@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     def _default_model_dir(self) -> "Settings":
         if self.model_dir is None or str(self.model_dir) in ("", "."):
             self.model_dir = BUILD_DIR / "onnx" / self.base_model / "int8"
+        return self
+
+    @model_validator(mode="after")
+    def _prompt_defaults_follow_the_base(self) -> "Settings":
         for key in ("glossary_token_budget", "schema_enum_values"):
             if getattr(self, key) is None:
                 setattr(self, key, PROMPT_DEFAULTS_BY_BASE.get(self.base_model, {}).get(key, 0))

@@ -108,6 +108,7 @@ PRECISION = {
 PRUNERS = ("median", "none")
 PER_TRIAL = ("out_dir", "threads")  # train keys the sweep sets for each trial
 HEARTBEAT_S, GRACE_S = 60, 180  # a running trial's heartbeat; stale (its worker gone) after the grace period
+STOP_GRACE_S = 30  # seconds a stopped worker has to mark its trial failed before it is killed
 MIN_IMPORTANCE_TRIALS = 8
 _UNSET = object()  # a train key the sweep preset leaves to the train preset
 ACTIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)  # count towards n_trials
@@ -448,6 +449,10 @@ def interruptible() -> None:
     started with it ignored, as a shell's `cmd &` does: `pkill -INT` on a backgrounded sweep did nothing."""
 
     def stop(signum, frame):
+        # Only the first signal interrupts: a second (Ctrl-C reached the whole group, then the sweep forwards SIGTERM
+        # to its workers) must not land while the trial's failure is being written, leaving it RUNNING.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, stop)
@@ -484,12 +489,17 @@ def run_workers(s: dict, study) -> int:
         for p in procs:
             p.join()
     except KeyboardInterrupt:
-        # Ctrl-C reached the whole group: each worker marks its running trial failed and exits. A signal to this
-        # process alone (kill PID) did not reach them: they get SIGTERM, which ends them the same way.
+        # Ctrl-C reaches the whole group, a signal to this process alone (kill PID) none of the workers: each gets
+        # SIGTERM now, at once (waiting let an unsignalled worker finish its trial and start the next), marks its
+        # running trial failed and exits. One still alive after the grace period is killed; its trial stays RUNNING
+        # until its heartbeat is stale.
         for p in procs:
-            p.join(timeout=10)
             if p.is_alive():
                 p.terminate()
+        for p in procs:
+            p.join(timeout=STOP_GRACE_S)
+            if p.is_alive():
+                p.kill()
                 p.join()
         raise
     return sum(p.exitcode != 0 for p in procs)

@@ -258,7 +258,9 @@ def test_a_worker_stops_after_failures_in_a_row_and_says_why(tmp_path, data_dir)
 def test_sigterm_to_the_sweep_alone_stops_its_workers_and_fails_their_trials(tmp_path, data_dir):
     """`kill PID` of the sweep (not its group): the workers, which got no signal, are stopped by it, mark their
     running trials failed, and the command exits 130 with its report; a rerun resumes."""
-    cmd = [sys.executable, "-m", "models.sweep", *_args(tmp_path, data_dir, "--workers=2", "--max_steps=10000")]
+    # trials that cannot end on their own (no early stop): on a slow machine they did, before the signal reached them
+    endless = ("--workers=2", "--max_steps=100000", "--patience=100000")
+    cmd = [sys.executable, "-m", "models.sweep", *_args(tmp_path, data_dir, *endless)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300

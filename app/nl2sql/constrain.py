@@ -71,6 +71,11 @@ class SchemaNames:
         object.__setattr__(self, "all_columns", all_columns)
         object.__setattr__(self, "words", tuple(sorted(KEYWORDS | FUNCTIONS | self.tables | all_columns)))
         object.__setattr__(self, "_scoped", {})  # frozenset of tables -> (their columns, sorted allowed words)
+        # the quoted names written bare, compiled once: every answer on the schema is checked with it
+        bare = "|".join(re.escape(n) for n in self.quoted)
+        object.__setattr__(
+            self, "_bare", re.compile(r"(?<![\w\"'`\[])(" + bare + r")(?![\w\"'`\]])", re.IGNORECASE) if bare else None
+        )
 
     @classmethod
     def of(cls, tables: Iterable[tuple[str, Iterable[str]]]) -> SchemaNames:
@@ -88,11 +93,9 @@ class SchemaNames:
         """`sql` with the names that need quoting quoted where they were written bare (`JOIN Order Details od` →
         `JOIN "Order Details" od`): the models know such names but write them without their quotes, and the
         lexer cannot steer a name back to an opening quote it never wrote. Text inside quotes is left alone."""
-        if not self.quoted:
+        bare = self._bare
+        if bare is None:
             return sql
-        bare = re.compile(
-            r"(?<![\w\"'`\[])(" + "|".join(re.escape(n) for n in self.quoted) + r")(?![\w\"'`\]])", re.IGNORECASE
-        )
         spelled = {n.lower(): n for n in self.quoted}
 
         def quote(m: re.Match) -> str:

@@ -211,17 +211,26 @@ def scratch_dir(need: float, base: Path = Path("/dev/shm")) -> Path | None:
         return None
 
 
+def _tensors(graph):
+    """Every tensor a graph holds: its initializers and its nodes' tensor attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _tensors(sub)
+
+
 def side_files(export_dir: Path) -> list[Path]:
     """An export's files other than its graph and the graph's weight files (configs, tokenizer)."""
     import onnx
 
-    graph = onnx.load(str(export_dir / "model.onnx"), load_external_data=False)
-    weights = {
-        entry.value
-        for t in onnx.external_data_helper._get_all_tensors(graph)
-        for entry in t.external_data
-        if entry.key == "location"
-    }
+    model = onnx.load(str(export_dir / "model.onnx"), load_external_data=False)
+    weights = {entry.value for t in _tensors(model.graph) for entry in t.external_data if entry.key == "location"}
     return [f for f in export_dir.iterdir() if f.is_file() and f.name != "model.onnx" and f.name not in weights]
 
 

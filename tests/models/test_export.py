@@ -44,3 +44,37 @@ def test_large_exports_keep_their_tensor_files_while_exporting():
     with export.tensor_files_kept():
         assert convert_module.check_model_uses_external_data(object()) is False
     assert convert_module.check_model_uses_external_data is original
+
+
+def test_side_files_are_what_the_graph_does_not_read(tmp_path):
+    """Configs and tokenizer files are side files; weight files the graph names (an initializer's, a Constant's, a
+    subgraph's) are not, whatever they are called."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    def weight(name: str) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.ones((4, 4), np.float32), name)
+
+    branch = helper.make_graph([helper.make_node("Constant", [], ["c"], value=weight("c"))], "branch", [], [])
+    then = helper.make_tensor_value_info("c", onnx.TensorProto.FLOAT, [4, 4])
+    branch.output.append(then)
+    nodes = [
+        helper.make_node("Constant", [], ["k"], value=weight("k")),
+        helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4, 4])],
+        initializer=[weight("w")],
+    )
+    model = helper.make_model(graph)
+    convert_model_to_external_data(model, all_tensors_to_one_file=False, size_threshold=0, convert_attribute=True)
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert {"w", "k", "c"} <= {p.name for p in tmp_path.iterdir()}  # each tensor in a file of its own name
+    assert sorted(p.name for p in export.side_files(tmp_path)) == ["config.json", "tokenizer.json"]

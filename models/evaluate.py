@@ -35,6 +35,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 
 from app.core.config import DEMO_DB_PATH, MAX_NEW_TOKENS, get_settings
@@ -45,11 +46,13 @@ from app.nl2sql.generator import Sampling
 from app.nl2sql.guided import (
     best_index,
     candidate_sampling,
+    judged,
     result_key,
     result_status,
     vote_index,
     wants_candidates,
 )
+from app.nl2sql.joins import unkeyed_joins
 from app.nl2sql.prompt import build_conversation, format_schema
 from app.sql.executor import categorize
 from app.sql.guard import GuardError, guard_sql
@@ -145,9 +148,15 @@ def lenient_again(item: dict, rec: dict) -> bool:
     return judge(item, rec["pred"])["lenient"]  # the recorded SQL, extracted and quoted already, judged again
 
 
+@lru_cache(maxsize=64)
+def keys_of(db_path: str):
+    """A database's schema as read for the join check (its keys): once per database, not per candidate."""
+    return schema_at(db_path)
+
+
 def probe(item: dict, text: str, names: SchemaNames | None = None) -> tuple[str, str | None]:
-    """What the service would see of a prediction, without the gold SQL: ok (rows), empty, refused or error, and
-    the result's identity for voting (`result_key`) when it ran."""
+    """What the service would see of a prediction, without the gold SQL: ok (rows), unkeyed (rows, but a join on
+    columns no key links), empty, refused or error, and the result's identity for voting (`result_key`) when it ran."""
     sql = sql_of(text, names)
     if not sql:
         return "error", None
@@ -159,7 +168,8 @@ def probe(item: dict, text: str, names: SchemaNames | None = None) -> tuple[str,
         rows = execute_sqlite(item["db_path"], guarded, timeout_s)
     except (sqlite3.Error, TimeoutError):
         return "error", None
-    return result_status(rows)[0], result_key(rows)
+    status = judged(result_status(rows)[0], unkeyed_joins(guarded, keys_of(str(item["db_path"]))))
+    return status, result_key(rows)
 
 
 def guided(

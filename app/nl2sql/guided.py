@@ -1,5 +1,6 @@
-"""Execution-guided decoding: when the greedy SQL does not run (or returns nothing), draw sampled candidates and keep
-the first that passes the guard and runs, preferring one that returns rows. Or, voting (self-consistency): draw
+"""Execution-guided decoding: when the greedy SQL does not run, returns nothing, or joins tables on columns that no
+key links (`app.nl2sql.joins`: such answers were wrong 9 times in 10), draw sampled candidates and keep the first that
+passes the guard and runs with rows and keyed joins, else the best of them. Or, voting (self-consistency): draw
 candidates for every question and answer with the result most of them agree on (`vote_index`).
 
 Shared by the service (candidates through the batching queue, run on the user's database) and by evaluation
@@ -17,9 +18,10 @@ from collections.abc import Sequence
 from app.nl2sql.constrain import SchemaNames
 from app.nl2sql.engine import Sampling
 
-# Lower is better. "empty" ran but returned no rows: often a wrong filter, so a candidate with rows is preferred.
-RANK = {"ok": 0, "empty": 1}
-WORST = 2
+# Lower is better. "unkeyed" returned rows but joins on columns no key links; "empty" ran but returned no rows
+# (often a wrong filter): a candidate with rows and keyed joins is preferred to either.
+RANK = {"ok": 0, "unkeyed": 1, "empty": 2}
+WORST = 3
 
 
 def result_status(rows: Sequence[Sequence]) -> tuple[str, str]:
@@ -30,6 +32,12 @@ def result_status(rows: Sequence[Sequence]) -> tuple[str, str]:
     if all(v is None for row in rows for v in row):
         return "empty", "null_result"
     return "ok", "ok"
+
+
+def judged(status: str, unkeyed: Sequence[str]) -> str:
+    """The status execution-guided decoding ranks: an answer with rows is `unkeyed` when it joins on columns that no
+    key links (`unkeyed`, from `app.nl2sql.joins.unkeyed_joins`)."""
+    return "unkeyed" if status == "ok" and unkeyed else status
 
 
 def rank(status: str) -> int:

@@ -27,6 +27,7 @@ class Category(StrEnum):
     EMPTY_RESULT = "empty_result"
     NULL_RESULT = "null_result"
     UNMATCHED_VALUE = "unmatched_value"
+    UNKEYED_JOIN = "unkeyed_join"  # rows, from a join on columns that no key links: usually a wrong answer
     REFUSED = "refused"
     WRITE_REQUEST = "write_request"
     NO_SQL = "no_sql"
@@ -64,6 +65,7 @@ class Outcome:
     answer_id: str | None = None  # names this answer in feedback (questions only)
     verified_examples: int = 0  # verified question/SQL pairs shown to the model as earlier turns
     glossary_terms: list[str] = field(default_factory=list)  # glossary entries shown to the model
+    unkeyed: list[str] = field(default_factory=list, metadata=_internal())  # joins no key links (app.nl2sql.joins)
 
     def __post_init__(self) -> None:  # a category outside the vocabulary fails here, in tests, not in a dashboard
         self.status, self.category = Status(self.status), Category(self.category)

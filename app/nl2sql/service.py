@@ -30,18 +30,20 @@ from app.nl2sql.generator import GenerationRequest, Generator, Sampling
 from app.nl2sql.guided import (
     best_index,
     candidate_sampling,
+    judged,
     result_key,
     result_status,
     vote_index,
     wants_candidates,
 )
 from app.nl2sql.intent import WRITE_MESSAGE, asks_to_change_data
+from app.nl2sql.joins import unkeyed_joins
 from app.nl2sql.outcome import EMPTY_MESSAGES, Category, Outcome, Status
 from app.nl2sql.progress import report
 from app.nl2sql.prompter import Prompter
 from app.nl2sql.values import found_nothing, unmatched_values
 from app.sql.executor import ExecutionError, Executor
-from app.sql.guard import GuardError, guard_sql
+from app.sql.guard import GuardError, guard_sql, sqlglot_dialect
 
 log = logging.getLogger("querywise")
 SCHEMA_UNAVAILABLE = "The database is not reachable right now, so its schema cannot be read."
@@ -131,6 +133,7 @@ class QueryService:
         report("writing")  # the page says what is happening (app.nl2sql.progress)
         if self.settings.exec_guided_vote and self.settings.exec_guided_candidates:
             out = await self._voted(prompt, question, t0, allowed_tables, names)
+            out = self._flag_unkeyed(out)
             out.verified_examples, out.glossary_terms = len(ctx.earlier), list(ctx.terms)
             out = await self._explain_nothing(out, allowed_tables)
             return await self._finish(out, "question", t0)
@@ -138,14 +141,40 @@ class QueryService:
         self.metrics.latency.labels("generate").observe(gen.generate_ms / 1000)
         report("running")
         out = await self._guard_and_execute(sql_of(gen.text, names), t0, allowed_tables)
+        await self._check_joins(out, allowed_tables)
         out.question, out.generated_sql = question, gen.text
         out.generate_ms, out.batch_size = round(gen.generate_ms, 1), gen.batch_size
         out.model_id = self._answered_by(gen.model_id)
-        if self.settings.exec_guided_candidates and wants_candidates(out.status):
+        if self.settings.exec_guided_candidates and wants_candidates(judged(out.status, out.unkeyed)):
             out = await self._execution_guided(prompt, out, t0, allowed_tables, names)
+        out = self._flag_unkeyed(out)
         out.verified_examples, out.glossary_terms = len(ctx.earlier), list(ctx.terms)
         out = await self._explain_nothing(out, allowed_tables)
         return await self._finish(out, "question", t0)
+
+    async def _check_joins(self, out: Outcome, allowed_tables: Collection[str] | None) -> None:
+        """Note on an answer with rows the joins of its SQL that no key links (`unkeyed_joins`): execution-guided
+        decoding ranks it below one joined on keys, and an answer that keeps one says so."""
+        if out.status != Status.OK or not out.sql:
+            return
+        try:
+            schema = self.prompter.schema(allowed_tables)
+        except (sa.exc.SQLAlchemyError, OSError):
+            return
+        dialect = sqlglot_dialect(self.executor.dialect)
+        out.unkeyed = await to_thread.run_sync(unkeyed_joins, out.sql, schema, dialect)
+
+    def _flag_unkeyed(self, out: Outcome) -> Outcome:
+        """An answer with rows that joins on columns no key links is not a plain success: such answers were wrong
+        9 times in 10. It keeps its rows, under a category and a sentence naming the join."""
+        if out.status == Status.OK and out.unkeyed:
+            joins = "; ".join(out.unkeyed)
+            out.category = Category.UNKEYED_JOIN
+            out.message = (
+                f"Check this answer: it joins {joins}, columns that no key links. Answers joined like this are "
+                "usually wrong; the SQL below shows the join."
+            )
+        return out
 
     async def _explain_nothing(self, out: Outcome, allowed_tables: Collection[str] | None) -> Outcome:
         """An answer that found nothing (no rows, or one row of 0/NULL) because a text filter names a value the data
@@ -205,14 +234,15 @@ class QueryService:
                     continue
                 seen.add(sql)
                 cand = await self._guard_and_execute(sql, t0, allowed_tables)
+                await self._check_joins(cand, allowed_tables)
                 cand.generated_sql = g.text
                 tried.append(cand)
-                if not wants_candidates(cand.status):
+                if not wants_candidates(judged(cand.status, cand.unkeyed)):
                     break
         finally:
             for task in tasks:
                 task.cancel()  # no-op for finished ones
-        chosen = tried[best_index([t.status for t in tried])]
+        chosen = tried[best_index([judged(t.status, t.unkeyed) for t in tried])]
         self.metrics.exec_guided.labels("rescued" if chosen is not greedy else "not_rescued").inc()
         chosen.question, chosen.batch_size, chosen.model_id = greedy.question, greedy.batch_size, greedy.model_id
         chosen.generate_ms = round((greedy.generate_ms or 0) + (time.perf_counter() - g0) * 1000, 1)
@@ -251,10 +281,12 @@ class QueryService:
             if sql not in ran:  # the same SQL twice is one run and two votes
                 report("candidates", number, len(drafts))
                 ran[sql] = await self._guard_and_execute(sql, t0, allowed_tables)
+                await self._check_joins(ran[sql], allowed_tables)
                 ran[sql].generated_sql = g.text
             tried.append(ran[sql])
-        keys = [result_key(t.rows) if t.status == Status.OK else None for t in tried]
-        chosen = tried[vote_index([t.status for t in tried], keys)]
+        statuses = [judged(t.status, t.unkeyed) for t in tried]
+        keys = [result_key(t.rows) if status == "ok" else None for t, status in zip(tried, statuses, strict=True)]
+        chosen = tried[vote_index(statuses, keys)]
         self.metrics.exec_guided.labels("vote_changed" if chosen is not tried[0] else "vote_kept").inc()
         chosen.question, chosen.batch_size = question, drafts[0].batch_size
         chosen.model_id = self._answered_by(drafts[0].model_id)

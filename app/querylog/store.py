@@ -268,7 +268,7 @@ class QueryLog:
         errors: dict[str, int] = {}
         for r in rows:
             if not _succeeded(r):
-                category = "marked_wrong" if r.status == "ok" else r.category
+                category = "marked_wrong" if r.status == "ok" and r.verdict == "down" else r.category
                 errors[category] = errors.get(category, 0) + 1
         lat_all = [r.total_ms for r in rows]
         ok_all = [r for r in rows if _succeeded(r)]
@@ -297,8 +297,9 @@ def _add_missing_columns(engine: sa.Engine) -> None:
 
 
 def _succeeded(row) -> bool:
-    """An answer that ran and returned something (empty and all-NULL results do not), unless its user marked it 👎."""
-    return row.status == "ok" and row.verdict != "down"
+    """An answer that ran and returned something (empty and all-NULL results do not), unless its user marked it 👎 or
+    it joins on columns no key links (category `unkeyed_join`: usually wrong, and the user was told to check it)."""
+    return row.status == "ok" and row.category != "unkeyed_join" and row.verdict != "down"
 
 
 def _aware(dt: datetime) -> datetime:

@@ -254,6 +254,45 @@ async def test_an_answer_that_runs_with_rows_draws_no_candidates(make_service, d
     assert len(fake.received) == 1
 
 
+UNKEYED = (
+    "SELECT c.name, SUM(p.amount) FROM customers AS c JOIN payments AS p ON c.customer_id = p.order_id GROUP BY c.name"
+)
+KEYED = (
+    "SELECT c.name, SUM(p.amount) FROM customers AS c JOIN orders AS o ON o.customer_id = c.customer_id "
+    "JOIN payments AS p ON p.order_id = o.order_id GROUP BY c.name"
+)
+
+
+async def test_an_answer_joined_on_unlinked_columns_draws_candidates_and_one_joined_on_keys_wins(make_service, demo_db):
+    empty = "SELECT c.name FROM customers AS c WHERE c.name = 'nobody'"
+    service, fake = await make_service(
+        {"paid": by_seed([UNKEYED, UNKEYED.replace("SUM", "sum"), empty, KEYED])}, exec_guided_candidates=3
+    )
+    out = await service.ask("How much has each customer paid?")
+    assert (out.status, out.category, out.message) == ("ok", "ok", None), out
+    assert out.generated_sql == KEYED and out.candidates == 3
+    with sqlite3.connect(demo_db) as conn:
+        expected = [list(r) for r in conn.execute(KEYED)]
+    assert out.rows and out.rows == expected[: len(out.rows)]  # the first rows, as the row limit caps them
+
+
+async def test_an_answer_that_keeps_an_unkeyed_join_says_so_and_is_no_success_on_the_dashboard(make_service):
+    service, fake = await make_service({"paid": UNKEYED}, exec_guided_candidates=2)
+    out = await service.ask("How much has each customer paid?")
+    assert out.status == "ok" and out.rows and len(fake.received) == 3, out  # rows kept, candidates tried
+    assert out.category == "unkeyed_join" and "customers.customer_id = payments.order_id" in out.message
+    assert [r["category"] for r in log_rows(service)] == ["unkeyed_join"]
+    querylog = QueryLog(service.settings.querylog_url)
+    try:
+        board = querylog.dashboard()
+    finally:
+        querylog.close()
+    assert board["success_rate"] == 0 and dict(board["top_errors"]) == {"unkeyed_join": 1}
+    # without candidates the answer is flagged all the same
+    alone, _ = await make_service({"paid": UNKEYED}, exec_guided_candidates=0)
+    assert (await alone.ask("How much has each customer paid?")).category == "unkeyed_join"
+
+
 async def test_without_candidates_a_failed_greedy_answer_stands(make_service):
     service, fake = await make_service({"returned": "SELECT count(*) FROM returns"}, exec_guided_candidates=0)
     out = await service.ask("How many orders were returned?")

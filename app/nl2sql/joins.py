@@ -3,7 +3,8 @@
 A small model that picks the right tables often joins them on the wrong columns (`customers.customer_id =
 payments.order_id`): the query runs, returns rows, and looks like a success. Measured on the served 1.5B's answers
 (Spider dev-972, the business suite, the Northwind and Chinook holdouts: 1,122 answers), 53 had such a join and 50
-of them were wrong, against 34% of the rest; no gold query of those sets has one. So execution-guided
+of them were wrong (strict EX), against 38% of the rest; no gold query of those sets has one
+(`bench.experiments.unkeyed_joins`, reports/bench/unkeyed-joins.md). So execution-guided
 decoding treats an answer with such a join as a weak one (it draws candidates and prefers one that joins on keys),
 and an answer that keeps one says so.
 

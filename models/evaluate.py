@@ -205,7 +205,13 @@ def voted(
     probes = [probe(item, t, names) for t in texts]
     statuses, keys = [p[0] for p in probes], [p[1] for p in probes]
     i = vote_index(statuses, keys)
-    info = {"statuses": statuses, "keys": keys, "right": [judge(item, t, names)["ok"] for t in texts], "chosen": i}
+    info = {
+        "statuses": statuses,
+        "keys": keys,
+        "right": [judge(item, t, names)["ok"] for t in texts],
+        "sql": [sql_of(t, names) for t in texts],  # for selection rules judged afterwards on the SQL itself
+        "chosen": i,
+    }
     return texts[i], i > 0, info
 
 

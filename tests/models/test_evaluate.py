@@ -52,7 +52,8 @@ def test_voting_draws_candidates_for_every_question_and_records_each(out_root):
     assert len(rows) == 3
     for r in rows:
         v = r["votes"]
-        assert len(v["statuses"]) == len(v["keys"]) == len(v["right"]) == 3  # greedy + 2 candidates
+        assert len(v["statuses"]) == len(v["keys"]) == len(v["right"]) == len(v["sql"]) == 3  # greedy + 2 candidates
+        assert v["sql"][v["chosen"]] == r["pred"]
         assert r["ok"] == v["right"][v["chosen"]]  # the chosen answer is the one judged
         assert r["rescued"] == (v["chosen"] > 0)
     assert json.loads((out_root / "v3.json").read_text())["vote"] is True

@@ -297,6 +297,8 @@ class QueryService:
     async def run_sql(self, sql: str, allowed_tables: Collection[str] | None = None) -> Outcome:
         t0 = time.perf_counter()
         out = await self._guard_and_execute(sql, t0, allowed_tables)
+        await self._check_joins(out, allowed_tables)  # an edited answer's join is as suspect as the model's
+        out = self._flag_unkeyed(out)
         out = await self._explain_nothing(out, allowed_tables)
         return await self._finish(out, "sql", t0)
 

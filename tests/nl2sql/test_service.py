@@ -288,9 +288,11 @@ async def test_an_answer_that_keeps_an_unkeyed_join_says_so_and_is_no_success_on
     finally:
         querylog.close()
     assert board["success_rate"] == 0 and dict(board["top_errors"]) == {"unkeyed_join": 1}
-    # without candidates the answer is flagged all the same
+    # without candidates the answer is flagged all the same, and so is SQL a user runs (an edited answer)
     alone, _ = await make_service({"paid": UNKEYED}, exec_guided_candidates=0)
     assert (await alone.ask("How much has each customer paid?")).category == "unkeyed_join"
+    assert (await alone.run_sql(UNKEYED)).category == "unkeyed_join"
+    assert (await alone.run_sql(KEYED)).category == "ok"
 
 
 async def test_without_candidates_a_failed_greedy_answer_stands(make_service):

@@ -137,6 +137,20 @@ def test_a_zero_for_a_value_not_in_the_data_reads_as_empty_with_the_value_named(
     assert page.inner_text("#result-card .badge.ok") == "ok"  # a value the data holds: the 0 is the answer
 
 
+def test_rows_joined_on_columns_no_key_links_come_with_a_warning_to_check_the_join(server, page):
+    run_sql(
+        page,
+        "SELECT c.name, SUM(p.amount) FROM customers c JOIN payments p ON c.customer_id = p.order_id GROUP BY c.name",
+    )
+    assert page.inner_text("#result-card .badge.unsure") == "unsure"  # the rows are shown, not as a success ...
+    assert page.locator("#result-card .badge.ok").count() == 0
+    assert page.inner_text("#result-card .badge.cat") == "check the join"  # ... but as an answer to check
+    assert "customers.customer_id = payments.order_id" in page.inner_text("#result-message")
+    assert "warn" in page.get_attribute("#result-message", "class")
+    assert page.locator("#rows tbody tr").count() > 0
+    shot(page, "unkeyed_join.png", clip={"x": 0, "y": 0, "width": 1280, "height": 420})
+
+
 def test_progress_while_the_model_works_and_cancel_stops_it_on_the_server(server, page):
     import threading
 

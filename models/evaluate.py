@@ -52,7 +52,7 @@ from app.nl2sql.guided import (
     vote_index,
     wants_candidates,
 )
-from app.nl2sql.joins import unkeyed_joins
+from app.nl2sql.joins import KeyLinks, unkeyed_joins
 from app.nl2sql.prompt import build_conversation, format_schema
 from app.sql.executor import categorize
 from app.sql.guard import GuardError, guard_sql
@@ -149,9 +149,9 @@ def lenient_again(item: dict, rec: dict) -> bool:
 
 
 @lru_cache(maxsize=64)
-def keys_of(db_path: str):
-    """A database's schema as read for the join check (its keys): once per database, not per candidate."""
-    return schema_at(db_path)
+def keys_of(db_path: str) -> KeyLinks:
+    """A database's keys as the join check reads them: once per database, not per candidate."""
+    return KeyLinks(schema_at(db_path))
 
 
 def probe(item: dict, text: str, names: SchemaNames | None = None) -> tuple[str, str | None]:

@@ -35,7 +35,8 @@ def _singular(word: str) -> str:
 
 
 class KeyLinks:
-    """What one schema declares: its foreign key pairs, primary keys and columns (lower case)."""
+    """What one schema declares: its foreign key pairs, primary keys and columns (lower case). Built once per schema
+    by its owner (the service's `Prompter`, the evaluation per database), not once per answer."""
 
     def __init__(self, schema: Schema):
         self.columns = {t.name.lower(): {c.name.lower() for c in t.columns} for t in schema.tables}
@@ -81,10 +82,9 @@ def _resolve(col: exp.Column, scope: dict[str, str], links: KeyLinks) -> tuple[s
     return (owners.pop(), name) if len(owners) == 1 else None
 
 
-def unkeyed_joins(sql: str, schema: Schema, dialect: str = "sqlite") -> list[str]:
-    """The `JOIN … ON a.x = b.y` equalities of `sql` that no key links, as `table.column = table.column`;
-    [] when there are none, when the schema declares no foreign keys, or when the SQL does not parse."""
-    links = KeyLinks(schema)
+def unkeyed_joins(sql: str, links: KeyLinks, dialect: str = "sqlite") -> list[str]:
+    """The `JOIN … ON a.x = b.y` equalities of `sql` that no key of `links`' schema links, as `table.column =
+    table.column`; [] when there are none, when the schema declares no foreign keys, or when the SQL does not parse."""
     if not links.pairs:
         return []
     try:

@@ -18,6 +18,7 @@ from app.knowledge.context import Context, Knowledge
 from app.nl2sql.constrain import SchemaNames
 from app.nl2sql.fewshot import EXAMPLES
 from app.nl2sql.generator import Generator
+from app.nl2sql.joins import KeyLinks
 from app.nl2sql.linking import link_schema
 from app.nl2sql.prompt import build_conversation, format_schema
 
@@ -31,6 +32,7 @@ class Prompter:
         self._schema: Schema | None = None
         self._text = ""
         self._names: SchemaNames | None = None
+        self._links: KeyLinks | None = None
         self._tokens: tuple[Callable[[str], int], int] | None = None
 
     def _current(self) -> tuple[Schema, str]:
@@ -38,6 +40,7 @@ class Prompter:
         with self._lock:
             if schema is not self._schema:
                 self._schema, self._text, self._names, self._tokens = schema, format_schema(schema), None, None
+                self._links = None
             return schema, self._text
 
     def schema(self, allowed_tables: Collection[str] | None = None) -> Schema:
@@ -88,6 +91,17 @@ class Prompter:
         names = [t.name for t in self.catalog.schema.tables]
         ctx = self.knowledge.context(question, allowed_tables, names, generator.count_tokens)
         return build_conversation(schema_text, question, ctx.earlier, examples, ctx.notes), ctx
+
+    def key_links(self, allowed_tables: Collection[str] | None = None) -> KeyLinks:
+        """The keys the join check reads (`app.nl2sql.joins`): of the tables the key may read, the whole schema's
+        built once per schema."""
+        if allowed_tables is not None:
+            return KeyLinks(self.schema(allowed_tables))
+        schema, _ = self._current()
+        with self._lock:
+            if self._links is None:
+                self._links = KeyLinks(schema)
+            return self._links
 
     def names(self, allowed_tables: Collection[str] | None = None) -> SchemaNames | None:
         """What schema-constrained decoding lets the model name (None when it is off): the tables the key may read."""

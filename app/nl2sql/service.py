@@ -158,11 +158,11 @@ class QueryService:
         if out.status != Status.OK or not out.sql:
             return
         try:
-            schema = self.prompter.schema(allowed_tables)
+            links = self.prompter.key_links(allowed_tables)
         except (sa.exc.SQLAlchemyError, OSError):
             return
         dialect = sqlglot_dialect(self.executor.dialect)
-        out.unkeyed = await to_thread.run_sync(unkeyed_joins, out.sql, schema, dialect)
+        out.unkeyed = await to_thread.run_sync(unkeyed_joins, out.sql, links, dialect)
 
     def _flag_unkeyed(self, out: Outcome) -> Outcome:
         """An answer with rows that joins on columns no key links is not a plain success: such answers were wrong

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from app.nl2sql.joins import unkeyed_joins
+from app.nl2sql.joins import KeyLinks, unkeyed_joins
 from bench import REPORT_DIR
 from models.data import read_jsonl, schema_at, sqlite_path
 
@@ -27,20 +27,20 @@ def database(root: Path, db_id: str) -> Path:
 
 
 def count(records: list[dict], root: Path) -> dict:
-    schemas: dict[Path, object] = {}
+    links: dict[Path, KeyLinks] = {}
     out = {"answers": 0, "unkeyed": 0, "unkeyed_right": 0, "rest_right": 0, "gold_unkeyed": 0}
     for r in records:
         path = database(root, r["db_id"])
-        if path not in schemas:
-            schemas[path] = schema_at(str(path))
+        if path not in links:
+            links[path] = KeyLinks(schema_at(str(path)))
         right = bool(r.get("ok"))
         out["answers"] += 1
-        if unkeyed_joins(r.get("pred") or "", schemas[path]):
+        if unkeyed_joins(r.get("pred") or "", links[path]):
             out["unkeyed"] += 1
             out["unkeyed_right"] += right
         else:
             out["rest_right"] += right
-        out["gold_unkeyed"] += bool(unkeyed_joins(r["gold"], schemas[path]))
+        out["gold_unkeyed"] += bool(unkeyed_joins(r["gold"], links[path]))
     return out
 
 

@@ -1,7 +1,7 @@
 """Joins on columns that no key links (`app.nl2sql.joins`): what counts as keyed, and what the check leaves alone."""
 
 from app.db.schema import Column, ForeignKey, Schema, Table
-from app.nl2sql.joins import unkeyed_joins
+from app.nl2sql.joins import KeyLinks, unkeyed_joins
 
 SHOP = Schema(
     "sqlite",
@@ -24,6 +24,7 @@ SHOP = Schema(
         ),
     ),
 )
+KEYS = KeyLinks(SHOP)
 
 
 def test_joins_on_declared_keys_same_names_and_names_after_a_table_are_keyed():
@@ -36,21 +37,21 @@ def test_joins_on_declared_keys_same_names_and_names_after_a_table_are_keyed():
         "SELECT name FROM customers JOIN orders ON customer_id = id",  # bare names, each in one table only
     ]
     for sql in keyed:
-        assert unkeyed_joins(sql, SHOP) == [], sql
+        assert unkeyed_joins(sql, KEYS) == [], sql
 
 
 def test_a_join_on_unlinked_columns_is_named_with_its_tables():
     sql = "SELECT c.name FROM customers AS c JOIN payments AS p ON c.id = p.order_id WHERE p.amount > 10"
-    assert unkeyed_joins(sql, SHOP) == ["customers.id = payments.order_id"]
+    assert unkeyed_joins(sql, KEYS) == ["customers.id = payments.order_id"]
     # in a subquery too, each SELECT with its own aliases
     nested = (
         "SELECT name FROM customers WHERE id IN "
         "(SELECT o.order_id FROM orders o JOIN payments p ON p.payment_id = o.order_id)"
     )
-    assert unkeyed_joins(nested, SHOP) == ["payments.payment_id = orders.order_id"]
+    assert unkeyed_joins(nested, KEYS) == ["payments.payment_id = orders.order_id"]
     # every unlinked equality of an ON, keyed ones left out
     two = "SELECT * FROM orders o JOIN payments p ON p.order_id = o.order_id AND p.payment_id = o.customer_id"
-    assert unkeyed_joins(two, SHOP) == ["payments.payment_id = orders.customer_id"]
+    assert unkeyed_joins(two, KEYS) == ["payments.payment_id = orders.customer_id"]
 
 
 def test_what_the_check_cannot_judge_is_left_alone():
@@ -61,11 +62,11 @@ def test_what_the_check_cannot_judge_is_left_alone():
         "SELECT * FROM orders o, payments p WHERE o.total = p.amount",  # no JOIN … ON: not a join the check reads
     ]
     for sql in unresolved:
-        assert unkeyed_joins(sql, SHOP) == [], sql
+        assert unkeyed_joins(sql, KEYS) == [], sql
     no_keys = Schema("sqlite", tuple(Table(t.name, t.columns) for t in SHOP.tables))  # nothing declared at all
-    assert unkeyed_joins("SELECT * FROM customers c JOIN payments p ON c.id = p.order_id", no_keys) == []
+    assert unkeyed_joins("SELECT * FROM customers c JOIN payments p ON c.id = p.order_id", KeyLinks(no_keys)) == []
 
 
 def test_postgresql_queries_are_read_in_their_dialect():
     sql = "SELECT c.\"name\" FROM customers c JOIN payments p ON c.id = p.order_id WHERE c.city ILIKE '%a%'"
-    assert unkeyed_joins(sql, SHOP, "postgres") == ["customers.id = payments.order_id"]
+    assert unkeyed_joins(sql, KEYS, "postgres") == ["customers.id = payments.order_id"]

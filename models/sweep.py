@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import inspect
 import json
 import math
 import multiprocessing
@@ -54,6 +56,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import traceback
 import warnings
 from datetime import UTC, datetime
@@ -108,7 +111,9 @@ PRECISION = {
 PRUNERS = ("median", "none")
 PER_TRIAL = ("out_dir", "threads")  # train keys the sweep sets for each trial
 HEARTBEAT_S, GRACE_S = 60, 180  # a running trial's heartbeat; stale (its worker gone) after the grace period
-STOP_GRACE_S = 30  # seconds a stopped worker has to mark its trial failed before it is killed
+# seconds a stopped worker has to mark its trial failed before it is killed: more than SQLite's busy timeout (60 s,
+# `open_storage`), for which that write may have to wait
+STOP_GRACE_S = 90
 MIN_IMPORTANCE_TRIALS = 8
 _UNSET = object()  # a train key the sweep preset leaves to the train preset
 ACTIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)  # count towards n_trials
@@ -187,7 +192,7 @@ def open_storage(s: dict):
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
-        return optuna.storages.RDBStorage(url, kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        return StopSafeStorage(url, kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
 
 
 def make_pruner(s: dict):
@@ -357,7 +362,13 @@ def execution_accuracy(cfg: dict, adapter: Path, s: dict, n_threads: int, out: P
 
 
 def objective(trial, s: dict, n_threads: int) -> float:
-    """One trial: train the sampled config (pruned on validation loss), then EX; returns the best validation loss."""
+    """One trial: train the sampled config (pruned on validation loss), then EX; returns the best validation loss.
+    A stop signal interrupts it at once (optuna marks the trial failed)."""
+    with stop_signal.mode(raise_now=True):
+        return _objective(trial, s, n_threads)
+
+
+def _objective(trial, s: dict, n_threads: int) -> float:
     from bench.memory import peak_rss_mb, reset_peak_rss
 
     if is_surplus(trial, s["n_trials"]):
@@ -435,28 +446,93 @@ def work(s: dict, n_threads: int) -> int:
         print(progress_line(t), flush=True)
         failed_in_a_row = failed_in_a_row + 1 if t.state == TrialState.FAIL else 0
 
-    while slots_left(study, s["n_trials"]) > 0:
-        if failed_in_a_row >= s["max_failures"]:
-            print(f"worker {os.getpid()}: {failed_in_a_row} trials failed in a row: stopping", flush=True)
-            return 1
-        study.optimize(lambda trial: objective(trial, s, n_threads), n_trials=1, callbacks=[after], catch=(Exception,))
+    with stop_signal.mode(raise_now=False):  # a stop lands inside a trial's objective, or between trials
+        while slots_left(study, s["n_trials"]) > 0:
+            stop_signal.check()
+            if failed_in_a_row >= s["max_failures"]:
+                print(f"worker {os.getpid()}: {failed_in_a_row} trials failed in a row: stopping", flush=True)
+                return 1
+            study.optimize(
+                lambda trial: objective(trial, s, n_threads), n_trials=1, callbacks=[after], catch=(Exception,)
+            )
+        stop_signal.check()
     return 0
 
 
+class StopSignal:
+    """SIGINT and SIGTERM in a sweep process. The first signal raises KeyboardInterrupt at once only where that is
+    safe: inside a trial's objective (optuna then marks the trial failed) and in the sweep waiting for its workers.
+    Elsewhere it is noted and raised at the next safe point: raised while optuna created a trial, it left that trial
+    RUNNING; raised inside a storage call (`StopSafeStorage`), it could leave a transaction, and the lock on the
+    study's SQLite file, open until the process ended. Later signals are ignored (Ctrl-C reached the whole group,
+    then the sweep forwarded SIGTERM): one landing while the trial's failure is written would leave it RUNNING too.
+    Signals reach the main thread only, so only its calls are deferred (the heartbeat thread's are left alone)."""
+
+    def __init__(self) -> None:
+        self.requested = False  # a signal came
+        self.raised = False  # ... and KeyboardInterrupt was raised for it
+        self.raise_now = True
+
+    def handle(self, signum, frame) -> None:
+        self.requested = True
+        if self.raise_now:
+            self._raise()
+
+    def _raise(self) -> None:
+        if self.requested and not self.raised:
+            self.raised = True
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Between trials: a stop that came stops the worker."""
+        if self.requested:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def mode(self, raise_now: bool):
+        """Within the block a signal raises at once (`raise_now`) or waits; a noted one is raised on entering an
+        immediate block and on returning to one."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        before, self.raise_now = self.raise_now, raise_now
+        try:
+            if raise_now:
+                self._raise()
+            yield
+        finally:
+            self.raise_now = before
+        if before:
+            self._raise()
+
+
+stop_signal = StopSignal()
+
+
+class StopSafeStorage(optuna.storages.RDBStorage):
+    """The study's RDB storage, each of whose calls completes before a stop signal is raised (see StopSignal)."""
+
+
+def _stop_safe(method):
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        with stop_signal.mode(raise_now=False):
+            return method(*args, **kwargs)
+
+    return call
+
+
+for _name in {n for cls in optuna.storages.RDBStorage.__mro__ for n in vars(cls) if not n.startswith("_")}:
+    _method = getattr(optuna.storages.RDBStorage, _name)
+    if inspect.isfunction(_method) and not isinstance(inspect.getattr_static(StopSafeStorage, _name), staticmethod):
+        setattr(StopSafeStorage, _name, _stop_safe(_method))
+
+
 def interruptible() -> None:
-    """SIGINT and SIGTERM raise KeyboardInterrupt here, so a stopped worker marks its running trial failed at once
-    (instead of leaving it RUNNING until its heartbeat goes stale). Python keeps SIGINT ignored when the process
-    started with it ignored, as a shell's `cmd &` does: `pkill -INT` on a backgrounded sweep did nothing."""
-
-    def stop(signum, frame):
-        # Only the first signal interrupts: a second (Ctrl-C reached the whole group, then the sweep forwards SIGTERM
-        # to its workers) must not land while the trial's failure is being written, leaving it RUNNING.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    """Signals go to `stop_signal`. Python keeps SIGINT ignored when the process started with it ignored, as a
+    shell's `cmd &` does: `pkill -INT` on a backgrounded sweep did nothing, so both are installed explicitly."""
+    signal.signal(signal.SIGINT, stop_signal.handle)
+    signal.signal(signal.SIGTERM, stop_signal.handle)
 
 
 def _worker_main(s: dict, n_threads: int) -> None:

@@ -121,6 +121,56 @@ def test_a_signal_stops_a_worker_even_when_its_shell_ignored_sigint(signame):
     assert ignored.returncode == 130
 
 
+class _SignalWhileCreating(optuna.samplers.RandomSampler):
+    """A stop that lands while optuna creates the trial: after its row is RUNNING, before the objective runs."""
+
+    def before_trial(self, study, trial):
+        signal.raise_signal(signal.SIGTERM)
+
+
+def test_a_stop_while_optuna_creates_a_trial_fails_that_trial_instead_of_leaving_it_running(monkeypatch):
+    stop = sweep.StopSignal()
+    monkeypatch.setattr(sweep, "stop_signal", stop)
+    previous = signal.signal(signal.SIGTERM, stop.handle)
+    ran = []
+    monkeypatch.setattr(sweep, "_objective", lambda trial, s, n_threads: ran.append(trial.number) or 1.0)
+    try:
+        study = optuna.create_study(sampler=_SignalWhileCreating())  # in memory
+        with pytest.raises(KeyboardInterrupt), stop.mode(raise_now=False):  # as a worker runs its trials
+            study.optimize(lambda trial: sweep.objective(trial, {}, 1), n_trials=1, catch=(Exception,))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert ran == [] and [t.state for t in study.trials] == [TrialState.FAIL]
+
+
+def test_a_stop_during_a_storage_write_is_raised_once_the_write_has_committed(tmp_path, monkeypatch):
+    """Raised mid-write, KeyboardInterrupt could leave the transaction, and the SQLite file's lock, open."""
+    import sqlalchemy as sa
+
+    stop = sweep.StopSignal()
+    monkeypatch.setattr(sweep, "stop_signal", stop)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = sweep.StopSafeStorage(url)
+    trial = optuna.create_study(study_name="s", storage=storage).ask()
+    fired = []
+
+    def signal_mid_write(*args):
+        if not fired:
+            fired.append(True)
+            signal.raise_signal(signal.SIGTERM)
+
+    sa.event.listen(storage.engine, "before_cursor_execute", signal_mid_write)
+    previous = signal.signal(signal.SIGTERM, stop.handle)
+    try:
+        with pytest.raises(KeyboardInterrupt), stop.mode(raise_now=True):  # as inside a trial's objective
+            trial.set_user_attr("written", True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    again = optuna.load_study(study_name="s", storage=url)
+    assert fired and again.trials[0].user_attrs == {"written": True}
+    again.tell(again.trials[0].number, state=TrialState.FAIL)  # nothing holds the file's lock
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -273,5 +323,5 @@ def test_sigterm_to_the_sweep_alone_stops_its_workers_and_fails_their_trials(tmp
         proc.kill()
     assert proc.returncode == 130 and "the same command resumes the study" in err, err[-2000:]
     study = _study(tmp_path)
-    assert not _trials(study, TrialState.RUNNING) and len(_trials(study, TrialState.FAIL)) == 2
+    assert not _trials(study, TrialState.RUNNING) and len(_trials(study, TrialState.FAIL)) == 2, err[-3000:]
     assert (tmp_path / "reports" / "sweep_tiny.md").exists()

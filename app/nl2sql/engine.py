@@ -107,14 +107,17 @@ def pick_token(
     constraint: IdentifierConstraint | None = None,
 ) -> int:
     """The next token from one row's last-position logits: greedy or seeded top-k sampling, and within the schema's
-    names when the row is constrained (also used by the torch generator, so both engines pick alike)."""
+    names when the row is constrained (also used by the torch generator, so both engines pick alike).
+
+    A refused token is never replaced by a stop token: ending the SQL mid-clause (`... JOIN products` and stop) is
+    always wrong, while the model's own choice, taken against the constraint, may not be."""
     if sampling.temperature <= 0 or rng is None:
         tok = int(logits.argmax())
         if constraint is not None and not constraint.allows(tok):
             k = min(CONSTRAINED_TOP_K, logits.shape[-1])
             top = np.argpartition(logits, -k)[-k:]
             order = top[np.argsort(-logits[top], kind="stable")]
-            tok = pick_allowed(map(int, order), constraint.allows) or tok  # none allowed: the model's own choice
+            tok = pick_allowed(map(int, order), constraint.allows_instead) or tok  # none: the model's own choice
     else:
         k = min(sampling.top_k, logits.shape[-1])
         top = np.argpartition(logits, -k)[-k:]
@@ -122,7 +125,7 @@ def pick_token(
         p = np.exp(z - z.max())
         tok = int(top[rng.choice(k, p=p / p.sum())])
         if constraint is not None and not constraint.allows(tok):
-            p = p * np.array([constraint.allows(int(t)) for t in top])
+            p = p * np.array([constraint.allows_instead(int(t)) for t in top])
             if p.sum() > 0:
                 tok = int(top[rng.choice(k, p=p / p.sum())])
     if constraint is not None:

@@ -1,10 +1,13 @@
 """Schema-constrained decoding: which tokens the identifier lexer refuses, on the real tokenizer's tokens."""
 
+import numpy as np
 import pytest
 from tests_support import MODEL_DIR
 from tokenizers import Tokenizer
 
 from app.nl2sql.constrain import IdentifierConstraint, SchemaNames, pick_allowed, token_texts
+from app.nl2sql.engine import pick_token
+from app.nl2sql.generator import GREEDY
 
 NAMES = SchemaNames.of(
     [
@@ -71,6 +74,11 @@ def refused(sql: str, tokenizer, texts) -> list[str]:
         "SELECT name, status FROM customers JOIN orders ON orders.customer_id = customers.customer_id",
         "SELECT customer_id FROM (SELECT customer_id, COUNT(*) AS n FROM orders GROUP BY customer_id) AS t "
         "WHERE t.n > 2 ORDER BY n",
+        # a joined table whose alias the SELECT list never used (it was refused, and the row stopped after `JOIN x`)
+        "SELECT r.name, SUM(oi.quantity * oi.unit_price) AS revenue FROM regions r JOIN customers c "
+        "ON c.region_id = r.region_id JOIN orders o ON o.customer_id = c.customer_id "
+        "JOIN order_items oi ON oi.order_id = o.order_id GROUP BY r.name",
+        "SELECT oi.quantity FROM orders o JOIN order_items AS oi ON oi.order_id = o.order_id",
     ],
 )
 def test_valid_sql_is_never_refused(sql, tokenizer, texts):
@@ -97,6 +105,8 @@ def test_valid_sql_is_never_refused(sql, tokenizer, texts):
         # the tables FROM names must provide what the SELECT list used: T1/T2 bind in order, bare columns somewhere
         ("SELECT T2.status FROM orders AS T1 JOIN customers AS T2 ON T1.customer_id = T2.customer_id", "customers"),
         ("SELECT discount, quantity FROM products", "products"),
+        # an alias used before FROM must be defined by a table that has those columns
+        ("SELECT c.name, oi.quantity FROM customers c JOIN orders oi ON oi.customer_id = c.customer_id", "oi ON"),
         # a keyword is no table: `Order` for Northwind's "Order Details" (the 0.5B wrote `JOIN Order AS T2`)
         ("SELECT COUNT(*) FROM customers c JOIN Order AS o ON o.customer_id = c.customer_id", "Order"),
         ("SELECT name FROM customers, Odd", "Odd"),  # a table needing quotes is written quoted
@@ -138,6 +148,20 @@ def test_stop_tokens_are_always_allowed(tokenizer, texts):
     for t in tokenizer.encode("SELECT name FROM customers WHERE bog", add_special_tokens=False).ids:
         c.advance(t)
     assert c.allows(end)
+
+
+@pytest.mark.slow
+def test_a_refused_token_is_never_replaced_by_a_stop_token(tokenizer, texts):
+    """Ending the SQL mid-clause is always wrong: the next allowed token, or the model's own choice, is taken."""
+    end = tokenizer.token_to_id("<|im_end|>")
+    c = IdentifierConstraint(NAMES, texts, free_tokens=[end])
+    for t in tokenizer.encode("SELECT name FROM customers WHERE", add_special_tokens=False).ids:
+        c.advance(t)
+    bogus = tokenizer.encode(" elephant", add_special_tokens=False).ids[0]  # one token in both tokenizers
+    assert not c.allows(bogus)
+    logits = np.full(len(texts), -1e9, dtype=np.float32)
+    logits[bogus], logits[end] = 10.0, 9.0  # the model's choice is refused; a stop is the next most likely
+    assert pick_token(logits, GREEDY, None, c) != end
 
 
 def test_pick_allowed_takes_the_most_likely_allowed_token():

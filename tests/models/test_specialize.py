@@ -47,10 +47,11 @@ def test_held_out_split_is_stable_by_id():
     assert 20 <= len(first) <= 60
 
 
-def _wait(condition, what: str) -> None:
+def _wait(condition, what: str, state=lambda: "") -> None:
+    """`state` says where things stood, for the failure message of a wait that timed out."""
     deadline = time.monotonic() + BOUND_S
     while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
+        assert time.monotonic() < deadline, f"never happened in {BOUND_S} s: {what}; {state()}"
         time.sleep(0.5)
 
 
@@ -135,13 +136,20 @@ def test_specialize_publishes_and_the_server_swaps_without_a_failed_request(serv
     r = c.post("/api/specialize", headers=auth_headers(admin))
     assert r.status_code == 409 and "already in progress" in r.json()["detail"]
 
+    last: dict = {}
+
     def finished() -> bool:
         st = c.get("/api/specialize", headers=auth_headers(admin)).json()
+        last.update(st)
         if st["stage"] in ("publish", "done") or not st["running"]:
             askers.pause_s = 0.0  # requests in flight while the new model is loaded and swapped in
         return not st["running"] and (st["state"] != "published" or st["swap"] is not None)
 
-    _wait(finished, "the run ended and its model was loaded")
+    _wait(
+        finished,
+        "the run ended and its model was loaded",
+        lambda: {k: last.get(k) for k in ("stage", "percent", "message")},
+    )
     st = c.get("/api/specialize", headers=auth_headers(admin)).json()
     assert st["state"] == "published", st["log_tail"]
     assert st["swap"] == {"swapped": True, "model_id": st["model_id"]}

@@ -5,8 +5,7 @@ dev-972). While a row decodes, a small SQL lexer follows its text. A token is re
 identifier that is none of: a table or column of the schema, an alias the query defines, an SQL keyword or function;
 or when it starts a word that no such name begins with. The next most likely token is taken instead. String
 literals, numbers, quoted identifiers and aliases being defined (`AS x`, `FROM t x`, `WITH x AS`) are free, and a
-short word followed by `.` may be an alias defined later (`SELECT c.name FROM customers c`); the table that then
-defines it must have the columns used through it.
+short word followed by `.` may be an alias defined later (`SELECT c.name FROM customers c`).
 
 The check is lazy: the model's own choice is tried first, so a row that writes valid names pays one check per token.
 """
@@ -288,8 +287,8 @@ class IdentifierConstraint:
 
         Spider-style aliases T1, T2, ... are bound in FROM order, so the k-th table must have the columns used
         through Tk. Other aliases (c, o, ...) give no order, and a table may come with an alias the SELECT list never
-        used (`FROM categories c JOIN products p JOIN order_items oi`): such a table is judged where its alias is
-        defined (`_fits_alias`). Unqualified columns alone: the first table must have at least one (the others may
+        used (`FROM categories c JOIN products p JOIN order_items oi`), so no table is refused for them: refused, the
+        row wrote `... JOIN products` and stopped. Unqualified columns alone: the first table must have at least one (the others may
         come from a join)."""
         columns = self.names.columns.get(table, frozenset())
         if level.forward:
@@ -301,14 +300,6 @@ class IdentifierConstraint:
         if level.bare and level.sources == 0:
             return bool(level.bare & columns)
         return True
-
-    def _fits_alias(self, level: _Level, alias: str, table: str | None) -> bool:
-        """Whether `table` has the columns the query used through `alias` before defining it (`SELECT oi.quantity
-        ... FROM products oi` does not)."""
-        need = dict(level.forward).get(alias)
-        if need is None or table is None or table not in self.names.columns:
-            return True
-        return need <= self.names.columns[table]
 
     def _columns_of(self, s: _State, qualifier: str) -> frozenset[str] | None:
         """The columns `qualifier.` may name: its table's; any table's for an alias the query has yet to define;
@@ -334,10 +325,12 @@ class IdentifierConstraint:
         elif w in KEYWORDS and not self._source_position(s):
             ok = True
         elif self._alias_position(s):
-            ok = s.last == "with" or self._fits_alias(level, w, s.table)
+            # never refused: any word may start here, so a refused alias came back glued to what followed it
+            # (`AS T1JOIN`, `AS pWHERE`); the table that defines it was judged where FROM named it
             s.aliases = dict(s.aliases) | {w: s.table if s.last != "with" else None}
             fwd = tuple((a, cols) for a, cols in level.forward if a != w)
             s.levels = (*s.levels[:-1], replace(level, forward=fwd))
+            ok = True
         elif self._source_position(s):
             ok = (w in names.tables and self._fits_forward(level, w)) or w in s.aliases  # an alias here is a CTE
             if w in names.tables:

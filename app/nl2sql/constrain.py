@@ -288,8 +288,8 @@ class IdentifierConstraint:
         Spider-style aliases T1, T2, ... are bound in FROM order, so the k-th table must have the columns used
         through Tk. Other aliases (c, o, ...) give no order, and a table may come with an alias the SELECT list never
         used (`FROM categories c JOIN products p JOIN order_items oi`), so no table is refused for them: refused, the
-        row wrote `... JOIN products` and stopped. Unqualified columns alone: the first table must have at least one (the others may
-        come from a join)."""
+        row wrote `... JOIN products` and stopped. Unqualified columns alone: the first table must have at least one
+        (the others may come from a join)."""
         columns = self.names.columns.get(table, frozenset())
         if level.forward:
             fwd = dict(level.forward)

@@ -139,12 +139,18 @@ def test_a_word_taken_against_the_constraint_is_not_judged_again(tokenizer, text
     assert verdicts.count(False) == 1 and c.refused == 1  # only the token that started the unknown word
 
 
-@pytest.mark.slow
-def test_stop_tokens_are_always_allowed(tokenizer, texts):
+def after(prefix: str, tokenizer, texts) -> tuple[IdentifierConstraint, int]:
+    """A constraint with `<|im_end|>` as its stop token, having taken `prefix`; and that token's id."""
     end = tokenizer.token_to_id("<|im_end|>")
     c = IdentifierConstraint(NAMES, texts, free_tokens=[end])
-    for t in tokenizer.encode("SELECT name FROM customers WHERE bog", add_special_tokens=False).ids:
+    for t in tokenizer.encode(prefix, add_special_tokens=False).ids:
         c.advance(t)
+    return c, end
+
+
+@pytest.mark.slow
+def test_stop_tokens_are_always_allowed(tokenizer, texts):
+    c, end = after("SELECT name FROM customers WHERE bog", tokenizer, texts)
     assert c.allows(end)
 
 
@@ -159,10 +165,7 @@ def test_an_alias_is_never_refused_where_it_is_defined(tokenizer, texts):
 @pytest.mark.slow
 def test_a_refused_token_is_never_replaced_by_a_stop_token(tokenizer, texts):
     """Ending the SQL mid-clause is always wrong: the next allowed token, or the model's own choice, is taken."""
-    end = tokenizer.token_to_id("<|im_end|>")
-    c = IdentifierConstraint(NAMES, texts, free_tokens=[end])
-    for t in tokenizer.encode("SELECT name FROM customers WHERE", add_special_tokens=False).ids:
-        c.advance(t)
+    c, end = after("SELECT name FROM customers WHERE", tokenizer, texts)
     bogus = tokenizer.encode(" elephant", add_special_tokens=False).ids[0]  # one token in both tokenizers
     assert not c.allows(bogus)
     logits = np.full(len(texts), -1e9, dtype=np.float32)

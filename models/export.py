@@ -46,7 +46,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from app.core.config import BUILD_DIR  # noqa: E402
 from models.attention_graph import rewrite_dir, rewrite_model, save_model  # noqa: E402
-from models.base import convert, load_base, save_tokenizer  # noqa: E402
+from models.base import convert, load_base, load_model, load_tokenizer, save_tokenizer  # noqa: E402
 from models.bases import BaseModelError, BaseSpec, get_base  # noqa: E402
 from models.embed_int8 import quantize_embeddings  # noqa: E402
 from models.methods import MethodError, is_saved, load_merged  # noqa: E402
@@ -56,8 +56,10 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 BROADCAST = "broadcast kv heads (models.attention_graph)"
 
 
-def _stamp(spec: BaseSpec, adapter: Path | None, bits: int, block_size: int) -> str:
+def _stamp(spec: BaseSpec, adapter: Path | None, bits: int, block_size: int, base_dir: Path | None = None) -> str:
     h = hashlib.sha256(f"v4 {spec.name} last-logits bits={bits} block={block_size}".encode())
+    if base_dir is not None:  # other weights of the base (their path: a merged model is rewritten in place rarely)
+        h.update(f" base_dir={Path(base_dir).resolve()}".encode())
     if adapter:
         for f in sorted(adapter.glob("adapter_*")):
             h.update(f.name.encode())
@@ -69,11 +71,18 @@ def model_id(spec: BaseSpec, adapter: Path | None) -> str:
     return f"{spec.name}+{adapter.name}" if adapter else f"{spec.name} (base, few-shot)"
 
 
-def merge(spec: BaseSpec, adapter: Path | None, keep_dir: Path | None = None):
+def merge(spec: BaseSpec, adapter: Path | None, keep_dir: Path | None = None, base_dir: Path | None = None):
     """The base (converted dir or GGUF, `models.base.load_base`) with the trained weights merged by their method, in
     memory: the exported graph has no adapter overhead. `keep_dir` also saves the merged weights there (for BitNet
-    the ternary weights; the per-token activation rounding is in the exported graph, not in those files)."""
-    model, tok = load_base(spec)
+    the ternary weights; the per-token activation rounding is in the exported graph, not in those files).
+    `base_dir`: other weights of the base that the adapter was trained over (a run's `base_dir`, e.g. the served
+    model merged): merged onto the registry base instead, such an adapter would lose what those weights add."""
+    if base_dir is not None:
+        if not (Path(base_dir) / "config.json").exists():
+            raise BaseModelError(f"base_dir {base_dir} has no config.json (a Hugging Face model directory)")
+        model, tok = load_model(base_dir), load_tokenizer(base_dir)
+    else:
+        model, tok = load_base(spec)
     if adapter is not None:
         print(f"merging {adapter} ...", flush=True)
         model = load_merged(model, adapter)
@@ -280,11 +289,13 @@ def build(
     out_dir: Path | None = None,
     label: str | None = None,
     keep: bool = False,
+    base_dir: Path | None = None,
 ) -> Path:
     """`out_dir` (default build/onnx/<base>) gets int<bits>/ (and fp32/ with `keep`), so a second export never
     touches the served one. `label` names the model (`<base>+<label>`) instead of the adapter directory's name.
-    `keep` also leaves the fp32 export, the converted base and (default out_dir only) the merged weights."""
-    stamp = _stamp(spec, adapter, bits, block_size)
+    `keep` also leaves the fp32 export, the converted base and (default out_dir only) the merged weights.
+    `base_dir`: the weights the adapter was trained over when they are not the registry base's (`merge`)."""
+    stamp = _stamp(spec, adapter, bits, block_size, base_dir)
     root = out_dir or spec.onnx_dir
     qdir, fdir = root / f"int{bits}", root / "fp32"
     done = read_manifest(qdir).get("stamp") == stamp and (qdir / "model.onnx").exists()
@@ -305,7 +316,8 @@ def build(
         "base": spec.name,
         "base_title": spec.title,
     }
-    model, tok = merge(spec, adapter, BUILD_DIR / "merged" / spec.name if keep and not out_dir else None)
+    keep_dir = BUILD_DIR / "merged" / spec.name if keep and not out_dir and base_dir is None else None
+    model, tok = merge(spec, adapter, keep_dir, base_dir)
     for d in (fdir, qdir):
         if d.exists():
             shutil.rmtree(d)
@@ -367,6 +379,13 @@ def main() -> None:
     )
     p.add_argument("--bits", type=int, choices=(4, 8), default=8)
     p.add_argument("--block-size", type=int, default=32)
+    p.add_argument(
+        "--base-dir",
+        type=Path,
+        default=None,
+        help="the weights the adapter was trained over, when not the registry base's (a run's base_dir, e.g. "
+        "build/merged/<base>); the export's own out-dir is then required, so the served model is not replaced",
+    )
     p.add_argument("--force", action="store_true")
     p.add_argument("--keep", action="store_true", help="also keep the fp32 export, merged weights and converted base")
     p.add_argument(
@@ -387,8 +406,10 @@ def main() -> None:
             sys.exit(f"no trained weights at {adapter} (expected adapter_config.json or adapter_method.json)")
         print(f"no committed adapter for {spec.name}: exporting the base model (zero-shot)")
         adapter = None
+    if a.base_dir is not None and a.out_dir is None:
+        sys.exit("--base-dir needs --out-dir: the export over other weights goes beside the served model")
     try:
-        build(spec, adapter, a.bits, a.block_size, a.force, out_dir=a.out_dir, keep=a.keep)
+        build(spec, adapter, a.bits, a.block_size, a.force, out_dir=a.out_dir, keep=a.keep, base_dir=a.base_dir)
     except (BaseModelError, MethodError) as exc:
         sys.exit(str(exc))
 

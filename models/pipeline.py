@@ -185,7 +185,11 @@ class Pipeline:
 
         spec = get_base(self.out("prepare")["base"])
         best = Path(self.out("train")["run_dir"]) / "best"
-        qdir = build(spec, best, bits=self.cfg["bits"], out_dir=self.dir / "onnx", label=self.cfg["name"], force=True)
+        # merged over the weights it was trained from (a sweep from the served model names them in base_dir)
+        trained_over = Path(self.out("train")["config"]["base_dir"])
+        base_dir = None if trained_over.resolve() == spec.model_dir.resolve() else trained_over
+        out_dir, label = self.dir / "onnx", self.cfg["name"]
+        qdir = build(spec, best, bits=self.cfg["bits"], out_dir=out_dir, label=label, force=True, base_dir=base_dir)
         return {"model_dir": str(qdir), "onnx_mb": round((qdir / "model.onnx").stat().st_size / 1e6, 1)}
 
     def evaluate(self) -> dict:

@@ -1,4 +1,5 @@
-"""Where the export's transient fp32 model goes: memory-backed scratch space only when it has room to spare."""
+"""Where the export's transient fp32 model goes (memory-backed scratch space only when it has room to spare), and
+which weights an adapter is merged onto."""
 
 import shutil
 
@@ -78,3 +79,29 @@ def test_side_files_are_what_the_graph_does_not_read(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{}")
     assert {"w", "k", "c"} <= {p.name for p in tmp_path.iterdir()}  # each tensor in a file of its own name
     assert sorted(p.name for p in export.side_files(tmp_path)) == ["config.json", "tokenizer.json"]
+
+
+def test_an_adapter_trained_over_other_weights_is_merged_onto_them(tmp_path):
+    """A run's `base_dir` (a sweep from the served model) is what its adapter is merged onto, and the stamp tells
+    the two exports apart; onto the registry base the adapter would lose what those weights add."""
+    import torch
+
+    from models.base import load_base, save_tokenizer
+    from models.bases import get_base
+    from models.export import _stamp, merge
+
+    spec = get_base("smollm2-135m")
+    model, tok = load_base(spec)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(2.0)  # weights of the base that differ from the registry's
+    other = tmp_path / "other"
+    model.save_pretrained(other, safe_serialization=True)
+    save_tokenizer(tok, other)
+
+    merged, _ = merge(spec, None, base_dir=other)
+    assert torch.equal(merged.model.norm.weight, model.model.norm.weight)
+    registry, _ = merge(spec, None)
+    assert torch.equal(registry.model.norm.weight * 2.0, merged.model.norm.weight)
+    assert _stamp(spec, None, 8, 32, other) != _stamp(spec, None, 8, 32)
+    with pytest.raises(BaseModelError, match="no config.json"):
+        merge(spec, None, base_dir=tmp_path / "nowhere")

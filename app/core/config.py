@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     model_exports_dir: Path = BUILD_DIR / "onnx"
     specialize_preset: Path = ROOT / "models" / "configs" / "specialize.py"
     specialize_dir: Path = BUILD_DIR / "specialize"
+    # the run's `nice` level: serving keeps priority over training on a shared CPU (0: an equal share)
+    specialize_nice: int = Field(10, ge=0, le=19)
 
     # SQL guard and execution.
     row_limit: int = Field(200, ge=1, le=100_000)

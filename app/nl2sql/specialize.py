@@ -115,8 +115,8 @@ class SpecializeRunner:
             "PYTHONUNBUFFERED": "1",
         }
         cmd = [sys.executable, "-m", "models.specialize", str(s.specialize_preset), f"--run_dir={run_dir}"]
-        if nice := shutil.which("nice"):  # serving keeps priority over training on a shared CPU
-            cmd = [nice, "-n", "10", *cmd]
+        if s.specialize_nice and (nice := shutil.which("nice")):  # serving keeps priority over training
+            cmd = [nice, "-n", str(s.specialize_nice), *cmd]
         with (run_dir / "log.txt").open("wb") as out:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT

@@ -6,6 +6,7 @@ specialize run with too few verified pairs ends failed with a message saying so,
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from tests_support import MODEL_DIR, app_client, auth_headers, wait_until_async, with_key
@@ -16,6 +17,16 @@ pytestmark = pytest.mark.slow
 EXPORTS = MODEL_DIR.parent  # build/onnx/smollm2-135m: fp32 (served by the tests) and int8
 OTHER = "int8" if MODEL_DIR.name != "int8" else "fp32"
 BOUND_S = 300  # a hang becomes a failure after this; nothing is timed
+
+
+async def _niceness_of_python(pid: int) -> list[int] | None:
+    """[the process's nice value] once it runs python (before that it is `nice` itself), None till then."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        niceness = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+    except (OSError, ValueError, IndexError):
+        return None
+    return [niceness] if b"models.specialize" in cmdline and b"python" in cmdline.split(b"\0")[0] else None
 
 
 @pytest.fixture
@@ -113,6 +124,10 @@ async def test_specialize_with_too_few_pairs_fails_with_a_message(admin_app):
     h = auth_headers(admin)
     r = await client.post("/api/specialize", headers=h)
     assert r.status_code == 202, r.text
+    pid = client.app.state.specialize.proc.pid
+    # niced (SPECIALIZE_NICE, 10 by default) once `nice` has exec'd the run: serving keeps priority on a shared CPU
+    niceness = await wait_until_async(lambda: _niceness_of_python(pid), "the run's python started", BOUND_S, 0.05)
+    assert niceness == [10]
 
     async def finished() -> dict | None:
         st = (await client.get("/api/specialize", headers=h)).json()

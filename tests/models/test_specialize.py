@@ -106,6 +106,9 @@ def served(settings_for, demo_db, generator, tmp_path):
         # a question is never shed for waiting: on a CPU this shared (training, other suites), the queue's deadline
         # turned slow prefills into 503s before the run had even started; a failure here must be the swap's
         queue_max_wait_s=600,
+        # an equal share of the CPU for the run: beside another test worker that keeps a core busy, a niced run got
+        # a tenth of what was left and took most of the suite's time (904 s in CI, 1800+ s on a busier machine)
+        specialize_nice=0,
     )
     settings, analyst = with_key(base, "analyst")
     admin = KeyStore(settings.api_keys_file).create("ops", admin=True).key

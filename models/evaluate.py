@@ -102,10 +102,16 @@ def suite_items(suite_dir: Path, db_path: Path) -> list[dict]:
     ]
 
 
-def judge(item: dict, text: str, names: SchemaNames | None = None) -> dict:
-    """Run the prediction next to the gold SQL and say whether it is right, and if not, why. With `names` (schema-
-    constrained runs), names that need quoting are quoted as the service does (`app.nl2sql.extract.sql_of`)."""
-    sql = sql_of(text, names)
+def served_sql(item: dict, text: str, names: SchemaNames | None, repair: bool) -> str:
+    """The SQL the service would run for `text` (`app.nl2sql.extract.sql_of`): with `names` (schema-constrained
+    runs), names that need quoting quoted; with `repair`, a table used but never read joined in on its key."""
+    return sql_of(text, names, keys_of(str(item["db_path"])) if repair else None)
+
+
+def judge(item: dict, text: str, names: SchemaNames | None = None, repair: bool = True) -> dict:
+    """Run the prediction next to the gold SQL and say whether it is right, and if not, why; its SQL as the service
+    would run it (`served_sql`)."""
+    sql = served_sql(item, text, names, repair)
     rec = {
         "id": item["id"],
         "db_id": item["db_id"],
@@ -154,10 +160,10 @@ def keys_of(db_path: str) -> KeyLinks:
     return KeyLinks(schema_at(db_path))
 
 
-def probe(item: dict, text: str, names: SchemaNames | None = None) -> tuple[str, str | None]:
+def probe(item: dict, text: str, names: SchemaNames | None = None, repair: bool = True) -> tuple[str, str | None]:
     """What the service would see of a prediction, without the gold SQL: ok (rows), unkeyed (rows, but a join on
     columns no key links), empty, refused or error, and the result's identity for voting (`result_key`) when it ran."""
-    sql = sql_of(text, names)
+    sql = served_sql(item, text, names, repair)
     if not sql:
         return "error", None
     try:
@@ -173,20 +179,27 @@ def probe(item: dict, text: str, names: SchemaNames | None = None) -> tuple[str,
 
 
 def guided(
-    generator, prompt: str, item: dict, text: str, n: int, new_tokens: int, names: SchemaNames | None = None
+    generator,
+    prompt: str,
+    item: dict,
+    text: str,
+    n: int,
+    new_tokens: int,
+    names: SchemaNames | None = None,
+    repair: bool = True,
 ) -> tuple[str, bool]:
     """Execution-guided choice between the greedy text and n sampled candidates; (text, rescued)."""
-    first = probe(item, text, names)[0]
+    first = probe(item, text, names, repair)[0]
     if not wants_candidates(first):
         return text, False
-    texts, statuses, seen = [text], [first], {sql_of(text, names)}
+    texts, statuses, seen = [text], [first], {served_sql(item, text, names, repair)}
     for g in generator.generate([prompt] * n, new_tokens, candidate_sampling(prompt, n, temperature, names)):
-        sql = sql_of(g.text, names)
+        sql = served_sql(item, g.text, names, repair)
         if sql in seen:
             continue
         seen.add(sql)
         texts.append(g.text)
-        statuses.append(probe(item, g.text, names)[0])
+        statuses.append(probe(item, g.text, names, repair)[0])
         if not wants_candidates(statuses[-1]):
             break
     i = best_index(statuses)
@@ -194,7 +207,14 @@ def guided(
 
 
 def voted(
-    generator, prompt: str, item: dict, text: str, n: int, new_tokens: int, names: SchemaNames | None = None
+    generator,
+    prompt: str,
+    item: dict,
+    text: str,
+    n: int,
+    new_tokens: int,
+    names: SchemaNames | None = None,
+    repair: bool = True,
 ) -> tuple[str, bool, dict]:
     """Self-consistency: the greedy text and n sampled candidates all run; the result most of them share wins
     (`vote_index`). Also returns, per answer, its status and whether it was right (for the oracle and for other
@@ -202,14 +222,16 @@ def voted(
     texts = [text] + [
         g.text for g in generator.generate([prompt] * n, new_tokens, candidate_sampling(prompt, n, temperature, names))
     ]
-    probes = [probe(item, t, names) for t in texts]
+    probes = [probe(item, t, names, repair) for t in texts]
     statuses, keys = [p[0] for p in probes], [p[1] for p in probes]
     i = vote_index(statuses, keys)
     info = {
         "statuses": statuses,
         "keys": keys,
-        "right": [judge(item, t, names)["ok"] for t in texts],
-        "sql": [sql_of(t, names) for t in texts],  # for selection rules judged afterwards on the SQL itself
+        "right": [judge(item, t, names, repair)["ok"] for t in texts],
+        "sql": [
+            served_sql(item, t, names, repair) for t in texts
+        ],  # for selection rules judged afterwards on the SQL itself
         "chosen": i,
     }
     return texts[i], i > 0, info
@@ -234,6 +256,7 @@ def run(
     vote: bool = False,
     context: BusinessContext | None = None,
     enum_values: int = 0,
+    repair: bool = True,
 ) -> None:
     done = {r["id"] for r in read_jsonl(out_jsonl)} if out_jsonl.exists() else set()
     todo = [it for it in items if it["id"] not in done]
@@ -260,10 +283,12 @@ def run(
                 for i, (it, prompt) in enumerate(zip(batch, prompts, strict=True)):
                     if vote:
                         texts[i], rescued[i], votes[i] = voted(
-                            generator, prompt, it, texts[i], candidates, new_tokens, names[i]
+                            generator, prompt, it, texts[i], candidates, new_tokens, names[i], repair
                         )
                     else:
-                        texts[i], rescued[i] = guided(generator, prompt, it, texts[i], candidates, new_tokens, names[i])
+                        texts[i], rescued[i] = guided(
+                            generator, prompt, it, texts[i], candidates, new_tokens, names[i], repair
+                        )
             gen_ms = (time.perf_counter() - g0) * 1000 / len(batch)
             for it, g, text, r, v, (_, _, used), nm in zip(batch, gens, texts, rescued, votes, ctx, names, strict=True):
                 extra = (
@@ -272,9 +297,9 @@ def run(
                     | ({"votes": v} if v else {})
                     | ({"context": used} if used else {})
                 )
-                rec = judge(it, text, nm) | extra
+                rec = judge(it, text, nm, repair) | extra
                 if r:  # the greedy answer was replaced: keep whether it was right, for the greedy row beside
-                    rec["greedy_ok"] = judge(it, g.text, nm)["ok"]
+                    rec["greedy_ok"] = judge(it, g.text, nm, repair)["ok"]
                 f.write(json.dumps(rec) + "\n")
             f.flush()
             n += len(batch)
@@ -351,6 +376,11 @@ def markdown(s: dict) -> str:
             else []
         ),
         *(["- schema-constrained decoding: identifiers limited to the schema's names"] if s.get("constrained") else []),
+        *(
+            ["- tables used but never read joined in on their key, misspelt aliases mended (`app.nl2sql.repair`)"]
+            if s.get("repair")
+            else []
+        ),
         *([f"- glossary: {s['glossary']} (up to {s.get('glossary_budget')} tokens)"] if s.get("glossary") else []),
         *(
             [f"- categorical columns list their values in the schema (up to {s['enum_values']})"]
@@ -489,6 +519,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=0, help="execution-guided decoding: N sampled candidates")
     p.add_argument("--constrained", action="store_true", help="schema-constrained decoding (identifiers must exist)")
     p.add_argument(
+        "--no-repair",
+        action="store_true",
+        help="run the model's SQL without the service's repair of tables used but never read (app.nl2sql.repair)",
+    )
+    p.add_argument(
         "--vote", action="store_true", help="with --candidates: draw them for every question and vote on results"
     )
     p.add_argument("--glossary", type=Path, help="a glossary YAML put in each prompt as the service does")
@@ -618,6 +653,7 @@ def evaluation(a: argparse.Namespace) -> int:
         vote=a.vote,
         context=context,
         enum_values=a.enum_values,
+        repair=not a.no_repair,
     )
     meta = {
         "run": a.run,
@@ -632,6 +668,7 @@ def evaluation(a: argparse.Namespace) -> int:
         "folds": a.folds,
         "constrained": a.constrained,
         "enum_values": a.enum_values,
+        "repair": not a.no_repair,
         "model_id": generator.model_id,
         "wall_s": round(time.time() - t0, 1),
     }

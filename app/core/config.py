@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     exec_guided_vote: bool = False
     # Schema-constrained decoding: the model may only write table and column names of the schema it was shown.
     schema_constrained: bool = True
+    # A table the model's SQL uses but never reads is joined in on its one key, a misspelt alias mended
+    # (`app.nl2sql.repair`); without it such answers fail with "no such column". SQL a person edits runs as written.
+    repair_missing_tables: bool = True
 
     # Request validation.
     question_max_chars: int = Field(500, ge=10, le=10_000)

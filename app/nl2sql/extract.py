@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from app.nl2sql.constrain import SchemaNames
+    from app.nl2sql.joins import KeyLinks
 
 _FENCE = re.compile(r"```(?:sql)?\s*(.*?)(?:```|$)", re.S | re.I)
 _START = re.compile(r"\b(SELECT|WITH)\b", re.I)
@@ -41,8 +42,14 @@ def extract_sql(text: str) -> str:
     return _cut_at_statement_end(sql).strip()
 
 
-def sql_of(text: str, names: SchemaNames | None) -> str:
+def sql_of(text: str, names: SchemaNames | None, links: KeyLinks | None = None, dialect: str = "sqlite") -> str:
     """The SQL of the model's answer; with the schema's names at hand, those that need quoting quoted where it wrote
-    them bare (`SchemaNames.quote_bare`: `JOIN Order Details` → `JOIN "Order Details"`)."""
+    them bare (`SchemaNames.quote_bare`: `JOIN Order Details` → `JOIN "Order Details"`); with its keys at hand, a
+    table it used but never read joined in, or a misspelt alias mended (`app.nl2sql.repair`)."""
     sql = extract_sql(text)
-    return names.quote_bare(sql) if names is not None else sql
+    sql = names.quote_bare(sql) if names is not None else sql
+    if links is not None:
+        from app.nl2sql.repair import repair_missing_tables
+
+        sql = repair_missing_tables(sql, links, dialect)
+    return sql

@@ -40,6 +40,9 @@ class KeyLinks:
 
     def __init__(self, schema: Schema):
         self.columns = {t.name.lower(): {c.name.lower() for c in t.columns} for t in schema.tables}
+        # the names as the schema writes them, for SQL written from these (`app.nl2sql.repair`)
+        self._tables = {t.name.lower(): t.name for t in schema.tables}
+        self._columns = {(t.name.lower(), c.name.lower()): c.name for t in schema.tables for c in t.columns}
         self.primary = {t.name.lower(): {c.name.lower() for c in t.columns if c.primary_key} for t in schema.tables}
         self.pairs: set[tuple[tuple[str, str], tuple[str, str]]] = set()
         for t in schema.tables:
@@ -50,9 +53,15 @@ class KeyLinks:
     def linked(self, a: tuple[str, str], b: tuple[str, str]) -> bool:
         if a[1] == b[1] or (a, b) in self.pairs:
             return True
-        return self._named_after(a, b) or self._named_after(b, a)
+        return self.named_after(a, b) or self.named_after(b, a)
 
-    def _named_after(self, key: tuple[str, str], other: tuple[str, str]) -> bool:
+    def table_name(self, table: str) -> str:
+        return self._tables[table]
+
+    def column_name(self, table: str, column: str) -> str:
+        return self._columns[(table, column)]
+
+    def named_after(self, key: tuple[str, str], other: tuple[str, str]) -> bool:
         """`other` is named after `key`'s table (and key column): customer_id or customer for customers.id."""
         table, column = key
         if column not in self.primary.get(table, ()):

@@ -140,7 +140,7 @@ class QueryService:
         gen: Generated = await self.batcher.submit(GenerationRequest(prompt, Sampling(names=names)))
         self.metrics.latency.labels("generate").observe(gen.generate_ms / 1000)
         report("running")
-        out = await self._guard_and_execute(sql_of(gen.text, names), t0, allowed_tables)
+        out = await self._guard_and_execute(await self._sql_of(gen.text, names, allowed_tables), t0, allowed_tables)
         await self._check_joins(out, allowed_tables)
         out.question, out.generated_sql = question, gen.text
         out.generate_ms, out.batch_size = round(gen.generate_ms, 1), gen.batch_size
@@ -151,6 +151,21 @@ class QueryService:
         out.verified_examples, out.glossary_terms = len(ctx.earlier), list(ctx.terms)
         out = await self._explain_nothing(out, allowed_tables)
         return await self._finish(out, "question", t0)
+
+    async def _sql_of(self, text: str, names: SchemaNames | None, allowed_tables: Collection[str] | None) -> str:
+        """The SQL of a model's answer as it runs: quoted where names need it, a table used but never read joined in
+        (`sql_of`; off with REPAIR_MISSING_TABLES=false, and where the schema cannot be read: the guard says why).
+        In a worker thread, like the guard: parsing a long query must not stall the event loop."""
+        return await to_thread.run_sync(self._sql_now, text, names, allowed_tables)
+
+    def _sql_now(self, text: str, names: SchemaNames | None, allowed_tables: Collection[str] | None) -> str:
+        links = None
+        if self.settings.repair_missing_tables:
+            try:
+                links = self.prompter.key_links(allowed_tables)
+            except (sa.exc.SQLAlchemyError, OSError):
+                links = None
+        return sql_of(text, names, links, sqlglot_dialect(self.executor.dialect))
 
     async def _check_joins(self, out: Outcome, allowed_tables: Collection[str] | None) -> None:
         """Note on an answer with rows the joins of its SQL that no key links (`unkeyed_joins`): execution-guided
@@ -221,7 +236,7 @@ class QueryService:
         # that runs with rows is answered at once: the ones after it are cancelled and leave the batch. The choice
         # is the one waiting for all of them would make (the first, in order, that returns rows).
         tasks = [asyncio.ensure_future(self.batcher.submit(GenerationRequest(prompt, s))) for s in samplers]
-        tried, seen = [greedy], {sql_of(greedy.generated_sql or "", names)}
+        tried, seen = [greedy], {await self._sql_of(greedy.generated_sql or "", names, allowed_tables)}
         try:
             for number, task in enumerate(tasks, 1):
                 report("candidates", number, len(tasks))
@@ -229,7 +244,7 @@ class QueryService:
                     g = await task
                 except QueueFull:  # busy: no room for extra work; what was tried so far stands
                     break
-                sql = sql_of(g.text, names)
+                sql = await self._sql_of(g.text, names, allowed_tables)
                 if sql in seen:
                     continue
                 seen.add(sql)
@@ -277,7 +292,7 @@ class QueryService:
         ran: dict[str, Outcome] = {}
         tried: list[Outcome] = []
         for number, g in enumerate(drafts, 1):
-            sql = sql_of(g.text, names)
+            sql = await self._sql_of(g.text, names, allowed_tables)
             if sql not in ran:  # the same SQL twice is one run and two votes
                 report("candidates", number, len(drafts))
                 ran[sql] = await self._guard_and_execute(sql, t0, allowed_tables)

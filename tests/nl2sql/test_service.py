@@ -168,6 +168,23 @@ async def test_an_unknown_column_is_an_error_of_its_category(make_service):
     assert "loyalty_tier" in out.message and out.rows == []
 
 
+async def test_a_table_the_answer_uses_but_never_reads_is_joined_in_and_an_edit_runs_as_written(make_service, demo_db):
+    """`app.nl2sql.repair`: the model's SQL runs with the table joined on its key (the SQL shown says so); the same
+    SQL edited by a person, or with REPAIR_MISSING_TABLES=false, fails as written."""
+    unread = "SELECT SUM(oi.quantity) FROM orders o WHERE o.status = 'cancelled'"
+    service, _ = await make_service({"units": unread})
+    out = await service.ask("How many units were on cancelled orders?")
+    intended = "SELECT SUM(oi.quantity) FROM orders o JOIN order_items oi ON oi.order_id = o.order_id WHERE o.status = 'cancelled'"
+    assert (out.status, out.rows) == ("ok", [[scalar(demo_db, intended)]]), out
+    assert out.generated_sql == unread and "JOIN order_items AS oi ON oi.order_id = o.order_id" in out.sql
+    edited = await service.run_sql(unread)
+    assert (edited.status, edited.category) == ("error", "unknown_column"), edited
+
+    plain, _ = await make_service({"units": unread}, repair_missing_tables=False)
+    out = await plain.ask("How many units were on cancelled orders?")
+    assert (out.status, out.category) == ("error", "unknown_column"), out
+
+
 async def test_an_allow_list_limits_the_schema_shown_and_refuses_sql_on_hidden_tables(make_service, demo_db):
     allowed = ["customers", "regions"]
     service, fake = await make_service(

@@ -74,9 +74,12 @@ system-deps: ## PostgreSQL server binaries and Chromium for the tests (Debian)
 	@scripts/system-deps.sh
 
 # two worker processes, whole files each (--dist loadfile: a module's fixtures, an exported model, load once): much
-# of the suite waits on subprocesses, servers and the browser, so two overlap well even on 2 cores
+# of the suite waits on subprocesses, servers and the browser, so two overlap well even on 2 cores. The heaviest
+# files go out first (tests/durations_order.py; --no-loadscope-reorder keeps that order); PYTEST_ARGS adds options,
+# e.g. PYTEST_ARGS=--record-durations=tests/durations.json to record what each file took
 test: setup model $(TEST_MODEL) demo-db system-deps ## the whole suite, slow tests included
-	BASE_MODEL=$(TEST_BASE) MODEL_DIR=$(CURDIR)/build/onnx/$(TEST_BASE)/fp32 $(PY) -m pytest -q -n 2 --dist loadfile --durations=40
+	BASE_MODEL=$(TEST_BASE) MODEL_DIR=$(CURDIR)/build/onnx/$(TEST_BASE)/fp32 $(PY) -m pytest -q -n 2 --dist loadfile \
+		--no-loadscope-reorder --durations=40 $(PYTEST_ARGS)
 
 # no model needed: every test that loads one is marked slow (the service is tested on tests/fakes.py's generator);
 # the PostgreSQL tests run here too, on the server binaries (`make system-deps`), in seconds; the demo database

@@ -18,6 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from durations_order import (  # noqa: E402, F401  (hooks: the heaviest test files first, `durations_order`)
+    pytest_addoption,
+    pytest_collection_modifyitems,
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+)
 from pg_cluster import PgCluster  # noqa: E402  (tests/ is on sys.path, like tests_support)
 
 PG_DATABASE = "querywise_test"

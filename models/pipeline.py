@@ -14,7 +14,7 @@ A pipeline preset is a small file of assignments (`models.presets`, the keys bel
 4. export:   its best weights merged and exported to ONNX, weight-only int<bits> (`models.export`), as served;
 5. evaluate: EX of that export on `eval_limit` Spider dev questions and, with `suite`, the business suite
              (`models.evaluate`, decoding as `eval_args` says: the service's schema constraint and execution-guided
-             candidates by default);
+             candidates by default); with `baseline_model_dir`, the starting model's export on the same questions;
 6. publish:  the compact adapter (`models.publish`) into `publish_dest` (<work_dir>/<name>/adapter unless set:
              committing it to models/adapters is a person's decision);
 7. report:   <report_dir>/pipeline-<name>.{json,md}: the chosen configuration and why, EX by hardness and scenario,
@@ -47,6 +47,7 @@ eval_limit = 100  # Spider dev questions (spread evenly); 0 = none
 eval_args = ["--constrained", "--candidates", "4"]  # decoding as the service serves
 suite = True  # also the business suite on the demo database
 bits = 8  # the served export's weight precision (MatMulNBits)
+baseline_model_dir = ""  # an export of the model the sweep started from: evaluated the same way, side by side
 publish_dest = ""  # "" = <work_dir>/<name>/adapter
 work_dir = "build/pipeline"
 report_dir = "reports/pipeline"
@@ -72,6 +73,8 @@ def configure(argv: list[str]) -> dict:
         raise PipelineError(f"sweep: no sweep preset at {cfg['sweep']}")
     if cfg["bits"] not in (4, 8):
         raise PipelineError("bits: 4 or 8")
+    if cfg["baseline_model_dir"] and not (Path(cfg["baseline_model_dir"]) / "model.onnx").exists():
+        raise PipelineError(f"baseline_model_dir: no model.onnx in {cfg['baseline_model_dir']}")
     return cfg
 
 
@@ -199,14 +202,18 @@ class Pipeline:
         runs = {"dev": []} if self.cfg["eval_limit"] else {}
         if self.cfg["suite"]:
             runs["suite"] = ["--suite", "models/scenarios"]
-        for kind, extra in runs.items():
-            run = f"{self.cfg['name']}-{kind}"
-            argv = ["--run", run, "--model-dir", self.out("export")["model_dir"], "--out-dir", str(self.dir / "eval")]
-            argv += ["--fresh", *self.cfg["eval_args"], *extra]
-            argv += ["--limit", str(self.cfg["eval_limit"])] if kind == "dev" else []
-            if evaluate.main(argv):
-                raise PipelineError(f"evaluation {run} failed")
-            out[kind] = str(self.dir / "eval" / f"{run}.json")
+        models = {"": self.out("export")["model_dir"]}
+        if self.cfg["baseline_model_dir"]:
+            models["baseline_"] = self.cfg["baseline_model_dir"]
+        for prefix, model_dir in models.items():
+            for kind, extra in runs.items():
+                run = f"{self.cfg['name']}-{prefix}{kind}"
+                argv = ["--run", run, "--model-dir", model_dir, "--out-dir", str(self.dir / "eval")]
+                argv += ["--fresh", *self.cfg["eval_args"], *extra]
+                argv += ["--limit", str(self.cfg["eval_limit"])] if kind == "dev" else []
+                if evaluate.main(argv):
+                    raise PipelineError(f"evaluation {run} failed")
+                out[prefix + kind] = str(self.dir / "eval" / f"{run}.json")
         return out
 
     def publish(self) -> dict:
@@ -270,7 +277,7 @@ def markdown(r: dict) -> str:
         f"The sweep `{sw['study']}` ran {sw['trials']} trials ([its report]({sw['report_link']})); trial "
         f"{sw['best_trial']} had the lowest validation loss ({sw['best_val_loss']:.4f}; EX on the sweep's questions "
         f"{sw['best_ex']}): {', '.join(f'{k} = {v}' for k, v in sw['best_params'].items())}. The final run trained "
-        f"it with {r['settings']['final'] or 'no change'}: method {cfg['method']}, top {cfg['train_layers']} layers, "
+        f"it from `{cfg['base_dir']}` with {r['settings']['final'] or 'no change'}: method {cfg['method']}, top {cfg['train_layers']} layers, "
         f"{tr['step']} of {tr['steps_total']} steps ({tr['status']}), best validation loss {tr['best_val']:.4f}.",
         "",
         "## Accuracy as served (the int8 export, decoding as the service decodes)",
@@ -279,6 +286,19 @@ def markdown(r: dict) -> str:
     for kind, title in (("dev", "Spider dev"), ("suite", "Business suite")):
         if kind in r["eval"]:
             lines += _ex_lines(title, r["eval"][kind])
+    if any(k.startswith("baseline_") for k in r["eval"]):
+        lines += [
+            f"Against the model the sweep started from (`{r['settings']['baseline_model_dir']}`), on the same "
+            "questions decoded the same way:",
+            "",
+            "| questions | start EX % | pipeline EX % | start greedy % | pipeline greedy % |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for kind, title in (("dev", "Spider dev"), ("suite", "Business suite")):
+            if f"baseline_{kind}" in r["eval"]:
+                a, b = r["eval"][f"baseline_{kind}"], r["eval"][kind]
+                lines.append(f"| {title} ({b['n']}) | {a['ex']} | {b['ex']} | {a['ex_greedy']} | {b['ex_greedy']} |")
+        lines.append("")
     lines += [
         "## Speed, size, memory",
         "",

@@ -57,7 +57,8 @@ def _scope(select: exp.Select, links: KeyLinks) -> tuple[dict[str, tuple[str, st
                     names.add(source.name.lower())
                     if node is select and source.name.lower() in links.columns:
                         tables[source.alias_or_name.lower()] = (source.name.lower(), source.alias_or_name)
-        for cte in node.args["with"].expressions if node.args.get("with") else ():
+        with_ = node.args.get("with_") or node.args.get("with")  # the key's name differs between sqlglot versions
+        for cte in with_.expressions if with_ else ():
             names.add(cte.alias_or_name.lower())
         node = node.parent
     return tables, names

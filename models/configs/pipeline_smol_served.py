@@ -5,3 +5,4 @@
 include = "pipeline_smol.py"
 name = "smol_served"
 sweep = "models/configs/sweep_smol_served.py"
+baseline_model_dir = "build/onnx/smollm2-135m/int8"  # the served SmolLM2 itself: what the workflow must beat

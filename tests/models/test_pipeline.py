@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tests_support import MODEL_DIR
 
 from models import pipeline
 from models.methods import is_saved
@@ -26,7 +27,7 @@ def argv(tmp_path: Path, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 def test_the_whole_workflow_on_the_tiny_preset_resumes_and_redoes(tmp_path):
-    assert pipeline.main(argv(tmp_path)) == 0
+    assert pipeline.main(argv(tmp_path, f"--baseline_model_dir={MODEL_DIR}")) == 0
     work = tmp_path / "work" / "tiny"
     state = json.loads((work / "state.json").read_text())
     assert list(state["stages"]) == list(pipeline.STAGES)
@@ -42,14 +43,17 @@ def test_the_whole_workflow_on_the_tiny_preset_resumes_and_redoes(tmp_path):
     assert "## Chosen configuration" in md and "EX" in md and "trainable parameters" in md
     assert (tmp_path / "reports" / "sweeps" / "sweep_tiny.md").exists()  # the sweep's own, linked from the pipeline's
     assert "(sweeps/sweep_tiny.md)" in md
+    baseline = json.loads(Path(out["evaluate"]["baseline_dev"]).read_text())  # the starting model, same questions
+    assert baseline["n"] == dev["n"] == 2 and baseline["model_id"] != dev["model_id"]
+    assert f"Against the model the sweep started from (`{MODEL_DIR}`)" in md and "| Spider dev (2) |" in md
 
     # the same command again: every stage recorded, nothing runs
     before = (work / "state.json").read_text()
-    assert pipeline.main(argv(tmp_path)) == 0
+    assert pipeline.main(argv(tmp_path, f"--baseline_model_dir={MODEL_DIR}")) == 0
     assert (work / "state.json").read_text() == before
 
     # --redo=report: that stage only (it is the last), the others' records kept
-    assert pipeline.main(argv(tmp_path, "--redo=report")) == 0
+    assert pipeline.main(argv(tmp_path, f"--baseline_model_dir={MODEL_DIR}", "--redo=report")) == 0
     again = json.loads((work / "state.json").read_text())["stages"]
     assert {s: v["out"] for s, v in again.items() if s != "report"} == {s: v for s, v in out.items() if s != "report"}
 
@@ -58,6 +62,7 @@ def test_bad_settings_are_refused_with_a_message(tmp_path, capsys):
     for extra, message in (
         (["--redo=deploy"], "unknown stage 'deploy'"),
         (["--sweep=nowhere.py"], "no sweep preset at nowhere.py"),
+        (["--baseline_model_dir=nowhere"], "baseline_model_dir: no model.onnx in nowhere"),
         (["--bits=3"], "bits: 4 or 8"),
         (["--colour=red"], "unknown config key: colour"),
     ):

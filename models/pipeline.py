@@ -276,7 +276,7 @@ def markdown(r: dict) -> str:
         "",
         f"The sweep `{sw['study']}` ran {sw['trials']} trials ([its report]({sw['report_link']})); trial "
         f"{sw['best_trial']} had the lowest validation loss ({sw['best_val_loss']:.4f}; EX on the sweep's questions "
-        f"{sw['best_ex']}): {', '.join(f'{k} = {v}' for k, v in sw['best_params'].items())}. The final run trained "
+        f"{sw['best_ex']}): {', '.join(f'{k} = {v:.3g}' if isinstance(v, float) else f'{k} = {v}' for k, v in sw['best_params'].items())}. The final run trained "
         f"it from `{cfg['base_dir']}` with {r['settings']['final'] or 'no change'}: method {cfg['method']}, top {cfg['train_layers']} layers, "
         f"{tr['step']} of {tr['steps_total']} steps ({tr['status']}), best validation loss {tr['best_val']:.4f}.",
         "",

@@ -42,11 +42,11 @@ def _sources(select: exp.Select) -> list[exp.Expression]:
     return [s.this for s in [from_, *(select.args.get("joins") or [])] if s is not None]
 
 
-def _scope(select: exp.Select, links: KeyLinks) -> tuple[dict[str, tuple[str, str]], set[str]]:
+def _scope(select: exp.Select, links: KeyLinks) -> tuple[dict[str, tuple[str, exp.Identifier]], set[str]]:
     """The schema tables this SELECT reads, {qualifier (lower case): (table, the qualifier as written)}: the alias
     where it has one, else the name; and every name a qualifier may use here: those, the tables' names, derived
     tables' aliases, the enclosing queries' (correlated subqueries) and CTE names."""
-    tables: dict[str, tuple[str, str]] = {}
+    tables: dict[str, tuple[str, exp.Identifier]] = {}
     names: set[str] = set()
     node: exp.Expression | None = select
     while node is not None:
@@ -56,7 +56,9 @@ def _scope(select: exp.Select, links: KeyLinks) -> tuple[dict[str, tuple[str, st
                 if isinstance(source, exp.Table):
                     names.add(source.name.lower())
                     if node is select and source.name.lower() in links.columns:
-                        tables[source.alias_or_name.lower()] = (source.name.lower(), source.alias_or_name)
+                        # as written, quoted or not: PostgreSQL tells `CM` (folded to cm) from "CM"
+                        written = source.args["alias"].this if source.args.get("alias") else source.this
+                        tables[source.alias_or_name.lower()] = (source.name.lower(), written)
         with_ = node.args.get("with_") or node.args.get("with")  # the key's name differs between sqlglot versions
         for cte in with_.expressions if with_ else ():
             names.add(cte.alias_or_name.lower())
@@ -64,7 +66,7 @@ def _scope(select: exp.Select, links: KeyLinks) -> tuple[dict[str, tuple[str, st
     return tables, names
 
 
-def _link(table: str, scope: dict[str, tuple[str, str]], links: KeyLinks) -> tuple[str, str, str] | None:
+def _link(table: str, scope: dict[str, tuple[str, exp.Identifier]], links: KeyLinks) -> tuple | None:
     """(column of `table`, qualifier in scope as written, its table's column): the one key linking `table` to a
     table this SELECT reads; None where none or several do."""
     found = set()
@@ -74,7 +76,7 @@ def _link(table: str, scope: dict[str, tuple[str, str]], links: KeyLinks) -> tup
                 a, b = (table, column), (other, other_column)
                 keyed = (a, b) in links.pairs if links.pairs else links.named_after(a, b) or links.named_after(b, a)
                 if keyed:
-                    found.add((column, written, other_column))
+                    found.add((column, written.name, written.quoted, other, other_column))
     return found.pop() if len(found) == 1 else None
 
 
@@ -97,28 +99,28 @@ def _repair_select(select: exp.Select, links: KeyLinks) -> bool:
         if len(owners) != 1:
             continue
         table = owners[0]
-        read_as = sorted(written for t, written in scope.values() if t == table)
+        read_as = [written for t, written in scope.values() if t == table]
         if len(read_as) > 1:  # read twice (a self-join): which one is meant is a guess
             continue
         if read_as:
-            new = read_as[0]
+            new = read_as[0].copy()
         else:
             link = _link(table, scope, links)
             if link is None:
                 continue
-            column, other, other_column = link
-            new = cols[0].table  # the qualifier as the model wrote it, now the joined table's alias
+            column, other, other_quoted, other_table, other_column = link
+            new = cols[0].args["table"].copy()  # the qualifier as the model wrote it: the joined table's alias
             on = exp.EQ(
-                this=exp.Column(this=_ident(links.column_name(table, column)), table=_ident(new)),
-                expression=exp.Column(this=_ident(links.column_name(scope[other.lower()][0], other_column)),
-                                      table=_ident(other)),
+                this=exp.Column(this=_ident(links.column_name(table, column)), table=new.copy()),
+                expression=exp.Column(this=_ident(links.column_name(other_table, other_column)),
+                                      table=exp.to_identifier(other, quoted=other_quoted)),
             )  # fmt: skip
-            joined = exp.alias_(exp.Table(this=_ident(links.table_name(table))), _ident(new), table=True)
+            joined = exp.alias_(exp.Table(this=_ident(links.table_name(table))), new.copy(), table=True)
             select.join(joined, on=on, copy=False)
-            scope[new.lower()] = (table, new)
-            known.add(new.lower())
+            scope[new.name.lower()] = (table, new)
+            known.add(new.name.lower())
         for col in cols:
-            col.set("table", _ident(new))
+            col.set("table", new.copy())
         changed = True
     return changed
 

@@ -116,6 +116,9 @@ def test_names_that_need_quoting_are_quoted_in_the_join():
     )  # fmt: skip
     fixed = repair_missing_tables('SELECT SUM(od.Quantity) FROM "Orders" o', shop, "postgres")
     assert 'JOIN "Order Details" AS od ON od."OrderID" = o."OrderID"' in fixed
+    # aliases keep the model's spelling, unquoted: quoted, "OD" would no longer match the folded od
+    fixed = repair_missing_tables('SELECT SUM(OD.Quantity), O."CustomerID" FROM "Orders" O', shop, "postgres")
+    assert "SUM(OD.Quantity)" in fixed and 'JOIN "Order Details" AS OD ON OD."OrderID" = O."OrderID"' in fixed
 
 
 def test_sql_of_repairs_only_with_the_keys_at_hand(links):

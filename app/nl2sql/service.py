@@ -140,13 +140,14 @@ class QueryService:
         gen: Generated = await self.batcher.submit(GenerationRequest(prompt, Sampling(names=names)))
         self.metrics.latency.labels("generate").observe(gen.generate_ms / 1000)
         report("running")
-        out = await self._guard_and_execute(await self._sql_of(gen.text, names, allowed_tables), t0, allowed_tables)
+        sql = await self._sql_of(gen.text, names, allowed_tables)
+        out = await self._guard_and_execute(sql, t0, allowed_tables)
         await self._check_joins(out, allowed_tables)
         out.question, out.generated_sql = question, gen.text
         out.generate_ms, out.batch_size = round(gen.generate_ms, 1), gen.batch_size
         out.model_id = self._answered_by(gen.model_id)
         if self.settings.exec_guided_candidates and wants_candidates(judged(out.status, out.unkeyed)):
-            out = await self._execution_guided(prompt, out, t0, allowed_tables, names)
+            out = await self._execution_guided(prompt, out, sql, t0, allowed_tables, names)
         out = self._flag_unkeyed(out)
         out.verified_examples, out.glossary_terms = len(ctx.earlier), list(ctx.terms)
         out = await self._explain_nothing(out, allowed_tables)
@@ -223,6 +224,7 @@ class QueryService:
         self,
         prompt: str,
         greedy: Outcome,
+        greedy_sql: str,
         t0: float,
         allowed_tables: Collection[str] | None,
         names: SchemaNames | None = None,
@@ -236,7 +238,7 @@ class QueryService:
         # that runs with rows is answered at once: the ones after it are cancelled and leave the batch. The choice
         # is the one waiting for all of them would make (the first, in order, that returns rows).
         tasks = [asyncio.ensure_future(self.batcher.submit(GenerationRequest(prompt, s))) for s in samplers]
-        tried, seen = [greedy], {await self._sql_of(greedy.generated_sql or "", names, allowed_tables)}
+        tried, seen = [greedy], {greedy_sql}
         try:
             for number, task in enumerate(tasks, 1):
                 report("candidates", number, len(tasks))

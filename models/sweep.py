@@ -30,7 +30,8 @@ fewer are finished or running, and a trial that a race between workers created b
 anew); stopping one (Ctrl-C) marks its running trials failed; a worker killed outright leaves its trial running in
 the storage until its heartbeat is stale (3 minutes), then the next command or worker marks it failed.
 
-Storage: `storage = ""` is SQLite, <work_dir>/<study>.db (a 60 s busy timeout: several processes write to it). To
+Storage: `storage = ""` is SQLite, <work_dir>/<study>.db (several processes write to it: every transaction takes the
+write lock when it begins, and waits up to 60 s for it). To
 spread the trials over several machines, make a PostgreSQL database they all reach and run the same command on
 each machine with `--storage=postgresql+psycopg://user:password@host/dbname` (psycopg 3, installed): every worker
 of every machine draws its trials from the one study, and the report (from any machine, `--report-only`) sees
@@ -63,6 +64,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -187,12 +189,25 @@ def storage_url(s: dict) -> str:
 def open_storage(s: dict):
     """The study's RDB storage; SQLite waits for a lock held by another worker instead of failing at once."""
     url = storage_url(s)
+    sqlite = url.startswith("sqlite")
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    # isolation_level None: the driver issues no BEGIN of its own, `_begin_immediate` issues every one
+    kwargs = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {"pool_pre_ping": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
-        return StopSafeStorage(url, kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        storage = StopSafeStorage(url, kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    if sqlite:
+        sqlalchemy.event.listen(storage.engine, "begin", _begin_immediate)
+    return storage
+
+
+def _begin_immediate(conn) -> None:
+    """Every SQLite transaction takes the write lock as it begins. A transaction that reads first and writes later
+    must upgrade its lock, and where another connection already waits to commit, SQLite refuses that upgrade at once
+    ("database is locked") instead of waiting out the busy timeout: two workers marking their trials failed at the
+    same moment, beside their heartbeat threads, lost one trial's state that way (it stayed RUNNING)."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_pruner(s: dict):

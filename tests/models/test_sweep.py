@@ -171,6 +171,23 @@ def test_a_stop_during_a_storage_write_is_raised_once_the_write_has_committed(tm
     again.tell(again.trials[0].number, state=TrialState.FAIL)  # nothing holds the file's lock
 
 
+def test_a_sqlite_storage_transaction_holds_the_write_lock_from_its_begin(tmp_path):
+    """A transaction that read first and wrote later had to upgrade its lock, which SQLite refuses at once where
+    another writer waits (two stopped workers: a trial left RUNNING). Every transaction now takes the write lock as
+    it begins: another writer waits for it (here, with no patience, is refused) until it ends."""
+    storage = sweep.open_storage({"storage": "", "work_dir": str(tmp_path), "study": "locks"})
+    other = sqlite3.connect(tmp_path / "locks.db", timeout=0, isolation_level=None)
+    with storage.engine.connect() as conn, conn.begin():
+        conn.exec_driver_sql("SELECT COUNT(*) FROM trials").fetchall()  # only a read so far
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+    other.execute("BEGIN IMMEDIATE")  # released at the end of the transaction
+    other.execute("ROLLBACK")
+    study = optuna.create_study(study_name="locks", storage=storage)
+    study.tell(study.ask(), 1.0)  # optuna's own sessions commit as before
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

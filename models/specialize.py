@@ -60,7 +60,7 @@ max_steps = 0  # 0 = from epochs
 lr = 2e-4
 warmup_steps = 5
 batch_tokens = 4096
-threads = 2
+threads = 0  # torch and onnxruntime threads; 0 = their defaults (OMP_NUM_THREADS, ORT_THREADS, else all cores)
 autocast = ""  # "bf16" on AVX512-BF16 CPUs (see models/train.py)
 examples_k = 3  # held-out questions are prompted with the k nearest train pairs, as the service would
 suite = str(SCENARIO_DIR)  # business suite, on the demo database

@@ -75,7 +75,7 @@ eval_interval = 100
 patience = 4
 resume_from = ""  # a run's `last` dir to continue from (new schedule, same weights/optimizer) when out_dir has none
 init_adapter = ""  # saved weights (a run's best, models/adapters/<name>) to start from; fresh optimizer/schedule
-threads = 2
+threads = 0  # torch threads; 0 = torch's default (OMP_NUM_THREADS where set, else every core)
 device = "auto"  # auto = cuda when torch sees a GPU, else cpu; or "cpu", "cuda", "cuda:1"
 max_minutes = 0.0  # 0 = no limit; else the run stops after this many minutes of training (a sweep trial's budget)
 autocast = ""  # "bf16": matmuls in bfloat16 (AVX512-BF16 CPUs: ~4x the fp32 speed here), trained weights stay fp32
@@ -544,7 +544,8 @@ def run(cfg: dict, on_step=None, on_eval=None) -> dict:
     """One training run of a complete config (`configure`'s); returns its log (log.json's content).
     `on_step(step, total)` is called after every optimizer step (a caller's progress bar), `on_eval` as in `fit`."""
     torch.manual_seed(cfg["seed"])  # before the model is built: LoRA's initial weights come from it
-    torch.set_num_threads(cfg["threads"])
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
     Path(cfg["out_dir"]).mkdir(parents=True, exist_ok=True)
     from models.base import load_tokenizer
 

@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from app.core.config import get_settings
 from app.nl2sql.constrain import IdentifierConstraint, pick_allowed, token_texts
 from app.nl2sql.generator import GREEDY, MAX_NEW_TOKENS, Generation, Sampling
 
@@ -134,8 +135,9 @@ def pick_token(
 
 
 def served_session_options(threads: int = 0) -> ort.SessionOptions:
-    """How the served model's session runs: all graph optimizations, sequential, `threads` intra-op threads (0: one
-    per core)."""
+    """How the served model's session runs: all graph optimizations, sequential, `threads` intra-op threads (0: the
+    `ORT_THREADS` setting, whose 0 is one per core)."""
+    threads = threads or get_settings().ort_threads
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

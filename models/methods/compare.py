@@ -1,12 +1,14 @@
 """The tuning methods against the LoRA baseline on real data and the same evaluation questions, as served:
-reports/methods/smol.{json,md}.
+reports/methods/<name>[-served].{json,md}, the name from the preset's (compare_smol.py: smol).
 
     nice -n 5 python -m models.methods.compare                        # lora qlora full bitnet prune, 50 dev questions
     nice -n 5 python -m models.methods.compare --methods prune      # one again; the others' results are kept
     nice -n 5 python -m models.methods.compare --start served       # each from the served model: smol-served.md
+    nice -n 5 python -m models.methods.compare --preset models/configs/compare_qwen.py --start served \
+        --methods lora qlora --eval-limit 100                        # the 0.5B Qwen: qwen-served.md
 
-Every method trains with models/configs/compare_smol.py (SmolLM2-135M, top 4 layers, the same steps, data order and
-validation rows) and its own keys below, in a process of its own (its peak RSS is its own); its best weights are
+Every method trains with the preset (default models/configs/compare_smol.py: SmolLM2-135M, top 4 layers; the same
+steps, data order and validation rows for every method) and its own keys below, in a process of its own (its peak RSS is its own); its best weights are
 published (the committed form), exported to ONNX and quantized as the service serves (weight-only int8,
 `models.export`), and evaluated on the same Spider dev questions (spread evenly, greedy, the engine the service runs).
 
@@ -35,7 +37,7 @@ from pathlib import Path
 from app.core.config import BUILD_DIR, ROOT
 from models.machine import cpu, flags_text
 
-PRESET = ROOT / "models" / "configs" / "compare_smol.py"
+PRESET = ROOT / "models" / "configs" / "compare_smol.py"  # the default
 REPORT_DIR = ROOT / "reports" / "methods"
 STARTS = ("base", "served")
 RESULT = "RESULT "
@@ -54,13 +56,18 @@ METHODS = {
 }
 
 
-def work_dir(start: str) -> Path:
-    """Where a start's runs, exports and answers live (the two starts never reuse each other's)."""
-    return BUILD_DIR / "methods" / ("compare" if start == "base" else f"compare-{start}")
+def preset_name(preset: Path) -> str:
+    """compare_smol.py → smol: names the report and the work directory."""
+    return Path(preset).stem.removeprefix("compare_")
 
 
-def report_name(start: str) -> str:
-    return "smol" if start == "base" else f"smol-{start}"
+def work_dir(start: str, name: str = "smol") -> Path:
+    """Where a preset's and start's runs, exports and answers live (never reused by another preset or start)."""
+    return BUILD_DIR / "methods" / f"compare-{name}-{start}"
+
+
+def report_name(start: str, name: str = "smol") -> str:
+    return name if start == "base" else f"{name}-{start}"
 
 
 def use_start(start: str, base: str) -> None:
@@ -74,7 +81,7 @@ def use_start(start: str, base: str) -> None:
     os.environ["BASE_MODEL_DIR"] = str(merged)
 
 
-def one(method: str, work: Path) -> dict:
+def one(method: str, work: Path, preset: Path = PRESET) -> dict:
     """Train, publish and export `method` in this process; what was measured (peak RSS read before the export)."""
     from bench.memory import peak_rss_mb
     from models import train
@@ -87,7 +94,7 @@ def one(method: str, work: Path) -> dict:
         shutil.rmtree(run_dir)  # a fresh run: a resumed one would not measure the method's own steps
     for stale in (work / "eval").glob(f"compare-{method}-*"):
         stale.unlink()  # the earlier model's answers: `evaluate` resumes from what it finds
-    log = train.main([str(PRESET), f"--out_dir={run_dir}", *METHODS[method]])
+    log = train.main([str(preset), f"--out_dir={run_dir}", *METHODS[method]])
     peak = peak_rss_mb()
     published = publish(run_dir, run_dir / "published")
     spec = get_base(log["config"]["base"])
@@ -143,26 +150,32 @@ def evaluate(method: str, model_dir: str, limit: int, work: Path) -> dict:
 
 def write_report(report: dict) -> Path:
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
-    name = report_name(report.get("start", "base"))
+    name = report_name(report.get("start", "base"), report.get("name", "smol"))
     (REPORT_DIR / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     rows = [r for r in report["runs"] if "error" not in r]
     lora = next((r for r in rows if r["method"] == "lora"), None)
     n_eval = max(((r.get("eval") or {}).get("n", 0) for r in rows), default=0)
     c = report["cpu"]
     served = report.get("start") == "served"
+    title, preset = report.get("title", "SmolLM2-135M"), report.get("preset", "models/configs/compare_smol.py")
     start = (
-        "the served SmolLM2 (the base with its committed adapter merged: every method continues from a model that "
+        f"the served {title} (the base with its committed adapter merged: every method continues from a model that "
         "answers)"
         if served
         else "its base weights"
     )
     origin = "the served model" if served else "its base"
+    command = "".join(
+        [" --start served" if served else "", "" if preset.endswith("compare_smol.py") else f" --preset {preset}"]
+    )
     lines = [
-        f"# Tuning methods against LoRA on the same questions (SmolLM2-135M from {origin}, as served)",
+        f"# Tuning methods against LoRA on the same questions ({title} from {origin}, as served)",
         "",
-        f"`python -m models.methods.compare{' --start served' if served else ''}`, {report['date']}. SmolLM2-135M "
-        f"from {start}, the top 4 of 30 layers trained {report['steps']} steps of ≤{report['batch_tokens']} tokens on "
-        "400 Spider train rows (`models/configs/compare_smol.py`, each method's own keys below), best weights by "
+        f"`python -m models.methods.compare{command}`, {report['date']}. {title} "
+        f"from {start}, the top {report.get('train_layers', 4)} of {report.get('n_layers', 30)} layers trained "
+        f"{report['steps']} steps of ≤{report['batch_tokens']} tokens on {report.get('limit_train', 400)} Spider train "
+        f"rows (`{preset}`{', matmuls in bf16' if report.get('autocast') == 'bf16' else ''}, each method's own keys "
+        "below), best weights by "
         "validation loss published, exported and quantized as the service serves (weight-only int8), then EX on the "
         f"same {n_eval} Spider dev questions (spread evenly; greedy, no constraint or candidates). "
         f"CPU: {c['model']}, {c['cores']} cores ({flags_text(c)}); load average {report['load_before']} before, "
@@ -228,24 +241,28 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--eval-limit", type=int, default=50)
     p.add_argument("--start", choices=STARTS, default="base", help="train from the base weights or the served model")
+    p.add_argument("--preset", type=Path, default=PRESET, help="the training preset every method shares")
     p.add_argument("--one", choices=list(METHODS), help=argparse.SUPPRESS)  # a child's training
     p.add_argument("--eval", nargs=2, metavar=("METHOD", "MODEL_DIR"), help=argparse.SUPPRESS)  # a child's EX
     a = p.parse_args()
     from models import presets
 
-    preset = presets.read_preset(PRESET)
+    if not a.preset.is_file():
+        sys.exit(f"no preset at {a.preset}")
+    preset = presets.read_preset(a.preset)
     use_start(a.start, preset["base"])
-    work = work_dir(a.start)
+    name = preset_name(a.preset)
+    work = work_dir(a.start, name)
     if a.one:
-        print(RESULT + json.dumps(one(a.one, work)), flush=True)
+        print(RESULT + json.dumps(one(a.one, work, a.preset)), flush=True)
         return
     if a.eval:
         print(RESULT + json.dumps(evaluate(*a.eval, a.eval_limit, work)), flush=True)
         return
     report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu(), "load_before": load_average(), "runs": []}
     report |= {"start": a.start, "steps": preset["max_steps"], "batch_tokens": preset["batch_tokens"]}
-    report["eval_limit"] = a.eval_limit
-    start = ["--start", a.start]
+    report |= {"name": name, "eval_limit": a.eval_limit} | describe(a.preset, preset)
+    start = ["--start", a.start, "--preset", str(a.preset)]
     if a.start == "served" and a.eval_limit:
         report["reference"] = served_reference(preset["base"], a.eval_limit, start)
     for method in a.methods:
@@ -258,12 +275,31 @@ def main() -> None:
     report["load_after"] = load_average()
     # methods not run this time keep their earlier results (same preset; each row says how many questions its EX
     # had), in the usual order
-    previous = REPORT_DIR / f"{report_name(a.start)}.json"
+    previous = REPORT_DIR / f"{report_name(a.start, name)}.json"
     if previous.exists():
         done = {r["method"] for r in report["runs"]}
         report["runs"] += [r for r in json.loads(previous.read_text())["runs"] if r["method"] not in done]
     report["runs"].sort(key=lambda r: list(METHODS).index(r["method"]))
     print(write_report(report).read_text())
+
+
+def describe(path: Path, preset: dict) -> dict:
+    """What the report says of the preset: the base's title and layer count (of the weights training starts from),
+    how many layers train, on how many rows."""
+    from models.bases import get_base
+
+    spec = get_base(preset["base"])
+    config_file = spec.model_dir / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    rel = Path(path).resolve()
+    return {
+        "title": spec.title.removesuffix("-Instruct"),
+        "preset": str(rel.relative_to(ROOT)) if rel.is_relative_to(ROOT) else str(path),
+        "train_layers": preset["train_layers"],
+        "n_layers": config.get("num_hidden_layers"),
+        "limit_train": preset["limit_train"],
+        "autocast": preset.get("autocast", ""),
+    }
 
 
 def served_reference(base: str, limit: int, start: list[str]) -> dict:

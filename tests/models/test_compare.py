@@ -3,6 +3,7 @@ finished run is reused, and what the report says (the reference row, a failed me
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +47,33 @@ def _report(start: str, runs: list[dict], **extra) -> dict:
 def test_the_two_starts_keep_their_runs_and_reports_apart():
     assert compare.work_dir("base") != compare.work_dir("served")
     assert (compare.report_name("base"), compare.report_name("served")) == ("smol", "smol-served")
+
+
+def test_each_preset_keeps_its_runs_and_report_apart():
+    name = compare.preset_name(Path("models/configs/compare_qwen.py"))
+    assert name == "qwen" and compare.preset_name(compare.PRESET) == "smol"
+    assert compare.work_dir("served", name) != compare.work_dir("served")
+    assert compare.report_name("served", name) == "qwen-served"
+
+
+def test_a_qwen_report_names_its_base_preset_and_layers(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "REPORT_DIR", tmp_path)
+    described = {"title": "Qwen2.5-Coder-0.5B", "preset": "models/configs/compare_qwen.py", "train_layers": 2}
+    described |= {"n_layers": 24, "limit_train": 120, "autocast": "bf16", "name": "qwen"}
+    runs = [_run("lora", 0.5, 2.0, 40.0), _run("qlora", 0.5, 5.0, 38.0)]
+    path = compare.write_report(_report("served", runs, **described))
+    text = path.read_text()
+    assert path == tmp_path / "qwen-served.md" and "SmolLM2" not in text
+    assert "(Qwen2.5-Coder-0.5B from the served model, as served)" in text
+    assert "--start served --preset models/configs/compare_qwen.py" in text
+    assert "the top 2 of 24 layers" in text and "on 120 Spider train rows" in text and "matmuls in bf16" in text
+    assert "| 2.50× |" in text  # qlora's s/step against lora's
+
+
+def test_a_missing_preset_is_a_message_and_a_non_zero_exit(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["compare", "--preset", "models/configs/nope.py"])
+    with pytest.raises(SystemExit, match="no preset at models/configs/nope.py"):
+        compare.main()
 
 
 def test_served_start_needs_the_merged_model_and_points_base_model_dir_at_it(tmp_path, monkeypatch):

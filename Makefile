@@ -60,6 +60,12 @@ $(MODEL): $(STAMP_DEPS) $(ADAPTER) $(MODEL_DEPS)
 $(TEST_MODEL): $(STAMP_DEPS) $(SMOL_ADAPTER) $(MODEL_DEPS)
 	$(PY) -m models.export --base $(TEST_BASE) --keep
 
+# the Qwen training and GGUF-mapping tests read the 0.5B base: converted once here (a minute, 2 GB), not read from
+# its GGUF by each of them (a minute or two apiece on a worker's one core)
+QWEN_TEST_BASE := build/base/qwen2.5-coder-0.5b/config.json
+$(QWEN_TEST_BASE): $(STAMP_DEPS) models/base.py models/bases.py
+	$(PY) -m models.base --base qwen2.5-coder-0.5b
+
 # the benchmarks compare against the fp32 export, the merged weights and the converted base: kept only here
 model-full: setup
 	$(PY) -m models.export --base $(BASE) --keep
@@ -77,7 +83,7 @@ system-deps: ## PostgreSQL server binaries and Chromium for the tests (Debian)
 # of the suite waits on subprocesses, servers and the browser, so two overlap well even on 2 cores. The heaviest
 # files go out first (tests/durations_order.py; --no-loadscope-reorder keeps that order); PYTEST_ARGS adds options,
 # e.g. PYTEST_ARGS=--record-durations=tests/durations.json to record what each file took
-test: setup model $(TEST_MODEL) demo-db system-deps ## the whole suite, slow tests included
+test: setup model $(TEST_MODEL) $(QWEN_TEST_BASE) demo-db system-deps ## the whole suite, slow tests included
 	BASE_MODEL=$(TEST_BASE) MODEL_DIR=$(CURDIR)/build/onnx/$(TEST_BASE)/fp32 $(PY) -m pytest -q -n 2 --dist loadfile \
 		--no-loadscope-reorder --durations=40 $(PYTEST_ARGS)
 

@@ -93,8 +93,11 @@ class _DequantMatMul(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        # under bf16 autocast the forward's matmul ran in bf16 and so does its gradient: the weight follows it
+        # (autograd casts the result to x's own dtype)
         codes, absmax = ctx.saved_tensors
-        return grad @ FORMATS[ctx.bits].dequantize(codes, absmax, ctx.shape), None, None, None, None
+        w = FORMATS[ctx.bits].dequantize(codes, absmax, ctx.shape).to(grad.dtype)
+        return grad @ w, None, None, None, None
 
 
 class QuantLinear(nn.Module):

@@ -23,7 +23,7 @@ from models.bases import SMOLLM2
 from models.data import write_sample
 from models.methods import METHODS, MethodError, get_method, is_saved, method_of
 from models.methods.bitnet import BitLinear, int8_per_token, latent_for, pack, ternary, unpack
-from models.methods.qlora import dequantize_nf4, nf4_codebook, quantize_nf4
+from models.methods.qlora import QuantLinear, dequantize_nf4, nf4_codebook, quantize_nf4
 
 PRESETS = {m: Path(f"models/configs/tiny_{m}.py") for m in METHODS} | {"lora": Path("models/configs/tiny.py")}
 IDS = torch.tensor([[1, 504, 3365, 418, 1730, 30, 2, 9, 35, 3500, 11, 17, 400, 28, 7, 4412]])
@@ -77,6 +77,31 @@ def test_nf4_is_the_papers_codebook_and_round_trips_within_half_a_step():
     assert ((back - w).abs().reshape(-1, 64) <= half_gap * absmax[:, None] + 1e-6).all()
     with pytest.raises(ValueError, match="do not tile"):
         quantize_nf4(torch.zeros(3, 7), 64)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_a_quantized_linear_trains_under_bf16_autocast_as_its_dequantized_weight_does(bits):
+    """QLoRA with `autocast = "bf16"` (the Qwen presets): the gradient of a bf16 matmul met the fp32 dequantized
+    weight and the backward pass stopped ("expected m1 and m2 to have the same dtype")."""
+    g = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(128, 64)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(64, 128, generator=g) * 0.05)
+    quant = QuantLinear(linear, 64, bits)
+    plain = torch.nn.Linear(128, 64)
+    with torch.no_grad():
+        plain.weight.copy_(quant.dequantized())
+        plain.bias.copy_(linear.bias)
+    x = torch.randn(3, 128, generator=g)
+    grads = []
+    for module in (quant, plain):
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = module(xi)
+        y.float().square().sum().backward()
+        assert xi.grad.dtype == torch.float32
+        grads.append((y.float(), xi.grad))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-2) and torch.allclose(grads[0][1], grads[1][1], atol=2e-2)
 
 
 def test_a_saved_directory_names_its_method(tmp_path):

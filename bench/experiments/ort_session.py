@@ -55,13 +55,13 @@ BY_NAME = {v.name: v for v in VARIANTS}
 def session_options(v: Variant):
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
+    from app.nl2sql.engine import served_session_options
+
+    opts = served_session_options(v.threads)  # the engine's, threads included (the ORT_THREADS setting unless set)
     opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, v.optimization)
     opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if v.parallel else ort.ExecutionMode.ORT_SEQUENTIAL
     if v.parallel:
         opts.inter_op_num_threads = 2
-    if v.threads:
-        opts.intra_op_num_threads = v.threads
     for key, value in v.config.items():
         opts.add_session_config_entry(key, value)
     return opts

@@ -3,6 +3,7 @@
 import onnxruntime as ort
 import pytest
 
+from app.core.config import get_settings
 from app.nl2sql.engine import served_session_options
 from bench.experiments import ort_session
 from models.bases import get_base
@@ -12,7 +13,7 @@ def test_each_variant_sets_the_session_options_it_names() -> None:
     opts = {v.name: ort_session.session_options(v) for v in ort_session.VARIANTS}
     assert opts["served"].graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert opts["served"].execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
-    assert opts["served"].intra_op_num_threads == 0  # onnxruntime's default, as the engine leaves it
+    assert opts["served"].intra_op_num_threads == get_settings().ort_threads  # 0 (ORT's default) unless set
     engine = served_session_options()
     for setting in ("graph_optimization_level", "execution_mode", "intra_op_num_threads", "inter_op_num_threads"):
         assert getattr(opts["served"], setting) == getattr(engine, setting), setting

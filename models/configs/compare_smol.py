@@ -5,7 +5,7 @@
 # The cache holds the layers under the top 8 (`cache_below_top`), as the sweep's and the rank check's runs do:
 # one lower-layer pass serves them all.
 base = "smollm2-135m"
-out_dir = "build/methods/compare/runs/lora"
+out_dir = "build/methods/compare-smol-base/runs/lora"
 train_files = ["train.jsonl"]
 method = "lora"
 train_layers = 4

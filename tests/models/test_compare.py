@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from app.core.config import ROOT
 from models.methods import compare
+from models.presets import read_preset
 
 CPU = {"model": "Test CPU", "cores": 2, "flags": {"avx2": True, "avx512_vnni": False}}
 
@@ -54,6 +56,10 @@ def test_each_preset_keeps_its_runs_and_report_apart():
     assert name == "qwen" and compare.preset_name(compare.PRESET) == "smol"
     assert compare.work_dir("served", name) != compare.work_dir("served")
     assert compare.report_name("served", name) == "qwen-served"
+    for preset, start in ((compare.PRESET, "base"), (ROOT / "models/configs/compare_qwen.py", "served")):
+        # the preset's own out_dir is where the compare puts its lora run (the README's commands read from there)
+        out_dir = ROOT / read_preset(preset)["out_dir"]
+        assert out_dir == compare.work_dir(start, compare.preset_name(preset)) / "runs" / "lora"
 
 
 def test_a_qwen_report_names_its_base_preset_and_layers(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 A LoRA adapter on Qwen's top 8 layers has 2.9M parameters: 5.9 MB in float16, more than we keep in git. Row-wise
 int8 (absmax / 127 per row, float32 scales) halves that, and its rounding (at most half a step, ~0.4% of a row's
 largest value) is far below what the int8 export of the merged weights rounds away anyway. `publish` writes this
-form; `materialize` gives peft an ordinary float adapter directory to load.
+form; `materialized` gives peft an ordinary float adapter directory to load.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 WEIGHTS = "adapter_model.safetensors"
@@ -62,15 +64,21 @@ def is_compact(adapter_dir: Path) -> bool:
         return (f.metadata() or {}).get(FORMAT_KEY) is not None
 
 
-def materialize(adapter_dir: Path) -> Path:
-    """A directory peft can load: the adapter itself when stored in float, else a float32 copy in a temp folder."""
+@contextmanager
+def materialized(adapter_dir: Path) -> Iterator[Path]:
+    """A directory peft can load, for the `with` block: the adapter itself when stored in float, else a float32 copy
+    in a temp folder, removed on leaving (peft reads the weights into memory; each load left ~10 MB behind)."""
     from safetensors.torch import save_file
 
     adapter_dir = Path(adapter_dir)
     if not is_compact(adapter_dir):
-        return adapter_dir
+        yield adapter_dir
+        return
     out = Path(tempfile.mkdtemp(prefix="qw-adapter-"))
-    shutil.copy(adapter_dir / "adapter_config.json", out / "adapter_config.json")
-    save_file(load_weights(adapter_dir / WEIGHTS), str(out / WEIGHTS), metadata={"format": "pt"})
-    json.loads((out / "adapter_config.json").read_text())  # fail here, not inside peft, on a broken config
-    return out
+    try:
+        shutil.copy(adapter_dir / "adapter_config.json", out / "adapter_config.json")
+        save_file(load_weights(adapter_dir / WEIGHTS), str(out / WEIGHTS), metadata={"format": "pt"})
+        json.loads((out / "adapter_config.json").read_text())  # fail here, not inside peft, on a broken config
+        yield out
+    finally:
+        shutil.rmtree(out, ignore_errors=True)

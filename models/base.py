@@ -14,6 +14,8 @@ import argparse
 import functools
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -48,6 +50,31 @@ def base_at(path: Path) -> BaseSpec | None:
     return next((b for b in BASES.values() if b.model_dir == Path(path)), None)
 
 
+@contextmanager
+def gguf_parsed_once() -> Iterator[None]:
+    """Within the block each GGUF file's header is parsed once. transformers parses it anew for every part of one
+    load (the tokenizer's config and vocabulary, the model's config and weights: four times), and a header with
+    Qwen's 152k-token vocabulary takes ~11 s to parse here; the readers are kept for the block only. transformers
+    imports `gguf.GGUFReader` at each call, so the module attribute is what is swapped (one loader at a time: the
+    export and conversion commands, and tests, load a GGUF from one thread)."""
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict = {}
+
+    def reader(path, mode="r"):
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 @functools.cache
 def gguf_tokenizer(spec: BaseSpec):
     """The base's tokenizer read from its GGUF (~40 s for Qwen's 152k-token vocabulary: read once per process),
@@ -55,7 +82,8 @@ def gguf_tokenizer(spec: BaseSpec):
     from transformers import AutoTokenizer
 
     src = gguf_path(spec)
-    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    with gguf_parsed_once():
+        tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     tok.eos_token = EOS
     tok.pad_token = PAD
     tok.add_bos_token = False
@@ -70,8 +98,9 @@ def load_gguf(spec: BaseSpec):
 
     src = gguf_path(spec)
     print(f"loading {spec.title} from {src.name} (dequantizing the GGUF, 1-2 min) ...", flush=True)
-    tok = gguf_tokenizer(spec)
-    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+    with gguf_parsed_once():
+        tok = gguf_tokenizer(spec)
+        model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
     model.generation_config.eos_token_id = [tok.convert_tokens_to_ids(EOS), tok.convert_tokens_to_ids(PAD)]
     model.generation_config.pad_token_id = tok.convert_tokens_to_ids(PAD)
     model.generation_config.bos_token_id = None

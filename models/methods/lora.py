@@ -18,7 +18,7 @@ import json
 import re
 from pathlib import Path
 
-from models.adapter_io import load_weights, materialize, save_rowwise_int8
+from models.adapter_io import load_weights, materialized, save_rowwise_int8
 from models.methods.base import WEIGHTS, MethodError, TuningMethod, top_layers
 
 
@@ -104,13 +104,14 @@ class LoRA(TuningMethod):
     def load(self, model, path: Path):
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(model, materialize(path))
+        with materialized(path) as src:
+            return PeftModel.from_pretrained(model, src)
 
     def merge(self, model):
         return model.merge_and_unload()
 
     def publish(self, src: Path, dest: Path, base_name: str) -> None:
-        """Row-wise int8 LoRA factors (a quarter of float32's bytes; `materialize` restores them for peft)."""
+        """Row-wise int8 LoRA factors (a quarter of float32's bytes; `materialized` restores them for peft)."""
         from safetensors.torch import load_file
 
         dest.mkdir(parents=True, exist_ok=True)

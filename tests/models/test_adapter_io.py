@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from models.adapter_io import is_compact, load_weights, materialize, save_rowwise_int8
+from models.adapter_io import is_compact, load_weights, materialized, save_rowwise_int8
 
 
 def _weights(seed: int = 0) -> dict:
@@ -34,7 +34,7 @@ def test_rowwise_int8_round_trips_within_half_a_step(tmp_path):
     assert path.stat().st_size < 0.6 * fp16_bytes
 
 
-def test_materialize_gives_float_weights_and_passes_float_adapters_through(tmp_path):
+def test_materialized_gives_float_weights_passes_float_adapters_through_and_leaves_nothing(tmp_path):
     (tmp_path / "q").mkdir()
     (tmp_path / "f").mkdir()
     for d in ("q", "f"):
@@ -42,10 +42,13 @@ def test_materialize_gives_float_weights_and_passes_float_adapters_through(tmp_p
     save_rowwise_int8(_weights(), tmp_path / "q" / "adapter_model.safetensors")
     save_file(_weights(), str(tmp_path / "f" / "adapter_model.safetensors"), metadata={"format": "pt"})
     assert is_compact(tmp_path / "q") and not is_compact(tmp_path / "f")
-    assert materialize(tmp_path / "f") == tmp_path / "f"
-    out = materialize(tmp_path / "q")
-    assert out != tmp_path / "q" and not is_compact(out)
-    assert (out / "adapter_config.json").read_text() == (tmp_path / "q" / "adapter_config.json").read_text()
+    with materialized(tmp_path / "f") as same:
+        assert same == tmp_path / "f"
+    assert (tmp_path / "f" / "adapter_model.safetensors").exists()  # the adapter itself is never removed
+    with materialized(tmp_path / "q") as out:
+        assert out != tmp_path / "q" and not is_compact(out)
+        assert (out / "adapter_config.json").read_text() == (tmp_path / "q" / "adapter_config.json").read_text()
+    assert not out.exists()  # the float copy is gone with the block
 
 
 def test_unknown_storage_is_refused(tmp_path):

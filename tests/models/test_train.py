@@ -132,7 +132,7 @@ def test_qwen_trains_on_packed_sequences_in_bf16_and_publishes_a_compact_adapter
     best adapter published as row-wise int8, restored and loaded by peft on the base."""
     from peft import PeftModel
 
-    from models.adapter_io import is_compact, materialize
+    from models.adapter_io import is_compact, materialized
     from models.base import load_model
     from models.data import pack
     from models.publish import publish
@@ -156,7 +156,8 @@ def test_qwen_trains_on_packed_sequences_in_bf16_and_publishes_a_compact_adapter
     dest = publish(out, tmp_path / "adapter")
     assert is_compact(dest)
     base = load_model(QWEN_CODER_05B.model_dir)  # converted by `make train`; read from the GGUF where it is not
-    model = PeftModel.from_pretrained(base, materialize(dest))
+    with materialized(dest) as src:
+        model = PeftModel.from_pretrained(base, src)
     lora = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
     assert lora and any(v.abs().sum() > 0 for v in lora.values())
 

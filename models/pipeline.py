@@ -43,6 +43,7 @@ sweep = "models/configs/sweep_smol.py"  # the sweep preset (models.sweep)
 sweep_overrides = []  # `--key=value` for the sweep (e.g. "--n_trials=4", "--work_dir=...", "--report_dir=...")
 final = {}  # train keys over the best trial's config for the final run (e.g. {"max_steps": 400})
 data_dir = ""  # "" = the base's tokenized data (build/data/<base>), prepared when missing
+prepare_args = []  # for `models.prepare` when it runs (e.g. "--limit=64": the first 64 examples of each split)
 eval_limit = 100  # Spider dev questions (spread evenly); 0 = none
 eval_args = ["--constrained", "--candidates", "4"]  # decoding as the service serves
 suite = True  # also the business suite on the demo database
@@ -131,7 +132,15 @@ class Pipeline:
         data = Path(base_cfg["data_dir"] or spec.data_dir)
         if not (data / "train.jsonl").exists():
             print(f"preparing the training data of {spec.name} → {data}", flush=True)
-            argv = [sys.executable, "-m", "models.prepare", "--out-dir", str(data), "--no-report"]
+            argv = [
+                sys.executable,
+                "-m",
+                "models.prepare",
+                "--out-dir",
+                str(data),
+                "--no-report",
+                *self.cfg["prepare_args"],
+            ]
             subprocess.run(argv, check=True, env=os.environ | {"BASE_MODEL": spec.name})
         return {"base": spec.name, "data_dir": str(data)}
 

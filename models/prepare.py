@@ -2,6 +2,7 @@
 
 python -m models.prepare                      # defaults below, tokenized for the base named by BASE_MODEL
 python -m models.prepare --sample-values 3    # schema prompts with 3 example values per text column
+python -m models.prepare --limit 64           # the first 64 examples of each split (a quick trial of the workflow)
 
 Besides one row per example it writes `packed.jsonl`: Spider train and the synthetic demo pairs packed per
 database (`models.data.pack`, sequences of at most `pack_len` tokens), what the Qwen presets train on, and
@@ -30,15 +31,18 @@ synth_n = (
 max_len = 512  # examples longer than this are dropped from train/val (counted in meta.json)
 
 
-def write_synth(tok, out_dir: Path, sample_values: int, max_len: int) -> tuple[dict, list[dict], list[dict]]:
-    """Synthetic pairs on the demo database, encoded with the same prompt builder as Spider; also their packing."""
+def write_synth(
+    tok, out_dir: Path, sample_values: int, max_len: int, count: int = 0
+) -> tuple[dict, list[dict], list[dict]]:
+    """`count` (default `synth_n`) synthetic pairs on the demo database, encoded with the same prompt builder as Spider;
+    also their packing."""
     from app.db.demo import build_sqlite
     from models.data import Pair
     from models.synth import generate_pairs
 
     db_root = out_dir / "demo_db"
     build_sqlite(db_root / "demo" / "demo.sqlite")
-    pairs = [Pair("demo", r["question"], r["query"], "train") for r in generate_pairs(synth_n)]
+    pairs = [Pair("demo", r["question"], r["query"], "train") for r in generate_pairs(count or synth_n)]
     rows = [encode(tok, pr, db_root, sample_values) | {"question": pr.question, "sql": pr.sql} for pr in pairs]
     rows = [r for r in rows if len(r["ids"]) <= max_len]
     n = write_jsonl(out_dir / "synth_demo.jsonl", rows)
@@ -56,11 +60,18 @@ def main() -> None:
     p.add_argument("--max-len", type=int, default=max_len)
     p.add_argument("--no-synth", action="store_true")
     p.add_argument("--no-report", action="store_true")
+    p.add_argument(
+        "--limit", type=int, default=0, help="the first N examples of each split and N synthetic pairs (0: all)"
+    )
     a = p.parse_args()
+    if a.limit < 0:
+        p.error(f"--limit {a.limit}: a number of examples, 0 for all")
 
     t0 = time.time()
     tok = load_tokenizer()
     splits = spider_splits(a.spider_dir)
+    if a.limit:
+        splits = {name: pairs[: a.limit] for name, pairs in splits.items()}
     db_root = a.spider_dir / "database"
     meta = {"spider_dir": str(a.spider_dir), "sample_values": a.sample_values, "max_len": a.max_len, "splits": {}}
     packed = pack(tok, splits["train"], db_root, pack_len, sample_values=a.sample_values)
@@ -82,7 +93,7 @@ def main() -> None:
         print(f"{name:5s} {n:6d} examples {tokens:9d} tokens ({len(too_long)} over {a.max_len})")
     if synth_n and not a.no_synth:
         meta["splits"]["synth_demo"], synth_packed, synth_shared = write_synth(
-            tok, a.out_dir, a.sample_values, a.max_len
+            tok, a.out_dir, a.sample_values, a.max_len, min(a.limit, synth_n) if a.limit else 0
         )
         packed += synth_packed
         shared += synth_shared
@@ -95,6 +106,7 @@ def main() -> None:
             "target_tokens": sum(e - s for r in rows for s, e in r["spans"]),
         }
         print(f"{name} {len(rows)} sequences, {meta['splits'][name]['tokens']} tokens")
+    meta["limit"] = a.limit
     (a.out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     if not a.no_report:
         from models.report import write_data_report

@@ -1,4 +1,4 @@
-# Seconds to minutes on a CPU: the test preset (SmolLM2, a handful of pairs, a few steps, six suite questions).
+# Seconds to minutes on a CPU: the test preset (SmolLM2, a handful of pairs, a few steps, three suite questions).
 include = "specialize.py"
 base = "smollm2-135m"
 min_pairs = 8
@@ -10,6 +10,6 @@ max_steps = 4
 lr = 1e-3
 warmup_steps = 0
 batch_tokens = 2048
-suite_limit = 6
+suite_limit = 3
 eval_batch_size = 8
 reports_dir = ""  # the run directory only: tests leave reports/ alone

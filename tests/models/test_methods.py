@@ -23,6 +23,7 @@ from models.bases import SMOLLM2
 from models.data import write_sample
 from models.methods import METHODS, MethodError, get_method, is_saved, method_of
 from models.methods.bitnet import BitLinear, int8_per_token, latent_for, pack, ternary, unpack
+from models.methods.prune import read_plan
 from models.methods.qlora import QuantLinear, dequantize_nf4, nf4_codebook, quantize_nf4
 
 PRESETS = {m: Path(f"models/configs/tiny_{m}.py") for m in METHODS} | {"lora": Path("models/configs/tiny.py")}
@@ -160,7 +161,11 @@ def test_loss_falls_on_the_tiny_preset_and_the_run_publishes(method, tmp_path, d
     log = json.loads((out / "log.json").read_text())
     losses = [h["val_loss"] for h in log["history"]]
     assert log["config"]["method"] == method and len(losses) == 2 and losses[-1] < losses[0]
-    assert method_of(out / "best").name == method
+    assert method_of(out / "best").name == method and log["tokens_per_s"] > 0 and log["peak_rss_mb"] > 0
+    if method == "lora":
+        assert (out / "best" / "adapter_model.safetensors").exists()
+    if method == "prune":  # 4 of SmolLM2's 30 layers removed; the cache stops under the 2 trained ones
+        assert log["split_layer"] == 24 and len(read_plan(out / "best").layers) == 26
     dest = publish(out, tmp_path / "published")
     assert method_of(dest).name == method and (dest / "train_log.json").exists()
 

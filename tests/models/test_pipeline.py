@@ -32,7 +32,8 @@ def test_the_whole_workflow_on_the_tiny_preset_resumes_and_redoes(tmp_path):
     state = json.loads((work / "state.json").read_text())
     assert list(state["stages"]) == list(pipeline.STAGES)
     out = {stage: v["out"] for stage, v in state["stages"].items()}
-    assert (tmp_path / "data" / "train.jsonl").exists()  # prepared, since the data directory was empty
+    meta = json.loads((tmp_path / "data" / "meta.json").read_text())  # prepared, since the data directory was empty
+    assert meta["limit"] == 64 and meta["splits"]["train"]["examples"] <= 64  # the preset's prepare_args
     assert out["sweep"]["trials"] == 2 and out["sweep"]["config"]["base"] == "smollm2-135m"
     assert out["train"]["step"] == 4 and out["train"]["config"]["max_steps"] == 4  # `final` over the best trial
     assert (Path(out["export"]["model_dir"]) / "model.onnx").exists()

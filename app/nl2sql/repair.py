@@ -1,4 +1,5 @@
-"""Answers that name a table their query never reads: the table joined in, or the alias the model meant.
+"""Answers that name a table their query never reads, or a column under the wrong table: the table joined in, or the
+alias the model meant.
 
 A small model writing a long query often uses a table it never put in FROM (`SUM(oi.quantity * oi.unit_price)`
 over `orders o` alone, `products.unit_cost` beside `order_items oi`), or a misspelt alias (`c.FullName` where FROM
@@ -15,8 +16,13 @@ resolved only where the schema leaves one reading.
   declares none, the one key named after a table, as `app.nl2sql.joins` reads them) linking it to a table in scope.
   No link, or more than one: left alone.
 
-Everything else (a column its table lacks, a bare name, a subquery's alias, an outer query's alias) is left as
-written, and SQL that does not parse comes back unchanged. Only the model's answers are repaired: SQL a person
+A column written with an alias whose table lacks it (`T1.Model` over `car_makers AS T1`, beside `car_names AS T2`)
+gets the qualifier of the one table this SELECT reads that has such a column (`T2.Model`); where none or several
+do, or that table is read twice, it is left alone. (In the served 1.5B's answers to 300 Spider dev questions, 5
+of the 12 that SQLite refused for an unknown column were of this kind.)
+
+Everything else (a bare name, a subquery's alias, an outer query's alias) is left as written, and SQL that does
+not parse comes back unchanged. Only the model's answers are repaired: SQL a person
 edits runs as written.
 """
 
@@ -122,12 +128,31 @@ def _repair_select(select: exp.Select, links: KeyLinks) -> bool:
         for col in cols:
             col.set("table", new.copy())
         changed = True
+    return _requalify(select, scope, links) or changed
+
+
+def _requalify(select: exp.Select, scope: dict[str, tuple[str, exp.Identifier]], links: KeyLinks) -> bool:
+    """A column written with a qualifier of this SELECT whose table lacks it, where exactly one table this SELECT
+    reads holds a column of that name (and is read once): the qualifier becomes that table's. True when any did."""
+    changed = False
+    for col in select.find_all(exp.Column):
+        if not col.table or col.name == "*" or col.find_ancestor(exp.Select) is not select:
+            continue
+        entry = scope.get(col.table.lower())
+        name = col.name.lower()
+        if entry is None or name in links.columns[entry[0]]:
+            continue
+        holders = [written for table, written in scope.values() if name in links.columns[table]]
+        if len(holders) == 1:
+            col.set("table", holders[0].copy())
+            changed = True
     return changed
 
 
 def repair_missing_tables(sql: str, links: KeyLinks, dialect: str = "sqlite") -> str:
-    """`sql` with each qualifier that names nothing in scope resolved (the module docstring says when); `sql`
-    itself, character for character, when nothing needed it or could be done."""
+    """`sql` with each qualifier that names nothing in scope resolved, and each column written under the alias of a
+    table that lacks it moved to the one that has it (the module docstring says when); `sql` itself, character for
+    character, when nothing needed it or could be done."""
     if not sql.strip() or not links.columns:
         return sql
     try:

@@ -125,3 +125,61 @@ def test_sql_of_repairs_only_with_the_keys_at_hand(links):
     text = "SELECT SUM(oi.quantity) FROM orders o"
     assert sql_of(text, None) == text
     assert "JOIN order_items AS oi ON oi.order_id = o.order_id" in sql_of(text, None, links)
+
+
+CARS = KeyLinks(
+    Schema(
+        "sqlite",
+        (
+            Table("car_makers", (Column("Id", "int", True), Column("Maker", "text"), Column("FullName", "text"))),
+            Table("car_names", (Column("MakeId", "int", True), Column("Model", "text"), Column("Make", "text")),
+                  (ForeignKey("MakeId", "cars_data", "Id"),)),
+            Table("cars_data", (Column("Id", "int", True), Column("Weight", "int"), Column("Year", "int"))),
+        ),
+    )
+)  # fmt: skip
+
+
+def test_a_column_under_the_wrong_alias_moves_to_the_one_table_read_that_has_it():
+    """Spider's car_1 as the served model answered it: `T1.Model` over car_makers, which has no Model, beside
+    car_names, which has; the other columns stay where they are."""
+    sql = (
+        "SELECT DISTINCT T1.Model FROM car_makers AS T1 JOIN car_names AS T2 ON T1.Id = T2.MakeId "
+        "JOIN cars_data AS T3 ON T2.MakeId = T3.Id WHERE T1.FullName = 'General Motors' OR T3.Weight > 3500"
+    )
+    assert repair_missing_tables(sql, CARS) == sql.replace("T1.Model", "T2.Model")
+    # both at once: a misspelt alias (c: car_makers is read as cm) and a column under the wrong one
+    sql = "SELECT c.FullName, cd.Model FROM car_makers AS cm JOIN car_names AS cn ON cm.Id = cn.MakeId JOIN cars_data AS cd ON cn.MakeId = cd.Id"
+    fixed = repair_missing_tables(sql, CARS)
+    assert fixed.startswith("SELECT cm.FullName, cn.Model FROM")
+
+
+def test_a_moved_column_gives_the_rows_the_model_meant(demo_db, links):
+    sql = (
+        "SELECT o.name, COUNT(*) AS n FROM customers AS c JOIN orders AS o ON o.customer_id = c.customer_id "
+        "GROUP BY c.customer_id ORDER BY n DESC, c.customer_id LIMIT 5"
+    )
+    with pytest.raises(sqlite3.OperationalError, match="no such column: o.name"):
+        rows(demo_db, sql)
+    fixed = repair_missing_tables(sql, links)
+    assert fixed.startswith("SELECT c.name, COUNT(*) AS n")
+    assert rows(demo_db, fixed) == rows(demo_db, sql.replace("o.name", "c.name")) != []
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # customers and products both have a name: two readings
+        "SELECT o.name FROM orders o JOIN customers c ON c.customer_id = o.customer_id "
+        "JOIN order_items oi ON oi.order_id = o.order_id JOIN products p ON p.product_id = oi.product_id",
+        # no table read has it
+        "SELECT o.nickname FROM orders o JOIN customers c ON c.customer_id = o.customer_id",
+        # the one table that has it is read twice (a self-join)
+        "SELECT o.first_name FROM orders o JOIN employees e ON e.employee_id = o.employee_id "
+        "JOIN employees m ON m.employee_id = e.manager_id",
+        # an outer query's alias inside a subquery: that SELECT's own tables only
+        "SELECT c.name FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE c.order_date > '2025')",
+    ],
+)
+def test_a_column_under_the_wrong_alias_with_no_single_reading_is_left_as_written(links, sql):
+    assert repair_missing_tables(sql, links) == sql

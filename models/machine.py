@@ -28,6 +28,21 @@ def flags_text(info: dict | None = None) -> str:
     return ", ".join(f.upper() if has else f"no {f.upper()}" for f, has in flags.items())
 
 
+def load_average() -> str:
+    """The 1-minute load average as /proc/loadavg writes it ("?" where there is none): whether other jobs shared
+    the cores while a speed was measured."""
+    try:
+        return Path("/proc/loadavg").read_text().split(" ")[0]
+    except OSError:
+        return "?"
+
+
+def busy(*loads: str, cores: int | None = None) -> bool:
+    """Any of these load averages above the core count: other jobs were running beside the measurement."""
+    cores = cores or os.cpu_count() or 1
+    return any(load != "?" and float(load) > cores for load in loads)
+
+
 def torch_device() -> str:
     """The device training would pick (`models.train`'s device = "auto"), if torch is already imported."""
     torch = sys.modules.get("torch")

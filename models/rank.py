@@ -260,13 +260,13 @@ def check(cfg: dict, work: Path, proposal: dict, steps: int, uniform: list[int],
 def machine(cfg: dict) -> dict:
     import torch
 
-    from models.machine import cpu
+    from models.machine import cpu, load_average
     from models.train import resolve_device
 
     device = resolve_device(cfg["device"])
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {"cpu": cpu(), "device": str(device), "gpu": gpu, "threads": cfg["threads"],
-            "load_average": Path("/proc/loadavg").read_text().split(" ")[0]}  # fmt: skip
+            "load_average": load_average()}  # fmt: skip
 
 
 def write_report(report: dict, report_dir: Path) -> Path:

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from app.core.config import BUILD_DIR, ROOT
-from models.machine import cpu, flags_text
+from models.machine import busy, cpu, flags_text, load_average
 
 PRESET = ROOT / "models" / "configs" / "compare_smol.py"  # the default
 REPORT_DIR = ROOT / "reports" / "methods"
@@ -148,6 +148,20 @@ def evaluate(method: str, model_dir: str, limit: int, work: Path) -> dict:
     return {k: s[k] for k in ("n", "ex", "valid_sql", "mean_gen_ms_per_question", "groups", "categories")}
 
 
+def timing_note(report: dict, cores: int) -> str:
+    """What the s/step column is worth: the methods ran one after another, so other jobs running meanwhile (a load
+    above the core count before or after) slow some of them and not others."""
+    if busy(report["load_before"], report["load_after"], cores=cores):
+        return (
+            "Other jobs ran meanwhile (sweeps, evaluations): each method's s/step is that moment's, not the "
+            "method's, and the ratios to lora mislead; `reports/methods/tiny.md` measures speed in alternating passes."
+        )
+    return (
+        f"Nothing else kept the {cores} cores busy (load at most {cores} before and after): the s/step ratios to lora "
+        "hold, to the noise of one pass each (`reports/methods/tiny.md` measures speed in alternating passes)."
+    )
+
+
 def write_report(report: dict) -> Path:
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     name = report_name(report.get("start", "base"), report.get("name", "smol"))
@@ -179,9 +193,7 @@ def write_report(report: dict) -> Path:
         "validation loss published, exported and quantized as the service serves (weight-only int8), then EX on the "
         f"same {n_eval} Spider dev questions (spread evenly; greedy, no constraint or candidates). "
         f"CPU: {c['model']}, {c['cores']} cores ({flags_text(c)}); load average {report['load_before']} before, "
-        f"{report['load_after']} after. Each method ran at its own time beside other jobs (sweeps, evaluations): its "
-        "s/step is that moment's, not the method's, and the ratios to lora mislead; `reports/methods/tiny.md` "
-        "measures speed in alternating passes.",
+        f"{report['load_after']} after. {timing_note(report, c['cores'])}",
         "",
         "| method | keys | trainable params | s/step | vs lora | peak RSS MB | best val loss | published MB "
         "| int8 ONNX MB | EX % (questions) | valid SQL % | gen ms/question |",
@@ -230,10 +242,6 @@ def write_report(report: dict) -> Path:
         )
     (REPORT_DIR / f"{name}.md").write_text("\n".join(lines) + "\n")
     return REPORT_DIR / f"{name}.md"
-
-
-def load_average() -> str:
-    return Path("/proc/loadavg").read_text().split(" ")[0]
 
 
 def main() -> None:

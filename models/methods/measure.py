@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from app.core.config import BUILD_DIR, ROOT
-from models.machine import cpu
+from models.machine import cpu, load_average
 from models.methods import METHODS
 
 DATA_DIR = BUILD_DIR / "methods" / "tiny-data"
@@ -117,10 +117,6 @@ def ternary_through_matmulnbits() -> dict:
         levels = t.numpy().T
         out[bits] = {str(v): round(float(back[levels == v].mean()), 4) for v in (-1, 0, 1)}
     return out
-
-
-def load_average() -> str:
-    return Path("/proc/loadavg").read_text().split(" ")[0]
 
 
 def write_report(report: dict) -> None:

@@ -130,3 +130,18 @@ def test_the_base_report_says_why_ex_was_not_measured(tmp_path, monkeypatch):
     text = compare.write_report(_report("base", runs)).read_text()
     assert "from its base weights" in text and "served, not trained further" not in text
     assert "EX not measured for qlora" in text and "answered none right at this budget" in text
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "says"),
+    [
+        ("0.75", "1.66", "Nothing else kept the 2 cores busy (load at most 2 before and after)"),
+        ("9.56", "9.56", "Other jobs ran meanwhile"),
+        ("0.50", "3.10", "Other jobs ran meanwhile"),
+    ],
+)
+def test_the_report_says_what_its_speeds_are_worth_by_the_load_around_them(tmp_path, monkeypatch, before, after, says):
+    monkeypatch.setattr(compare, "REPORT_DIR", tmp_path)
+    report = _report("base", [_run("lora", 0.5, 2.0, None)]) | {"load_before": before, "load_after": after}
+    text = compare.write_report(report).read_text()
+    assert says in text and f"load average {before} before, {after} after" in text

@@ -70,3 +70,21 @@ def test_what_the_check_cannot_judge_is_left_alone():
 def test_postgresql_queries_are_read_in_their_dialect():
     sql = "SELECT c.\"name\" FROM customers c JOIN payments p ON c.id = p.order_id WHERE c.city ILIKE '%a%'"
     assert unkeyed_joins(sql, KEYS, "postgres") == ["customers.id = payments.order_id"]
+
+
+def test_an_on_that_reads_one_table_reference_on_both_sides_joins_nothing():
+    """A tautology (the same column on both sides) or two columns of the joined table alone: every row of one table
+    meets every row of the other. Beside a real join equality, such a condition is a filter and no sign."""
+    assert unkeyed_joins("SELECT o.total FROM customers c JOIN orders o ON o.order_id = o.order_id", KEYS) == [
+        "orders.order_id = orders.order_id"
+    ]
+    assert unkeyed_joins("SELECT * FROM customers c JOIN orders o ON o.customer_id = o.order_id", KEYS) == [
+        "orders.customer_id = orders.order_id"
+    ]
+    keyed_and_filter = "SELECT * FROM orders o JOIN payments p ON p.order_id = o.order_id AND p.amount = p.order_id"
+    assert unkeyed_joins(keyed_and_filter, KEYS) == []
+    # a self-join reads one table through two references: still judged by its key
+    assert unkeyed_joins("SELECT * FROM employees e JOIN employees m ON m.employee_id = e.manager_id", KEYS) == []
+    assert unkeyed_joins("SELECT * FROM employees e JOIN employees m ON m.name = e.manager_id", KEYS) == [
+        "employees.name = employees.manager_id"
+    ]

@@ -14,8 +14,8 @@ columns have the same name, or when one is its table's primary key and the other
 reference on both sides (`JOIN cars_data AS cd ON m.MakeId = m.MakeId`, true of every row: a cross join) is unkeyed
 whatever the names; beside an equality across two references, such a one is a filter and left alone. (Execution-
 guided candidates took that tautology for a keyed join in 2 of the first 80 of 300 Spider dev answers.) Only
-schemas that declare foreign keys are judged: without any, nothing tells a key from a coincidence. Columns the check cannot resolve (a subquery's, an outer query's, an
-ambiguous bare name) are left alone.
+schemas that declare foreign keys are judged: without any, nothing tells a key from a coincidence. Columns the check
+cannot resolve (a subquery's, an outer query's, an ambiguous bare name) are left alone.
 """
 
 from __future__ import annotations

@@ -377,7 +377,10 @@ def markdown(s: dict) -> str:
         ),
         *(["- schema-constrained decoding: identifiers limited to the schema's names"] if s.get("constrained") else []),
         *(
-            ["- tables used but never read joined in on their key, misspelt aliases mended (`app.nl2sql.repair`)"]
+            [
+                "- tables used but never read joined in on their key, misspelt aliases mended, columns under the wrong "
+                "alias moved to the one table that has them (`app.nl2sql.repair`)"
+            ]
             if s.get("repair")
             else []
         ),

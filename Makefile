@@ -79,10 +79,6 @@ $(DEMO_DB): app/db/demo.py
 system-deps: ## PostgreSQL server binaries and Chromium for the tests (Debian)
 	@scripts/system-deps.sh
 
-# two worker processes, whole files each (--dist loadfile: a module's fixtures, an exported model, load once): much
-# of the suite waits on subprocesses, servers and the browser, so two overlap well even on 2 cores. The heaviest
-# files go out first (tests/durations_order.py; --no-loadscope-reorder keeps that order); PYTEST_ARGS adds options,
-# e.g. PYTEST_ARGS=--record-durations=tests/durations.json to record what each file took
 # what the tests read besides the served model, built side by side once that export is done (its peak, ~21 GB for
 # the 1.5B, leaves no room beside it): the small base's export and the 0.5B's conversion each keep about one core
 # busy (parsing, tracing) and need ~5 GB together, so two at once save about a minute on 2 cores
@@ -90,6 +86,10 @@ system-deps: ## PostgreSQL server binaries and Chromium for the tests (Debian)
 test-models: setup model
 	$(MAKE) --no-print-directory -j2 $(TEST_MODEL) $(QWEN_TEST_BASE) $(DEMO_DB)
 
+# two worker processes, whole files each (--dist loadfile: a module's fixtures, an exported model, load once): much
+# of the suite waits on subprocesses, servers and the browser, so two overlap well even on 2 cores. The heaviest
+# files go out first (tests/durations_order.py; --no-loadscope-reorder keeps that order); PYTEST_ARGS adds options,
+# e.g. PYTEST_ARGS=--record-durations=tests/durations.json to record what each file took
 test: test-models system-deps ## the whole suite, slow tests included
 	BASE_MODEL=$(TEST_BASE) MODEL_DIR=$(CURDIR)/build/onnx/$(TEST_BASE)/fp32 $(PY) -m pytest -q -n 2 --dist loadfile \
 		--no-loadscope-reorder --durations=40 $(PYTEST_ARGS)

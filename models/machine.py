@@ -29,10 +29,10 @@ def flags_text(info: dict | None = None) -> str:
 
 
 def load_average() -> str:
-    """The 1-minute load average as /proc/loadavg writes it ("?" where there is none): whether other jobs shared
-    the cores while a speed was measured."""
+    """The 1-minute load average ("?" where the system has none): whether other jobs shared the cores while a speed
+    was measured."""
     try:
-        return Path("/proc/loadavg").read_text().split(" ")[0]
+        return f"{os.getloadavg()[0]:.2f}"
     except OSError:
         return "?"
 

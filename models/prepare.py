@@ -32,17 +32,17 @@ max_len = 512  # examples longer than this are dropped from train/val (counted i
 
 
 def write_synth(
-    tok, out_dir: Path, sample_values: int, max_len: int, count: int = 0
+    tok, out_dir: Path, sample_values: int, max_len: int, count: int
 ) -> tuple[dict, list[dict], list[dict]]:
-    """`count` (default `synth_n`) synthetic pairs on the demo database, encoded with the same prompt builder as Spider;
-    also their packing."""
+    """`count` synthetic pairs on the demo database, encoded with the same prompt builder as Spider; also their
+    packing."""
     from app.db.demo import build_sqlite
     from models.data import Pair
     from models.synth import generate_pairs
 
     db_root = out_dir / "demo_db"
     build_sqlite(db_root / "demo" / "demo.sqlite")
-    pairs = [Pair("demo", r["question"], r["query"], "train") for r in generate_pairs(count or synth_n)]
+    pairs = [Pair("demo", r["question"], r["query"], "train") for r in generate_pairs(count)]
     rows = [encode(tok, pr, db_root, sample_values) | {"question": pr.question, "sql": pr.sql} for pr in pairs]
     rows = [r for r in rows if len(r["ids"]) <= max_len]
     n = write_jsonl(out_dir / "synth_demo.jsonl", rows)
@@ -93,7 +93,7 @@ def main() -> None:
         print(f"{name:5s} {n:6d} examples {tokens:9d} tokens ({len(too_long)} over {a.max_len})")
     if synth_n and not a.no_synth:
         meta["splits"]["synth_demo"], synth_packed, synth_shared = write_synth(
-            tok, a.out_dir, a.sample_values, a.max_len, min(a.limit, synth_n) if a.limit else 0
+            tok, a.out_dir, a.sample_values, a.max_len, min(a.limit or synth_n, synth_n)
         )
         packed += synth_packed
         shared += synth_shared

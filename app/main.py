@@ -112,8 +112,10 @@ def _lifespan(settings: Settings, generator: Generator | None):
         except Exception as exc:  # the database may come up later; /readyz says so meanwhile
             log.warning("database not reachable at start: %s", str(exc).splitlines()[0][:200])
         service.batcher.start()
+        service.start_warming()
         log.info("Querywise ready: model %s, database %s", service.model_id, service.executor.dialect)
         yield
+        await service.stop_warming()
         await app.state.specialize.stop()
         await service.batcher.stop()
         await to_thread.run_sync(app.state.querylog.close)  # write what the log database could not take yet

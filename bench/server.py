@@ -3,7 +3,8 @@
 `python -m app` by default, or another command that serves the same app (bench.serve_llamacpp); its own query log
 and keys file under `workdir`, auth off and the per-client limits raised: one load generator is one client, and
 what is measured is the model queue, not the limiter. Ready once /readyz answers 200 (model loaded, database
-answering); killed on leaving the `with` block.
+answering) and the server has read the prompt every question shares into its cache; killed on leaving the `with`
+block.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class ServerProcess:
         self.env.update(env)
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> ServerProcess:
+    def start(self, timeout_s: float = STARTUP_TIMEOUT_S, wait_warm: bool = True) -> ServerProcess:
+        """Start and wait until ready; `wait_warm=False` returns before the warm-up has read the shared prompt."""
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
@@ -70,7 +72,9 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                r = httpx.get(f"{self.url}/readyz", timeout=2)
+                # ready, and done reading the shared prompt into its cache: measurements start on a warm server
+                if r.status_code == 200 and (not wait_warm or r.json().get("prompt_warm_up") != "running"):
                     return self
             except httpx.TransportError:
                 pass

@@ -51,9 +51,11 @@ def auth_headers(key: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def app_client(settings: Settings, generator: Generator) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running (batcher started, schema read), and an httpx client bound to it."""
+    """The app with its lifespan running (batcher started, schema read, the shared prompt cached), and an httpx
+    client bound to it. Tests start once the warm-up is over, so their questions and counts are theirs alone."""
     app = create_app(settings, generator)
     async with app.router.lifespan_context(app):
+        await app.state.service.warmed()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=120) as client:
             client.app = app  # type: ignore[attr-defined]

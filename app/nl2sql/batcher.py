@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from app.nl2sql.generator import GenerationRequest, Generator
+from app.nl2sql.generator import Generation, GenerationRequest, Generator
 
 
 class QueueFull(Exception):
@@ -190,10 +190,14 @@ class WholeBatches:
 
     def decode(self, generator: Generator, requests: list[GenerationRequest]) -> list[Generated]:
         t0 = time.perf_counter()
-        prompts, samplings = [r.prompt for r in requests], [r.sampling for r in requests]
-        gens = generator.generate(prompts, self.max_new_tokens, samplings)
+        gens: dict[int, Generation] = {}
+        limits = [self.max_new_tokens if r.max_new_tokens is None else r.max_new_tokens for r in requests]
+        for limit in dict.fromkeys(limits):  # one generate call per token limit (a warm-up's 0 apart)
+            idx = [i for i, n in enumerate(limits) if n == limit]
+            out = generator.generate([requests[i].prompt for i in idx], limit, [requests[i].sampling for i in idx])
+            gens |= dict(zip(idx, out, strict=True))
         ms = (time.perf_counter() - t0) * 1000
-        return [Generated(g.text, ms, len(requests), g.model_id) for g in gens]
+        return [Generated(gens[i].text, ms, len(requests), gens[i].model_id) for i in range(len(requests))]
 
     async def swap(self, generator: Generator) -> None:
         self.generator = generator  # the batch decoding keeps the generator it started with

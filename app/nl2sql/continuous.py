@@ -46,7 +46,8 @@ class GenerationStepper:
 
     def add(self, key: object, request: GenerationRequest) -> Generated | None:
         t0 = time.perf_counter()
-        done = self.batch.add(key, request.prompt, self.max_new_tokens, request.sampling)
+        limit = self.max_new_tokens if request.max_new_tokens is None else request.max_new_tokens
+        done = self.batch.add(key, request.prompt, limit, request.sampling)
         self._joined[key] = (t0, len(self.batch) + (done is not None))
         return None if done is None else self._result(key, done)
 

@@ -70,15 +70,23 @@ class PrefixCache:
     def store(self, ids: list[int], kv: list[np.ndarray]) -> None:
         if self.max_entries <= 0 or len(ids) < self.min_tokens:
             return
+        key = tuple(ids)
         with self._lock:
-            self._entries[tuple(ids)] = kv
-            self._entries.move_to_end(tuple(ids))
+            # an entry this one extends answers no lookup better than it: it goes (the warm-up stores a prompt in
+            # growing pieces, and each would otherwise take a place from a prompt of its own)
+            for old in [k for k in self._entries if len(k) < len(key) and key[: len(k)] == k]:
+                del self._entries[old]
+            self._entries[key] = kv
+            self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def _arena_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

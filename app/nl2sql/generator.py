@@ -45,10 +45,12 @@ GREEDY = Sampling()
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One answer to write: the prompt and how to pick its tokens (greedy unless an execution-guided candidate)."""
+    """One answer to write: the prompt and how to pick its tokens (greedy unless an execution-guided candidate).
+    `max_new_tokens`: None for the service's limit; 0 only reads the prompt (the warm-up that caches its prefix)."""
 
     prompt: str
     sampling: Sampling = GREEDY
+    max_new_tokens: int | None = None
 
 
 class StepDecoder(Protocol):

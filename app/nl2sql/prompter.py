@@ -9,6 +9,7 @@ examples (`app.knowledge`) join the prompt as notes and earlier turns.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Collection
 
@@ -91,6 +92,17 @@ class Prompter:
         names = [t.name for t in self.catalog.schema.tables]
         ctx = self.knowledge.context(question, allowed_tables, names, generator.count_tokens)
         return build_conversation(schema_text, question, ctx.earlier, examples, ctx.notes), ctx
+
+    def shared_start(self, generator: Generator) -> str:
+        """What every question's prompt starts with (the warm-up caches it): up to where the question goes, or to
+        the schema when the schema is too long to show whole and so depends on each question."""
+        one, other = self.prompt("?", generator)[0], self.prompt("!", generator)[0]
+        prompt = os.path.commonprefix([one, other])
+        if self._token_count(generator.count_tokens) <= self.token_budget:
+            return prompt
+        schema_text = self.schema_text_for("", generator.count_tokens)
+        at = prompt.find(schema_text) if schema_text else -1
+        return prompt[:at] if at >= 0 else ""
 
     def key_links(self, allowed_tables: Collection[str] | None = None) -> KeyLinks:
         """The keys the join check reads (`app.nl2sql.joins`): of the tables the key may read, the whole schema's

@@ -38,6 +38,20 @@ def test_prefix_cache_returns_the_longest_shared_prefix_and_evicts_oldest():
     assert cache.lookup([*range(6), 99, 98, 0])[0] == 6  # served by `a` now, no longer by `b`
 
 
+def test_an_entry_that_a_longer_one_extends_makes_room():
+    cache = PrefixCache(max_entries=2, min_tokens=3)
+    other = [9] * 6
+    cache.store(other, _kv(6, 0.0))
+    for n in (4, 8, 12):  # a prompt stored in growing pieces (the warm-up) takes one place, not three
+        cache.store(list(range(n)), _kv(n, float(n)))
+    assert len(cache) == 2
+    assert cache.lookup([*other, 1])[0] == 6  # the other prompt kept its place
+    n, kv = cache.lookup([*range(10), 77])
+    assert n == 10 and float(kv[0][0, 0, 0, 0]) == 12.0
+    cache.store([0, 1, 2, 3, 5], _kv(5, 5.0))  # shares a prefix but does not extend the longer entry: both stay
+    assert cache.lookup([*range(12), 1])[0] == 12
+
+
 @pytest.mark.slow
 def test_prefix_caching_and_batching_give_the_same_answers_as_a_fresh_prefill(generator, prompts):
     cache = generator.prefix_cache

@@ -32,6 +32,10 @@ class Readiness(BaseModel):
     model_loaded: bool
     database: bool = Field(description="The user's database answered `SELECT 1`")
     querylog_pending: int = Field(description="Query-log rows waiting in memory for the log database (not blocking)")
+    prompt_warm_up: str = Field(
+        description="Reading the prompt every question shares into the model's cache (not blocking): `running`, "
+        "`done`, `skipped` (database unreachable, or questions came first and cached it themselves) or `off`"
+    )
 
 
 @router.get(
@@ -48,6 +52,7 @@ async def readyz(service: ServiceDep, executor: ExecutorDep, querylog: QueryLogD
         model_loaded=True,
         database=db_ok,
         querylog_pending=querylog.pending,
+        prompt_warm_up=service.warm_up,
     )
     return JSONResponse(body.model_dump(), status_code=200 if db_ok else 503)
 

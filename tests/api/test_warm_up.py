@@ -1,0 +1,66 @@
+"""The prompt every question shares (instructions, schema, glossary) is read into the model's prefix cache when the
+server starts and after a hot swap, so the first question reads only its own tokens; `/readyz` says how far that
+got. Real app, real model, the demo database."""
+
+from __future__ import annotations
+
+import pytest
+from tests_support import MODEL_DIR, app_client, auth_headers, with_key
+
+from app.auth.keys import KeyStore
+from app.nl2sql.service import _piece_ends
+
+pytestmark = pytest.mark.slow
+QUESTION = "How many customers are there?"
+
+
+def test_pieces_end_after_line_breaks_and_cover_the_text():
+    text = "".join(f"line {i:03d} " + "x" * 40 + "\n" for i in range(100))  # 50 characters a line
+    ends = _piece_ends(text, 800)
+    assert ends[-1] == len(text) and ends == sorted(set(ends))
+    assert all(text[e - 1] == "\n" for e in ends)
+    assert all(800 <= b - a <= 850 for a, b in zip([0, *ends[:-2]], ends[:-1], strict=True))
+    assert 200 <= ends[-1] - ends[-2] <= 1050  # a short rest joins the last piece
+    assert _piece_ends("short", 800) == [5]
+    assert _piece_ends("", 800) == [0]
+
+
+@pytest.mark.parametrize("continuous", [True, False], ids=["continuous", "whole-batches"])
+async def test_first_question_finds_the_shared_prompt_cached(settings_for, demo_db, generator, continuous):
+    generator.prefix_cache.clear()
+    settings = settings_for(f"sqlite:///{demo_db}", continuous_batching=continuous, exec_guided_candidates=0)
+    async with app_client(settings, generator) as client:
+        service = client.app.state.service
+        await service.warmed()
+        assert (await client.get("/readyz")).json()["prompt_warm_up"] == "done"
+        start = service.prompter.shared_start(generator)
+        assert service.prompt_for(QUESTION).startswith(start)
+        hits, saved = generator.prefix_cache.hits, generator.prefix_cache.tokens_saved
+        r = await client.post("/query", json={"question": QUESTION})
+        assert r.status_code == 200, r.text
+        assert generator.prefix_cache.hits == hits + 1
+        # everything up to the question was read before it was asked (a token or two at the seam may differ)
+        assert generator.prefix_cache.tokens_saved - saved >= generator.count_tokens(start) - 3
+
+
+async def test_off_leaves_the_cache_empty_until_a_question(settings_for, demo_db, generator):
+    generator.prefix_cache.clear()
+    async with app_client(settings_for(f"sqlite:///{demo_db}", warm_prompt_prefix=False), generator) as client:
+        await client.app.state.service.warmed()
+        assert (await client.get("/readyz")).json()["prompt_warm_up"] == "off"
+        assert len(generator.prefix_cache) == 0
+
+
+async def test_a_swapped_in_model_is_warmed_too(settings_for, demo_db, generator, tmp_path):
+    other = MODEL_DIR.parent / ("int8" if MODEL_DIR.name != "int8" else "fp32")
+    settings, _ = with_key(settings_for(f"sqlite:///{demo_db}", model_exports_dir=MODEL_DIR.parent), "analyst")
+    admin = KeyStore(settings.api_keys_file).create("ops", admin=True).key
+    async with app_client(settings, generator) as client:
+        service = client.app.state.service
+        await service.warmed()
+        r = await client.post("/api/model/load", json={"path": str(other)}, headers=auth_headers(admin))
+        assert r.status_code == 200, r.text
+        assert service.generator is not generator
+        await service.warmed()
+        assert (await client.get("/readyz")).json()["prompt_warm_up"] == "done"
+        assert len(service.generator.prefix_cache) == 1  # read before any question reached the new model

@@ -91,12 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", default="qwen2.5-coder-1.5b", choices=list(BASES))
     p.add_argument("--questions", type=int, default=3)
+    p.add_argument("--out-dir", type=Path, default=Path(REPORT_DIR))
     a = p.parse_args(argv)
     if not (BASES[a.base].onnx_dir / "int8" / "model.onnx").exists():
         print(f"not built: {a.base} (make model BASE={a.base})", file=sys.stderr)
         return 2
     if not DEMO_DB_PATH.exists():
         print(f"no demo database at {DEMO_DB_PATH} (make demo-db)", file=sys.stderr)
+        return 2
+    if not 1 <= a.questions <= 20:
+        print("--questions: 1 to 20", file=sys.stderr)
         return 2
     questions = [c.question for c in load_suite()[:: 100 // a.questions][: a.questions]]
     load_before = load_average()
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "busy": busy(load_before, load_after),
     }
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M")
-    out = Path(REPORT_DIR)
+    out = a.out_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / f"warm-start-{stamp}.json").write_text(json.dumps(report, indent=2))
     (out / f"warm-start-{stamp}.md").write_text(markdown(report))

@@ -56,11 +56,16 @@ def measure(base: str, questions: list[str], env: dict, wait_warm: bool) -> dict
             server.start(wait_warm=wait_warm)
             ready_s = time.perf_counter() - t0
             answers = ask_all(server.url, questions)
-            log = server.log_tail(20_000)
+            log, peak = server.log_tail(20_000), server.peak_rss_mb()
         finally:
             server.kill()
     warm_line = next((line for line in log.splitlines() if "prompt prefix cached" in line), "")
-    return {"ready_s": round(ready_s, 1), "answers_s": answers, "warm_up_log": warm_line.strip()[-120:]}
+    return {
+        "ready_s": round(ready_s, 1),
+        "answers_s": answers,
+        "peak_rss_mb": round(peak) if peak else None,
+        "warm_up_log": warm_line.strip()[-120:],
+    }
 
 
 def markdown(report: dict) -> str:
@@ -70,13 +75,14 @@ def markdown(report: dict) -> str:
         f"{report['when']} · {report['cpu']['model']} · {report['cpu']['cores']} cores · {flags_text(report['cpu'])}"
         f" · base {report['base']} (int8, every other serving default) · demo database",
         "",
-        "| warm-up | start to ready | first question | the next ones (mean) |",
-        "|---|---:|---:|---:|",
+        "| warm-up | start to ready | first question | the next ones (mean) | server peak RSS |",
+        "|---|---:|---:|---:|---:|",
     ]
     for name, r in report["cases"].items():
         rest = r["answers_s"][1:]
         mean = f"{sum(rest) / len(rest):.1f} s" if rest else "–"
-        lines.append(f"| {name} | {r['ready_s']:.1f} s | {r['answers_s'][0]:.1f} s | {mean} |")
+        rss = f"{r['peak_rss_mb']} MB" if r.get("peak_rss_mb") else "–"
+        lines.append(f"| {name} | {r['ready_s']:.1f} s | {r['answers_s'][0]:.1f} s | {mean} | {rss} |")
     lines += [
         "",
         f"Questions, in order: {'; '.join(report['questions'])}. Start to ready: until `/readyz` answers 200, and "

@@ -18,7 +18,7 @@ def test_three_starts_answer_and_only_the_warmed_ones_cache_the_prompt(tmp_path)
     report = json.loads(report_path.read_text())
     cases = report["cases"]
     assert list(cases) == list(warm_start.CASES)
-    assert all(len(c["answers_s"]) == 2 and min(c["answers_s"]) > 0 for c in cases.values())
+    assert all(len(c["answers_s"]) == 2 and min(c["answers_s"]) > 0 and c["peak_rss_mb"] > 0 for c in cases.values())
     assert cases["off"]["warm_up_log"] == ""
     assert "prompt prefix cached" in cases["on, asked after the warm-up"]["warm_up_log"]
     md = (tmp_path / report_path.name.replace(".json", ".md")).read_text()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import anyio
 
 RID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-STAGES = ("queued", "writing", "running", "candidates")
+STAGES = ("queued", "warming", "writing", "running", "candidates")
 
 
 @dataclass

@@ -199,7 +199,8 @@ class QueryService:
             out = Outcome(Status.ERROR, Category.DB_UNAVAILABLE, question=question, message=SCHEMA_UNAVAILABLE)
             return await self._finish(out, "question", t0)
         self.metrics.queue_depth.set(self.batcher.depth)
-        report("writing")  # the page says what is happening (app.nl2sql.progress)
+        # the page says what is happening (app.nl2sql.progress); during the warm-up, why the first answer takes long
+        report("warming" if self.warm_up == "running" else "writing")
         if self.settings.exec_guided_vote and self.settings.exec_guided_candidates:
             out = await self._voted(prompt, question, t0, allowed_tables, names)
             out = self._flag_unkeyed(out)

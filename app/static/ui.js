@@ -29,7 +29,12 @@ function newRid() {
 function stageText(p) {
   if (p.stage === "candidates")
     return `The first SQL did not work: trying candidate ${p.candidate} of ${p.candidates}…`;
-  return { queued: "Waiting for the model…", writing: "Writing SQL…", running: "Running the SQL…" }[p.stage] || "Working…";
+  return {
+    queued: "Waiting for the model…",
+    warming: "The model is still reading this database's schema after a start (about 20 s, once); then it writes the SQL…",
+    writing: "Writing SQL…",
+    running: "Running the SQL…",
+  }[p.stage] || "Working…";
 }
 
 function stopProgress() {

@@ -64,3 +64,16 @@ async def test_a_swapped_in_model_is_warmed_too(settings_for, demo_db, generator
         await service.warmed()
         assert (await client.get("/readyz")).json()["prompt_warm_up"] == "done"
         assert len(service.generator.prefix_cache) == 1  # read before any question reached the new model
+
+
+async def test_a_question_asked_during_the_warm_up_says_so(client, monkeypatch):
+    import app.nl2sql.service as service_module
+
+    stages: list[str] = []
+    monkeypatch.setattr(service_module, "report", lambda stage, *a: stages.append(stage))
+    service = client.app.state.service
+    service.warm_up = "running"  # as while the shared prompt is being read
+    assert (await client.post("/query", json={"question": QUESTION})).status_code == 200
+    service.warm_up = "done"
+    assert (await client.post("/query", json={"question": QUESTION})).status_code == 200
+    assert stages[0] == "warming" and "writing" in stages[1:] and "warming" not in stages[1:]

@@ -123,7 +123,7 @@ class RequestQueue:
         except asyncio.QueueFull:
             raise QueueFull from None
         try:
-            if self.max_queue_wait_s is None:
+            if self.max_queue_wait_s is None or request.background:
                 return await item.future
             # Wait for the answer, but give up on the queue (not on a batch already decoding) at the deadline.
             done, _ = await asyncio.wait({item.future}, timeout=self.max_queue_wait_s)
@@ -134,7 +134,8 @@ class RequestQueue:
             return await item.future
         except asyncio.CancelledError:
             item.future.cancel()  # the waiter went away: the worker skips it (continuous batching drops its row)
-            self.stats.cancelled += 1
+            if not request.background:
+                self.stats.cancelled += 1
             raise
 
     async def next_live(self, timeout: float | None) -> QueuedRequest | None:  # None only when timeout is given
@@ -219,9 +220,11 @@ class WholeBatches:
         loop = asyncio.get_running_loop()
         while True:
             items = await self._collect(queue)
-            queue.stats.count_batch(len(items), len(items))
-            if self.on_batch:
-                self.on_batch(len(items))
+            users = sum(not i.request.background for i in items)
+            if users:  # a batch of warm-up work alone is nobody's batch
+                queue.stats.count_batch(users, len(items))
+                if self.on_batch:
+                    self.on_batch(len(items))
             t0 = time.perf_counter()
             try:
                 requests = [i.request for i in items]
@@ -232,7 +235,8 @@ class WholeBatches:
             except Exception as exc:  # the batch failed: every waiter gets the error, the worker goes on
                 fail_all(items, exc)
                 continue
-            queue.stats.time_batch(time.perf_counter() - t0)
+            if users:
+                queue.stats.time_batch(time.perf_counter() - t0)
             for i, r in zip(items, results, strict=True):
                 if not i.future.done():
                     i.future.set_result(r)

@@ -39,7 +39,8 @@ class GenerationStepper:
     def reset(self) -> None:
         self.batch: StepDecoder = self.generator.decode_batch()
         self.draining: list[StepDecoder] = []  # batches of models swapped out, until their last row finishes
-        self._joined: dict[object, tuple[float, int]] = {}  # key -> (start time, batch size when it joined)
+        # key -> (start time, batch size when it joined, background work)
+        self._joined: dict[object, tuple[float, int, bool]] = {}
 
     def __len__(self) -> int:
         return len(self.batch) + sum(len(b) for b in self.draining)
@@ -48,7 +49,7 @@ class GenerationStepper:
         t0 = time.perf_counter()
         limit = self.max_new_tokens if request.max_new_tokens is None else request.max_new_tokens
         done = self.batch.add(key, request.prompt, limit, request.sampling)
-        self._joined[key] = (t0, len(self.batch) + (done is not None))
+        self._joined[key] = (t0, len(self.batch) + (done is not None), request.background)
         return None if done is None else self._result(key, done)
 
     def drop(self, keys: set[object]) -> None:
@@ -67,9 +68,10 @@ class GenerationStepper:
         return {k: self._result(k, g) for k, g in done.items()}
 
     def _result(self, key: object, g: Generation) -> Generated:
-        t0, size = self._joined.pop(key)
+        t0, size, background = self._joined.pop(key)
         took = time.perf_counter() - t0
-        self.mean_s = took if self.mean_s is None else 0.7 * self.mean_s + 0.3 * took
+        if not background:  # Retry-After is about users' answers
+            self.mean_s = took if self.mean_s is None else 0.7 * self.mean_s + 0.3 * took
         return Generated(g.text, took * 1000, size, g.model_id)
 
 
@@ -118,9 +120,11 @@ class ContinuousBatches:
             new.append(item)
         if new:
             active |= {id(i): i for i in new}
-            queue.stats.count_batch(len(new), len(active))
-            if self.on_batch:
-                self.on_batch(len(active))
+            users = sum(not i.request.background for i in new)
+            if users:  # warm-up work alone is nobody's batch (`GenerationRequest.background`)
+                queue.stats.count_batch(users, len(active))
+                if self.on_batch:
+                    self.on_batch(len(active))
         return new
 
     async def run(self, queue: RequestQueue) -> None:

@@ -72,6 +72,10 @@ class PrefixCache:
             return
         key = tuple(ids)
         with self._lock:
+            longer = next((k for k in self._entries if len(k) >= len(key) and k[: len(key)] == key), None)
+            if longer is not None:  # an entry holding all of this already: it serves every lookup this one would
+                self._entries.move_to_end(longer)
+                return
             # an entry this one extends answers no lookup better than it: it goes (the warm-up stores a prompt in
             # growing pieces, and each would otherwise take a place from a prompt of its own)
             for old in [k for k in self._entries if len(k) < len(key) and key[: len(k)] == k]:

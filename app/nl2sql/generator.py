@@ -46,11 +46,14 @@ GREEDY = Sampling()
 @dataclass(frozen=True)
 class GenerationRequest:
     """One answer to write: the prompt and how to pick its tokens (greedy unless an execution-guided candidate).
-    `max_new_tokens`: None for the service's limit; 0 only reads the prompt (the warm-up that caches its prefix)."""
+    `max_new_tokens`: None for the service's limit; 0 only reads the prompt (the warm-up that caches its prefix).
+    `background`: work no user waits for (the warm-up): it never times out in the queue and stays out of the
+    queue's statistics (batch sizes, times, Retry-After, timeouts and cancellations are the users')."""
 
     prompt: str
     sampling: Sampling = GREEDY
     max_new_tokens: int | None = None
+    background: bool = False
 
 
 class StepDecoder(Protocol):

@@ -9,7 +9,6 @@ owns the flow and which model serves (`swap_model`, `rollback`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -58,16 +57,16 @@ class InvalidQuestion(ValueError):
 
 
 def _piece_ends(text: str, size: int) -> list[int]:
-    """Where the warm-up's growing pieces of `text` end: after a line break, about every `size` characters, and
-    at the end (a rest shorter than a quarter piece joins the last piece)."""
+    """Where the warm-up's growing pieces of `text` end, about every `size` characters (at most twice that; a rest
+    under a quarter piece joins the last piece): before a space, where the tokenizers split words too (a space
+    starts the next word's token), so each piece's tokens begin the next piece's; [] for no text."""
     ends, start = [], 0
     while len(text) - start > size + size // 4:
-        cut = text.find("\n", start + size)
-        if cut < 0:
-            break
-        start = cut + 1
-        ends.append(start)
-    return [*ends, len(text)] if not ends or ends[-1] < len(text) else ends
+        space = text.find(" ", start + size, start + 2 * size)
+        end = space if space >= 0 else start + size  # no space that near: by characters
+        ends.append(end)
+        start = end
+    return [*ends, len(text)] if len(text) > start else ends
 
 
 def check_question(question: str, max_chars: int) -> str:
@@ -97,34 +96,39 @@ class QueryService:
         self.previous: Generator | None = None  # served before the last hot swap: what a rollback returns to
         self._swap_lock = asyncio.Lock()
         self._warming: asyncio.Task | None = None
+        self._stopping = False
         self.warm_up = "off"  # what /readyz reports: off, running, done or skipped
 
     async def warmed(self) -> None:
-        """Wait for the warm-up running now, if any (tests, benchmarks that measure warm answers)."""
+        """Wait for the warm-up running now, if any, to end (tests, benchmarks that measure warm answers)."""
         if self._warming is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._warming)
+            await asyncio.wait({self._warming})
 
     def start_warming(self) -> None:
         """Cache the prompt's shared prefix in the background (`warm`), for the model served now."""
+        if self._stopping:
+            return
         if self._warming is not None:
             self._warming.cancel()
         self.warm_up = "running"  # from now, not from the task's first step: a reader never sees the state before
         self._warming = asyncio.get_running_loop().create_task(self.warm(), name="warm-up")
 
     async def stop_warming(self) -> None:
+        """At shutdown: end the warm-up, and start none after (a swap while the server stops)."""
+        self._stopping = True
         if self._warming is not None:
             self._warming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._warming
+            await asyncio.wait({self._warming})
             self._warming = None
 
     async def warm(self) -> int:
         """Read the prompt every question on this database starts with (instructions, format examples, schema,
         glossary) into the model's prefix cache, so the first question does not wait for it: on 2 cores the 1.5B
         reads its ~1,200 tokens on the demo database in ~20 s, a question after them in ~1 s. Queued like the
-        questions, in pieces (`WARM_PIECE_CHARS`); returns the characters read (0: off, nothing to cache, the
-        database is unreachable, or the queue is busy with questions, which cache the prefix themselves)."""
+        questions, in pieces (`WARM_PIECE_CHARS`) that never time out in the queue and stay out of its statistics
+        (`background`); returns the characters read: all of the shared start, or fewer where it stopped (off,
+        nothing shared, the database unreachable, the queue full or closing, a failed decode).
+        `warm_up` says which: done, or skipped (logged), or off."""
         if not (self.settings.warm_prompt_prefix and self.settings.prefix_cache_entries and self.generator.stepwise):
             self.warm_up = "off"
             return 0
@@ -132,9 +136,10 @@ class QueryService:
         try:
             prompt = await to_thread.run_sync(self.prompter.shared_start, self.generator)
             for end in _piece_ends(prompt, WARM_PIECE_CHARS) if prompt else ():
-                await self.batcher.submit(GenerationRequest(prompt[:end], max_new_tokens=0))
+                await self.batcher.submit(GenerationRequest(prompt[:end], max_new_tokens=0, background=True))
                 done = end
-        except (sa.exc.SQLAlchemyError, OSError, QueueFull):  # QueueFull: busy, or closing (QueueClosed)
+        except (sa.exc.SQLAlchemyError, OSError, QueueFull) as exc:  # QueueFull: full, or closing (QueueClosed)
+            log.info("prompt prefix warm-up skipped: %s", type(exc).__name__)
             self.warm_up = "skipped"
             return done
         except Exception:  # a failed decode fails questions too and is reported there; this is only a head start
@@ -142,6 +147,7 @@ class QueryService:
             self.warm_up = "skipped"
             return done
         if not done:  # the schema is cut to each question's tables and nothing before it is shared
+            log.info("prompt prefix warm-up skipped: no prompt start is shared by every question")
             self.warm_up = "skipped"
             return 0
         self.warm_up = "done"

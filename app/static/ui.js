@@ -31,7 +31,7 @@ function stageText(p) {
     return `The first SQL did not work: trying candidate ${p.candidate} of ${p.candidates}…`;
   return {
     queued: "Waiting for the model…",
-    warming: "The model is still reading this database's schema after a start (about 20 s, once); then it writes the SQL…",
+    warming: "The model is still reading this database's schema (once, after a start or a model change); then it writes the SQL…",
     writing: "Writing SQL…",
     running: "Running the SQL…",
   }[p.stage] || "Working…";

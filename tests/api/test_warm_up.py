@@ -14,15 +14,18 @@ pytestmark = pytest.mark.slow
 QUESTION = "How many customers are there?"
 
 
-def test_pieces_end_after_line_breaks_and_cover_the_text():
-    text = "".join(f"line {i:03d} " + "x" * 40 + "\n" for i in range(100))  # 50 characters a line
+def test_pieces_end_where_the_tokenizer_splits_and_cover_the_text(generator):
+    text = "".join(f"t{i}(id int PK, name, price num)\n" + ("\n" if i % 7 == 0 else "") for i in range(100))
     ends = _piece_ends(text, 800)
     assert ends[-1] == len(text) and ends == sorted(set(ends))
-    assert all(text[e - 1] == "\n" for e in ends)
-    assert all(800 <= b - a <= 850 for a, b in zip([0, *ends[:-2]], ends[:-1], strict=True))
-    assert 200 <= ends[-1] - ends[-2] <= 1050  # a short rest joins the last piece
-    assert _piece_ends("short", 800) == [5]
-    assert _piece_ends("", 800) == [0]
+    assert all(text[e] == " " for e in ends[:-1])  # before a space
+    assert all(800 <= b - a <= 820 for a, b in zip([0, *ends[:-2]], ends[:-1], strict=True))
+    assert 200 <= ends[-1] - ends[-2] <= 1020  # a short rest joins the last piece
+    assert _piece_ends("x" * 3000, 800)[:2] == [800, 1600]  # nowhere to split: by characters
+    assert _piece_ends("short", 800) == [5] and _piece_ends("", 800) == []
+    # each piece's tokens begin the next piece's, so the cache keeps one entry that grows
+    ids = [generator.tokenizer.encode(text[:e], add_special_tokens=False).ids for e in ends]
+    assert all(b[: len(a)] == a for a, b in zip(ids[:-1], ids[1:], strict=True))
 
 
 @pytest.mark.parametrize("continuous", [True, False], ids=["continuous", "whole-batches"])
@@ -33,6 +36,8 @@ async def test_first_question_finds_the_shared_prompt_cached(settings_for, demo_
         service = client.app.state.service
         await service.warmed()
         assert (await client.get("/readyz")).json()["prompt_warm_up"] == "done"
+        stats = service.batcher.stats  # the warm-up is nobody's request: batch sizes, times, Retry-After are users'
+        assert stats.requests == stats.batches == stats.timed_out == 0 and stats.mean_batch_s is None
         start = service.prompter.shared_start(generator)
         assert service.prompt_for(QUESTION).startswith(start)
         hits, saved = generator.prefix_cache.hits, generator.prefix_cache.tokens_saved

@@ -19,7 +19,8 @@ def test_three_starts_answer_and_only_the_warmed_ones_cache_the_prompt(tmp_path)
     cases = report["cases"]
     assert list(cases) == list(warm_start.CASES)
     assert all(len(c["answers_s"]) == 2 and min(c["answers_s"]) > 0 and c["peak_rss_mb"] > 0 for c in cases.values())
-    assert cases["off"]["warm_up_log"] == ""
+    assert cases["off"]["warm_up_log"] == "" and cases["off"]["warm_up_when_asked"] == "off"
+    assert cases["on, asked after the warm-up"]["warm_up_when_asked"] == "done"
     assert "prompt prefix cached" in cases["on, asked after the warm-up"]["warm_up_log"]
     md = (tmp_path / report_path.name.replace(".json", ".md")).read_text()
     assert md.count("\n| ") == 4 and "| off |" in md  # the header and one row per start

@@ -50,6 +50,8 @@ def test_an_entry_that_a_longer_one_extends_makes_room():
     assert n == 10 and float(kv[0][0, 0, 0, 0]) == 12.0
     cache.store([0, 1, 2, 3, 5], _kv(5, 5.0))  # shares a prefix but does not extend the longer entry: both stay
     assert cache.lookup([*range(12), 1])[0] == 12
+    cache.store(list(range(6)), _kv(6, 6.0))  # all of it held already (a rollback's warm-up): no new entry
+    assert len(cache) == 2 and cache.lookup([*range(12), 1])[1][0][0, 0, 0, 0] == 12.0
 
 
 @pytest.mark.slow

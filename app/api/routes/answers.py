@@ -60,7 +60,7 @@ async def export_csv(
 
 @router.get("/progress/{rid}", responses={404: {"description": "Not running (finished, cancelled or another key's)"}})
 async def progress(request: Request, rid: Rid, principal: PrincipalDep) -> dict:
-    """What the request is doing: `stage` (queued, writing, running, candidates), `candidate` k of `candidates`."""
+    """What the request is doing: `stage` (queued, warming, writing, running, candidates), `candidate` k of `candidates`."""
     p = board(request).get(principal.rate_key, rid)
     if p is None:
         raise HTTPException(404, NOT_RUNNING)

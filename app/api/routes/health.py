@@ -33,8 +33,10 @@ class Readiness(BaseModel):
     database: bool = Field(description="The user's database answered `SELECT 1`")
     querylog_pending: int = Field(description="Query-log rows waiting in memory for the log database (not blocking)")
     prompt_warm_up: str = Field(
-        description="Reading the prompt every question shares into the model's cache (not blocking): `running`, "
-        "`done`, `skipped` (database unreachable, or questions came first and cached it themselves) or `off`"
+        description="Reading the prompt every question shares into the model's cache, at start and after a model "
+        "swap (not blocking): `running`, `done` (as of then: a schema or glossary changed since is read by the next "
+        "question), `skipped` (nothing shared, database unreachable, queue full or closing, a failed decode: the "
+        "log says which; questions then read the prompt themselves) or `off`"
     )
 
 

@@ -11,14 +11,12 @@ to it (its int8 export, `make model BASE=...`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 from app.core.config import get_settings
-from bench import REPORT_DIR, http_sweep
+from bench import REPORT_DIR, http_sweep, write_report
 from models.bases import BASES
 from models.export import onnx_size, read_manifest
 from models.machine import cpu, flags_text
@@ -72,11 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     for base in a.bases:
         print(f"== {base}", flush=True)
         report["bases"][base] = measure(base, a.requests, a.spider_requests)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M")
-    out = Path(REPORT_DIR)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"tiers-{stamp}.json").write_text(json.dumps(report, indent=2))
-    (out / f"tiers-{stamp}.md").write_text(markdown(report))
+    write_report(REPORT_DIR, "tiers", report, markdown(report))
     print(markdown(report))
     return 0
 

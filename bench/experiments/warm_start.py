@@ -13,7 +13,6 @@ reports/bench/warm-start-<stamp>.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from app.core.config import DEMO_DB_PATH
-from bench import REPORT_DIR
+from bench import REPORT_DIR, write_report
 from bench.server import ServerProcess
 from models.bases import BASES
 from models.machine import busy, cpu, flags_text, load_average
@@ -127,11 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_after": load_after,
         "busy": busy(load_before, load_after),
     }
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M")
-    out = a.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"warm-start-{stamp}.json").write_text(json.dumps(report, indent=2))
-    (out / f"warm-start-{stamp}.md").write_text(markdown(report))
+    write_report(a.out_dir, "warm-start", report, markdown(report))
     print(markdown(report))
     return 0
 

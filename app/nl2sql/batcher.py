@@ -156,6 +156,19 @@ class RequestQueue:
                 return item
 
 
+def count_joined(
+    stats: BatchStats, items: list[QueuedRequest], size: int, on_batch: Callable[[int], None] | None
+) -> bool:
+    """Count the batch `items` joined (`size` rows decode now) in `stats` and `on_batch`, users' requests only: warm-up
+    work alone is nobody's batch (`GenerationRequest.background`). Whether any user's request was among them."""
+    users = sum(not i.request.background for i in items)
+    if users:
+        stats.count_batch(users, size)
+        if on_batch:
+            on_batch(size)
+    return bool(users)
+
+
 def fail_all(items, exc: BaseException) -> None:
     """Every waiter of `items` still waiting gets `exc`: nobody hangs on a decode that will not finish."""
     for item in items:
@@ -220,11 +233,7 @@ class WholeBatches:
         loop = asyncio.get_running_loop()
         while True:
             items = await self._collect(queue)
-            users = sum(not i.request.background for i in items)
-            if users:  # a batch of warm-up work alone is nobody's batch
-                queue.stats.count_batch(users, len(items))
-                if self.on_batch:
-                    self.on_batch(len(items))
+            users = count_joined(queue.stats, items, len(items), self.on_batch)
             t0 = time.perf_counter()
             try:
                 requests = [i.request for i in items]

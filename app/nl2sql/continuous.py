@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from app.nl2sql.batcher import Generated, QueueClosed, QueuedRequest, RequestQueue, fail_all
+from app.nl2sql.batcher import Generated, QueueClosed, QueuedRequest, RequestQueue, count_joined, fail_all
 from app.nl2sql.generator import Generation, GenerationRequest, Generator, StepDecoder
 
 
@@ -120,11 +120,7 @@ class ContinuousBatches:
             new.append(item)
         if new:
             active |= {id(i): i for i in new}
-            users = sum(not i.request.background for i in new)
-            if users:  # warm-up work alone is nobody's batch (`GenerationRequest.background`)
-                queue.stats.count_batch(users, len(active))
-                if self.on_batch:
-                    self.on_batch(len(active))
+            count_joined(queue.stats, new, len(active), self.on_batch)
         return new
 
     async def run(self, queue: RequestQueue) -> None:

@@ -135,21 +135,20 @@ class QueryService:
         self.warm_up, t0, done = "running", time.perf_counter(), 0
         try:
             prompt = await to_thread.run_sync(self.prompter.shared_start, self.generator)
-            for end in _piece_ends(prompt, WARM_PIECE_CHARS) if prompt else ():
+            for end in _piece_ends(prompt, WARM_PIECE_CHARS):
                 await self.batcher.submit(GenerationRequest(prompt[:end], max_new_tokens=0, background=True))
                 done = end
         except (sa.exc.SQLAlchemyError, OSError, QueueFull) as exc:  # QueueFull: full, or closing (QueueClosed)
-            log.info("prompt prefix warm-up skipped: %s", type(exc).__name__)
-            self.warm_up = "skipped"
-            return done
+            skipped = type(exc).__name__
         except Exception:  # a failed decode fails questions too and is reported there; this is only a head start
             log.warning("prompt prefix warm-up failed", exc_info=True)
+            skipped = "a failed decode"
+        else:  # nothing read: the schema is cut to each question's tables and nothing before it is shared
+            skipped = "" if done else "no prompt start is shared by every question"
+        if skipped:
+            log.info("prompt prefix warm-up skipped: %s", skipped)
             self.warm_up = "skipped"
             return done
-        if not done:  # the schema is cut to each question's tables and nothing before it is shared
-            log.info("prompt prefix warm-up skipped: no prompt start is shared by every question")
-            self.warm_up = "skipped"
-            return 0
         self.warm_up = "done"
         log.info("prompt prefix cached: %d characters in %.1f s", done, time.perf_counter() - t0)
         return done

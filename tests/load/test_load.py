@@ -25,17 +25,21 @@ async def test_saturated_server_sheds_fast_and_loses_nothing(tmp_path, demo_db):
     with ServerProcess(tmp_path, f"sqlite:///{demo_db}", MAX_NEW_TOKENS="48") as server:
         await warm_up(server.url, questions)
         rss_cold = server.rss_mb()
-        # A first saturated round grows the buffers to their working size (the widest batches, sampled candidates,
-        # the prefix cache); growth after that, over a second round as large, would be a leak.
+        # Saturated rounds grow the buffers to their working size (the widest batch, sampled candidates, the prefix
+        # cache) in a step, in whichever round first meets that batch: one warm round does not always (CI once saw
+        # 1657 -> 1657 over it, then +163 MB over the measured round). A leak grows in every round, so the check is
+        # that one of two later rounds stays flat.
         warm_config = replace(config, requests=150, seed=1)
         await run_load(server.url, warm_config, questions, sqls)
         rss_start = server.rss_mb()
         rows_before = len(server.querylog_rows())
         result = await run_load(server.url, config, questions, sqls)
-        rss_end = server.rss_mb()
+        rss_mid = server.rss_mb()
         rows = server.querylog_rows()[rows_before:]
+        await run_load(server.url, replace(config, seed=2), questions, sqls)
+        rss_end = server.rss_mb()
     s = result.summary()
-    print(s, f"RSS {rss_cold} (cold) -> {rss_start} (warm) -> {rss_end} MB")
+    print(s, f"RSS {rss_cold} (cold) -> {rss_start} (warm) -> {rss_mid} -> {rss_end} MB")
 
     assert s["requests"] == 300
     assert s["http_500"] == 0 and s["unexpected_status"] == [], s
@@ -50,7 +54,8 @@ async def test_saturated_server_sheds_fast_and_loses_nothing(tmp_path, demo_db):
     assert at_once > 0 and at_once + waited == s["status_counts"]["503"], shed
     # SQL from the UI does not wait behind the model queue.
     assert s["by_endpoint"].get("sql:503", 0) == 0
-    assert rss_start and rss_end and rss_end - rss_start < RSS_GROWTH_LIMIT_MB, (rss_start, rss_end)
+    assert rss_start and rss_mid and rss_end, (rss_start, rss_mid, rss_end)
+    assert min(rss_mid - rss_start, rss_end - rss_mid) < RSS_GROWTH_LIMIT_MB, (rss_start, rss_mid, rss_end)
     # Every 200 has its query-log row (the row is written before the answer leaves).
     logged = "\n".join(f"{r['question']} {r['sql']}" for r in rows)
     missing = [

@@ -11,7 +11,7 @@ import json
 import os
 import random
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -148,6 +148,7 @@ def pack(
     max_turns: int = 0,
     schema_of: Callable[[str], str] | None = None,
     shared_prefix: bool = False,
+    examples: Sequence = (),
 ) -> list[dict]:
     """In-context packing: one sequence per chunk of a database's questions, the schema written once.
 
@@ -165,6 +166,8 @@ def pack(
     only kind a question without verified examples gets) are a larger share, at some token cost.
 
     `schema_of(db_id)` gives the schema text instead of reading `db_root` (a live database, as the service shows it).
+
+    `examples`: format examples in each first turn's system text (`build_prompt`), for a model served few-shot.
 
     `shared_prefix` packs differently (`_pack_shared`): every question is a first turn that sees the schema and
     itself only, as a question without verified examples is asked in service.
@@ -197,7 +200,7 @@ def pack(
             h_ids = (
                 follow
                 if follow is not None
-                else tokenizer(build_prompt(schema, p.question), add_special_tokens=False).input_ids
+                else tokenizer(build_prompt(schema, p.question, examples), add_special_tokens=False).input_ids
             )
             if len(h_ids) + len(t_ids) > max_len:
                 continue

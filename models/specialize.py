@@ -10,7 +10,10 @@
    service shows it, the glossary under it, earlier pairs as turns), mixed with a replay sample of the general
    training data (`build/data/<base>/packed.jsonl`, when present), so the model does not forget Spider;
 3. train from the base's committed adapter (`models.train`, `init_adapter`: its weights, a fresh optimizer/schedule);
-4. publish the adapter (row-wise int8) and export it to ONNX (`models.export.build`) into a temp directory;
+   a base served few-shot (the 1.5B) has none: a fresh LoRA (`fresh_*`) on its top layers, the rest cached;
+4. publish the adapter (row-wise int8) and export it to ONNX (`models.export.build`) into a temp directory; a fresh
+   LoRA is instead patched into a copy of the base's own export (`models.patch`: the adapted MatMuls' weights
+   rewritten, no re-trace), which is how the 1.5B specializes beside a live server (its re-export peaks at ~21 GB);
 5. evaluate the candidate and the current model (`current_model_dir`, what the server serves) with
    `models.evaluate` on the same questions: the held-out pairs (prompted as the service would: glossary and the k
    nearest train pairs) and the business suite;
@@ -49,13 +52,19 @@ current_model_dir = ""  # the model to beat; "" = MODEL_DIR
 exports_dir = ""  # "" = MODEL_EXPORTS_DIR (build/onnx): published to <exports_dir>/<base>/specialized-<timestamp>
 run_dir = ""  # log, status, data, training run; "" = build/specialize/<base>/<timestamp>
 reports_dir = "reports/specialize"  # the JSON report (also in run_dir); "" = run_dir only
-init_adapter = ""  # "" = the base's committed adapter (models/adapters/<adapter>)
+init_adapter = ""  # "" = the base's committed adapter (models/adapters/<adapter>), else a fresh LoRA (below); "fresh"
+fresh_lora_r = 16  # a fresh LoRA (a base without an adapter): rank, alpha, how many top layers, which projections
+fresh_lora_alpha = 32
+fresh_train_layers = 4
+fresh_target_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+replay_file = ""  # "" = build/data/<base>/packed.jsonl; a base with the same tokenizer's data serves as well
 holdout_fraction = 0.2  # of the pairs, by a hash of their id: the same pair stays on its side as pairs are added
 min_pairs = 20
 min_holdout = 4
 replay_ratio = 1.0  # replay rows per specialized row
 max_len = 1024
 epochs = 3.0
+val_pairs = 32  # train pairs the run reports its fit on (0 = all; each costs a forward pass of the frozen layers)
 max_steps = 0  # 0 = from epochs
 lr = 2e-4
 warmup_steps = 5
@@ -63,7 +72,8 @@ batch_tokens = 4096
 threads = 0  # torch and onnxruntime threads; 0 = their defaults (OMP_NUM_THREADS, ORT_THREADS, else all cores)
 autocast = ""  # "bf16" on AVX512-BF16 CPUs (see models/train.py)
 examples_k = 3  # held-out questions are prompted with the k nearest train pairs, as the service would
-suite = str(SCENARIO_DIR)  # business suite, on the demo database
+suite = str(SCENARIO_DIR)  # business suite, on the demo database; "" = none (the pairs are the suite's own questions:
+# a measurement of what specializing on a suite split buys on its other part; the rule then reads the held-out only)
 suite_limit = 0  # 0 = every case; else N spread evenly (the same N for both models)
 suite_glossary = str(DEMO_GLOSSARY)  # the suite is prompted with the demo glossary, as the service does
 suite_tolerance = 0.0  # percentage points the suite may drop
@@ -121,9 +131,11 @@ def held_out(example_id: int, fraction: float) -> bool:
 def decide(cand: dict, cur: dict, tolerance: float = 0.0) -> tuple[bool, str]:
     """The publish rule: strictly better on the held-out pairs, and on the business suite not worse than
     `tolerance` points. (Better on both passes it too.) Returns (publish?, the reason in words)."""
-    h_c, h_0, s_c, s_0 = cand["heldout_ex"], cur["heldout_ex"], cand["suite_ex"], cur["suite_ex"]
+    h_c, h_0, s_c, s_0 = cand["heldout_ex"], cur["heldout_ex"], cand.get("suite_ex"), cur.get("suite_ex")
     if h_c <= h_0:
         return False, f"not better on the held-out pairs ({h_c}% vs {h_0}%)"
+    if s_c is None or s_0 is None:
+        return True, f"better on the held-out pairs ({h_c}% vs {h_0}%); no business suite"
     if s_c < s_0 - tolerance:
         return False, f"worse on the business suite ({s_c}% vs {s_0}%, tolerance {tolerance} points)"
     return True, f"better on the held-out pairs ({h_c}% vs {h_0}%), suite {s_c}% vs {s_0}%"
@@ -209,9 +221,10 @@ def lora_shape(adapter: Path, base_dir: Path) -> dict:
     }
 
 
-def prepare(cfg: dict, spec, pairs: list[dict], entries, data_dir: Path, settings) -> dict:
+def prepare(cfg: dict, spec, pairs: list[dict], entries, data_dir: Path, settings, examples=()) -> dict:
     """Tokenized training data in data_dir: the packed train pairs, a replay sample, and val (the train pairs one by
-    one, which the run reports as its fit)."""
+    one, which the run reports as its fit). `examples`: the few-shot format examples the model is prompted with (a
+    fresh LoRA over a few-shot base keeps them)."""
     import sqlalchemy as sa
 
     from app.db.schema import introspect
@@ -238,12 +251,13 @@ def prepare(cfg: dict, spec, pairs: list[dict], entries, data_dir: Path, setting
     )
     schema_text = f"{schema}\n{notes}" if notes else schema
     db_pairs = [Pair("db", p["question"], p["sql"]) for p in pairs]
-    packed = pack(tok, db_pairs, Path("."), cfg["max_len"], seed=cfg["seed"], schema_of=lambda _: schema_text)
+    packed = pack(tok, db_pairs, Path("."), cfg["max_len"], seed=cfg["seed"], schema_of=lambda _: schema_text,
+                  examples=examples)  # fmt: skip
     if not packed:
         raise Refused(f"no train pair fits in {cfg['max_len']} tokens with the schema")
     write_jsonl(data_dir / "specialize.jsonl", packed)
     files = ["specialize.jsonl"]
-    replay_src = spec.data_dir / "packed.jsonl"
+    replay_src = Path(cfg["replay_file"]) if cfg.get("replay_file") else spec.data_dir / "packed.jsonl"
     n_replay = 0
     if replay_src.exists() and cfg["replay_ratio"] > 0:
         rows = [r for r in read_jsonl(replay_src) if len(r["ids"]) <= cfg["max_len"]]
@@ -253,7 +267,7 @@ def prepare(cfg: dict, spec, pairs: list[dict], entries, data_dir: Path, setting
             files.append("replay.jsonl")
     val = []
     for p in db_pairs:
-        p_ids = tok(build_prompt(schema_text, p.question), add_special_tokens=False).input_ids
+        p_ids = tok(build_prompt(schema_text, p.question, examples), add_special_tokens=False).input_ids
         t_ids = tok(build_target(p.sql), add_special_tokens=False).input_ids
         if len(p_ids) + len(t_ids) <= cfg["max_len"]:
             val.append({"ids": p_ids + t_ids, "start": len(p_ids), "db_id": "db"})
@@ -285,13 +299,14 @@ def evaluate_pair(cfg: dict, run_dir: Path, gens: dict, heldout: list[dict], tra
          "group": "held-out"}
         for p in heldout
     ]  # fmt: skip
-    s_all = evaluate.suite_items(Path(cfg["suite"]), demo)
+    s_all = evaluate.suite_items(Path(cfg["suite"]), demo) if cfg["suite"] else []
     n = cfg["suite_limit"]
     s_items = [s_all[i * len(s_all) // n] for i in range(n)] if n and n < len(s_all) else s_all
     suite_entries = glossary.parse_yaml(Path(cfg["suite_glossary"]).read_text()) if cfg["suite_glossary"] else []
     out_dir = run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    results, jobs = {}, [(name, part) for name in gens for part in ("heldout", "suite")]
+    parts = ("heldout", "suite") if s_items else ("heldout",)
+    results, jobs = {}, [(name, part) for name in gens for part in parts]
     for i, (name, part) in enumerate(jobs):
         gen = gens[name]
         progress.stage(
@@ -313,10 +328,15 @@ def evaluate_pair(cfg: dict, run_dir: Path, gens: dict, heldout: list[dict], tra
             )
         out = out_dir / f"{name}_{part}.jsonl"
         out.unlink(missing_ok=True)
-        evaluate.run(items, gen, out, cfg["eval_batch_size"], context=ctx)
+        # as the service answers: its schema text (value samples, value lists), identifiers held to the schema,
+        # sampled candidates where the greedy answer fails or is empty
+        evaluate.run(items, gen, out, cfg["eval_batch_size"], context=ctx, sample_values=settings.schema_sample_values,
+                     enum_values=settings.schema_enum_values, constrained=settings.schema_constrained,
+                     candidates=settings.exec_guided_candidates)  # fmt: skip
         s = evaluate.summarize(out, {"run": f"{name}_{part}", "model_id": gen.model_id})
         results.setdefault(name, {"model_id": gen.model_id})[f"{part}_ex"] = s["ex"]
         results[name][f"{part}_n"] = s["n"]
+        results[name][f"{part}_ex_lenient"] = s["ex_lenient"]
         results[name][f"{part}_categories"] = s["categories"]
     progress.stage("evaluate", len(jobs), len(jobs))
     return results
@@ -335,6 +355,8 @@ def fill_defaults(cfg: dict, settings):
     cfg["querylog_url"] = cfg["querylog_url"] or settings.querylog_url
     cfg["current_model_dir"] = cfg["current_model_dir"] or str(settings.model_dir)
     cfg["exports_dir"] = cfg["exports_dir"] or str(settings.model_exports_dir)
+    # a missing adapter named by hand is an error, not a reason for a fresh LoRA
+    cfg["init_adapter_given"] = bool(cfg["init_adapter"])
     cfg["init_adapter"] = cfg["init_adapter"] or str(spec.adapter_dir)
     if cfg["publish"] not in ("if_better", "always", "never"):
         raise Refused(f"publish must be if_better, always or never, not {cfg['publish']!r}")
@@ -346,7 +368,7 @@ def split_pairs(cfg: dict, pairs: list[dict]) -> tuple[list[dict], list[dict], i
     from models.synth import normalize_question
 
     heldout = [p for p in pairs if held_out(p["id"], cfg["holdout_fraction"])]
-    suite_q = {normalize_question(c.question) for c in load_suite(Path(cfg["suite"]))}
+    suite_q = {normalize_question(c.question) for c in load_suite(Path(cfg["suite"]))} if cfg["suite"] else set()
     train_all = [p for p in pairs if not held_out(p["id"], cfg["holdout_fraction"])]
     train = [p for p in train_all if normalize_question(p["question"]) not in suite_q]
     return train, heldout, len(train_all) - len(train)
@@ -371,12 +393,12 @@ class SpecializeRun:
         self.db_path = sqlite_file(cfg["database_url"])
         if not (self.current / "model.onnx").exists():
             raise Refused(f"no current model at {self.current} (model.onnx): set current_model_dir")
-        if not (Path(cfg["init_adapter"]) / "adapter_config.json").exists():
-            raise Refused(
-                f"no adapter to start from at {cfg['init_adapter']}: specialize fine-tunes the base's trained adapter, "
-                f"and {self.spec.name} has none yet (it is served few-shot; verified examples still reach its prompt). "
-                "Serve a base that has one (BASE_MODEL=qwen2.5-coder-0.5b) to specialize"
-            )
+        fresh_asked = cfg["init_adapter"] == "fresh"
+        self.fresh = fresh_asked or not (Path(cfg["init_adapter"]) / "adapter_config.json").exists()
+        if self.fresh and cfg["init_adapter_given"] and not fresh_asked:
+            raise Refused(f"no adapter to start from at {cfg['init_adapter']} (adapter_config.json)")
+        if self.fresh:
+            self.patch_src = self.patch_source()
         pairs, self.entries, self.db_key = read_pairs(cfg, self.settings)
         self.train, self.heldout, dropped = split_pairs(cfg, pairs)
         print(f"{len(pairs)} verified pairs of {self.db_key}: {len(self.train)} train, {len(self.heldout)} held out"
@@ -387,11 +409,31 @@ class SpecializeRun:
                 f"at least {cfg['min_pairs']} with {cfg['min_holdout']} held out are needed: approve or correct more "
                 "answers"
             )
-        self.data = prepare(cfg, self.spec, self.train, self.entries, self.run_dir / "data", self.settings)
+        from app.nl2sql.fewshot import EXAMPLES
+
+        self.data = prepare(cfg, self.spec, self.train, self.entries, self.run_dir / "data", self.settings,
+                            examples=EXAMPLES if self.fresh else ())  # fmt: skip
         progress.stage("read", 1, 1, f"{self.data['packed_sequences']} packed sequences, "
                        f"{self.data['replay_sequences']} replay")  # fmt: skip
         return {"total": len(pairs), "train": len(self.train), "heldout": len(self.heldout),
                 "dropped_suite_questions": dropped, "heldout_ids": [p["id"] for p in self.heldout]}  # fmt: skip
+
+    def variant(self) -> str:
+        """The export variant (fp32, int8, int4) the candidate is built as: the current model's, where it is one."""
+        return self.current.name if self.current.name in ("fp32", "int8", "int4") else f"int{self.cfg['bits']}"
+
+    def patch_source(self) -> Path:
+        """The base's own export of the served variant, which a fresh LoRA is patched into (`models.patch`): the
+        weights it was trained over, whatever the server serves now (perhaps an earlier specialized model)."""
+        from models.export import read_manifest
+
+        src = Path(self.cfg["exports_dir"]) / self.spec.name / self.variant()
+        if not (src / "model.onnx").exists() or read_manifest(src).get("adapter"):
+            raise Refused(
+                f"{self.spec.name} has no adapter to start from, so specialize trains a fresh LoRA and patches it into "
+                f"the base's own {self.variant()} export, expected at {src} (`make model` writes it)"
+            )
+        return src
 
     def train_candidate(self) -> dict:
         """`models.train` from the committed adapter, in its LoRA shape; returns the training log."""
@@ -401,13 +443,17 @@ class SpecializeRun:
         cfg, spec, progress = self.cfg, self.spec, self.progress
         progress.stage("train", 0, 1, "preparing the base")
         convert(spec)  # once (a lean `make model` reads the GGUF without keeping a converted copy)
-        shape = lora_shape(Path(cfg["init_adapter"]), spec.model_dir)
+        if self.fresh:
+            shape = {"lora_r": cfg["fresh_lora_r"], "lora_alpha": cfg["fresh_lora_alpha"], "lora_dropout": 0.0,
+                     "target_modules": list(cfg["fresh_target_modules"]), "train_layers": cfg["fresh_train_layers"]}  # fmt: skip
+        else:
+            shape = lora_shape(Path(cfg["init_adapter"]), spec.model_dir)
         keys = {"base": spec.name, "base_dir": str(spec.model_dir), "data_dir": str(self.run_dir / "data"),
                 "out_dir": str(self.run_dir / "train"), "train_files": self.data["train_files"],
-                "init_adapter": cfg["init_adapter"], "method": "lora", "max_len": cfg["max_len"],
+                "init_adapter": "" if self.fresh else cfg["init_adapter"], "method": "lora", "max_len": cfg["max_len"],
                 "epochs": cfg["epochs"], "max_steps": cfg["max_steps"], "lr": cfg["lr"],
                 "warmup_steps": cfg["warmup_steps"], "batch_tokens": cfg["batch_tokens"], "threads": cfg["threads"],
-                "autocast": cfg["autocast"], "seed": cfg["seed"], "limit_train": 0, "limit_val": 0,
+                "autocast": cfg["autocast"], "seed": cfg["seed"], "limit_train": 0, "limit_val": cfg["val_pairs"],
                 "eval_interval": 10**9, "log_interval": 1, "resume_from": ""} | shape  # fmt: skip
         progress.stage("train", 0, 1, "loading the base")
         trainer.main([f"--{k}={v!r}" for k, v in keys.items()],
@@ -418,19 +464,29 @@ class SpecializeRun:
         """The candidate published (row-wise int8 adapter) and exported into the temp folder; returns the variant
         (fp32, int8, int4) evaluated: the one the current model is, where the export has it."""
         from models.export import build
+        from models.patch import PatchError, patch_export
         from models.publish import publish as publish_adapter
 
         cfg = self.cfg
-        self.progress.stage("export", 0, 1, "merging and exporting to ONNX")
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         self.tmp.mkdir(parents=True)
         adapter = publish_adapter(self.run_dir / "train", self.tmp / "adapter")
+        if self.fresh:
+            self.progress.stage("export", 0, 1, f"patching the adapter into {self.patch_src}")
+            try:
+                counts = patch_export(self.patch_src, adapter, self.tmp / self.variant(), label=self.name)
+            except PatchError as exc:
+                raise Refused(str(exc)) from None
+            print(f"patched {counts['modules']} modules ({counts['blocks_rescaled']} blocks rescaled)", flush=True)
+            self.progress.stage("export", 1, 1)
+            return self.variant()
+        self.progress.stage("export", 0, 1, "merging and exporting to ONNX")
         # the fp32 export stays only where fp32 is what the server serves (the candidate is served like the current)
         keep = self.current.name == "fp32"
         build(self.spec, adapter, cfg["bits"], out_dir=self.tmp, label=self.name, force=True, keep=keep)
         self.progress.stage("export", 1, 1)
-        variant = self.current.name if self.current.name in ("fp32", "int8", "int4") else f"int{cfg['bits']}"
+        variant = self.variant()
         return variant if (self.tmp / variant).exists() else f"int{cfg['bits']}"
 
     def evaluate(self, variant: str) -> dict:
@@ -454,6 +510,10 @@ class SpecializeRun:
             "base": spec.name,
             "rule": "publish when strictly better on the held-out pairs and not worse on the business suite "
             f"(tolerance {cfg['suite_tolerance']} points); publish={cfg['publish']}",
+            "started_from": f"a fresh LoRA (top {cfg['fresh_train_layers']} layers)"
+            if self.fresh
+            else cfg["init_adapter"],
+            "export": f"patched into {self.patch_src} (models.patch)" if self.fresh else "merged and exported",
             "verdict": "better" if ok else "not better",
             "reason": reason,
             "published": published,

@@ -212,7 +212,9 @@ class OnnxGenerator:
 
     @property
     def fine_tuned(self) -> bool:
-        return bool(self.manifest.get("adapter"))
+        """Prompted without the few-shot format examples: an adapter taught it the format. A LoRA patched into a
+        few-shot base (`models.patch`) was trained with them in its prompts, and keeps them."""
+        return bool(self.manifest.get("adapter")) and not self.manifest.get("prompt_examples")
 
     stepwise = True
 

@@ -1,4 +1,5 @@
-"""Few-shot turns for the base model, used only while no fine-tuned adapter is loaded.
+"""Few-shot turns for the base model, used while no adapter taught it the answer format (none loaded, or a LoRA
+patched into a few-shot base: trained with these in its prompts, `models.patch`).
 
 A tiny invented schema (not the demo database and not Spider) so that the examples teach the answer format,
 not the answers.

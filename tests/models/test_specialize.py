@@ -229,3 +229,73 @@ def test_training_data_is_the_service_prompt_plus_replay(tmp_path, demo_db):
     service_prompt = build_conversation(format_schema(catalog.schema), question, notes=glossary.format_entries(entries))
     assert first == service_prompt
     assert text.count(build_followup("").split("Question:")[0] + "Question: ") == 5  # the others as later turns
+
+
+def test_a_base_without_an_adapter_gets_a_fresh_lora_patched_into_its_export(tmp_path, demo_db):
+    """The 1.5B's path on the tiny scale: no adapter to start from, so a fresh LoRA is trained on the top layers (the
+    few-shot format examples in its prompts, as the base is served) and patched into the base's own export
+    (`models.patch`) instead of a re-export. The base here is SmolLM2's served fp32 export presented as one without an
+    adapter, and training reads the very weights it holds (`BASE_MODEL_DIR`: the merged model it was exported from)."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from app.nl2sql.engine import OnnxGenerator
+    from app.nl2sql.fewshot import EXAMPLES
+    from models.base import load_tokenizer
+    from models.data import read_jsonl
+
+    exports = tmp_path / "onnx"
+    src = exports / "smollm2-135m" / "fp32"
+    src.mkdir(parents=True)
+    for f in MODEL_DIR.iterdir():
+        if f.name != "querywise.json":
+            (src / f.name).symlink_to(f)
+    manifest = json.loads((MODEL_DIR / "querywise.json").read_text())
+    (src / "querywise.json").write_text(json.dumps(manifest | {"adapter": None, "model_id": "smollm2 as a base"}))
+    app_db = tmp_path / "app.sqlite"
+    store = KnowledgeStore(sa.create_engine(f"sqlite:///{app_db}"))
+    for p in generate_pairs(12, seed=1):
+        store.add_example(database_key(f"sqlite:///{demo_db}"), p["question"], p["query"], [], "approved", None)
+    env = os.environ | {
+        "BASE_MODEL": "smollm2-135m",
+        "BASE_MODEL_DIR": str(ROOT / "build" / "merged" / "smollm2-135m"),
+        "MODEL_DIR": str(src),
+        "DATABASE_URL": f"sqlite:///{demo_db}",
+        "QUERYLOG_URL": f"sqlite:///{app_db}",
+        "MODEL_EXPORTS_DIR": str(exports),
+        "EXEC_GUIDED_CANDIDATES": "0",
+    }
+    run_dir = tmp_path / "run"
+    args = ["models/configs/specialize_tiny.py", "--init_adapter='fresh'", "--fresh_train_layers=2",
+            "--publish='always'", "--suite_limit=2", f"--run_dir={str(run_dir)!r}"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "models.specialize", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=BOUND_S)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["started_from"] == "a fresh LoRA (top 2 layers)" and "models.patch" in report["export"]
+    published = next((exports / "smollm2-135m").glob("specialized-*")) / "fp32"
+    info = json.loads((published / "querywise.json").read_text())
+    assert info["model_id"] == report["model_id"] and info["prompt_examples"] is True
+    assert info["patch"]["modules"] == 2 * 7  # every projection of the top 2 layers
+    gen = OnnxGenerator(published)
+    assert gen.model_id == report["model_id"] and not gen.fine_tuned  # still prompted with the format examples
+
+    # trained with those examples in its prompts, and only the top two layers' weights changed
+    tok = load_tokenizer(MODEL_DIR)
+    first = tok.decode(next(read_jsonl(run_dir / "data" / "specialize.jsonl"))["ids"])
+    assert EXAMPLES[0].question in first
+    new = onnx.load(str(published / "model.onnx"))
+    old = {t.name: t for t in onnx.load(str(src / "model.onnx")).graph.initializer}
+    changed = {
+        t.name
+        for t in new.graph.initializer
+        if not np.array_equal(numpy_helper.to_array(t), numpy_helper.to_array(old[t.name]))
+    }
+    nodes = {n.input[1]: n.name for n in new.graph.node if n.op_type == "MatMul" and len(n.input) > 1}
+    assert sorted({nodes[c].split("/")[2] for c in changed}) == ["layers.28", "layers.29"], changed

@@ -5,9 +5,10 @@ schema-constrained identifiers, sampled candidates where the greedy answer fails
 
     python -m bench.experiments.specialize_suite [--base qwen2.5-coder-1.5b] [--key=value ...]
 
-The split is specialize's own (`held_out`: a hash of each pair's id, 20%), so the held-out questions are never
-trained on and never among their own earlier turns; with the suite as the pairs there is no separate suite to check,
-so the run reads the held-out part only (`suite=""`) and publishes nothing. Extra `--key=value` pairs go to
+The split is specialize's own (`held_out`: a hash of each pair's id): `--folds 2` (default) runs it twice, half held
+out each way, so every suite question is answered by a model that never trained on it; `--folds 1` once, 20% held
+out. Held-out questions are never trained on and never among their own earlier turns; with the suite as the pairs
+there is no separate suite to check, so each run reads its held-out part only (`suite=""`) and publishes nothing. Extra `--key=value` pairs go to
 specialize (e.g. `--max_steps=2` for a quick look). The application database and the run live under
 build/specialize-suite/. Writes reports/eval/specialize-suite-<stamp>.{json,md}; the run's own report goes to
 reports/specialize/.
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from app.core.config import BUILD_DIR, DEMO_DB_PATH
@@ -46,40 +48,81 @@ def store_pairs(querylog_url: str, database_url: str) -> int:
         engine.dispose()
 
 
-def markdown(report: dict, run: dict) -> str:
-    ev = run["evaluation"]
-    cur, cand = ev["current"], ev["candidate"]
-    t = run["train"]
-    return "\n".join(
-        [
-            f"# Specialize on the business suite ({run['base']})",
-            "",
-            f"- {run['pairs']['train']} suite questions stored as verified pairs and trained on; "
-            f"{run['pairs']['heldout']} held out (specialize's hash split), answered by both models",
-            f"- started from: {report['started_from']}; export: {report['export']}",
-            f"- training: {t.get('step')} steps, {t.get('tokens_per_s')} tokens/s, {t.get('wall_s')} s, "
-            f"peak RSS {t.get('peak_rss_mb')} MB; run wall {run['wall_s']} s",
-            "- both prompted as served: demo glossary, the 3 nearest train pairs as earlier turns, value lists, "
-            "identifiers held to the schema, sampled candidates where the greedy answer fails or is empty",
-            f"- machine: {report['machine']}",
-            "",
-            "| model | held-out EX | lenient EX |",
-            "|---|---:|---:|",
-            f"| {cur['model_id']} (served) | {cur['heldout_ex']}% | {cur.get('heldout_ex_lenient')}% |",
-            f"| {cand['model_id']} | {cand['heldout_ex']}% | {cand.get('heldout_ex_lenient')}% |",
-            "",
-            f"Verdict by specialize's rule: {run['verdict']} ({run['reason']}).",
-            "",
-            f"Held-out questions: {run['pairs']['heldout']} of 100, so one question is "
-            f"{100 / max(run['pairs']['heldout'], 1):.0f} points: read the difference with that in mind.",
-            "",
-        ]
-    )
+FOLDS = {
+    1: [("", [])],  # the preset's split: 20% held out
+    2: [  # half and half, once each way: every suite question is answered by a model that never trained on it
+        ("a", ["--holdout_fraction=0.5", "--heldout_complement=False"]),
+        ("b", ["--holdout_fraction=0.5", "--heldout_complement=True"]),
+    ],
+}
+
+
+def records(run_dir: Path, name: str) -> list[dict]:
+    """One model's answers to a run's held-out questions (`models.evaluate`'s records)."""
+    path = run_dir / "eval" / f"{name}_heldout.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def combine(run_dirs: list[Path]) -> dict:
+    """Both models over every fold's held-out questions: strict and lenient EX, and which answers changed."""
+    cur = [r for d in run_dirs for r in records(d, "current")]
+    cand = [r for d in run_dirs for r in records(d, "candidate")]
+    by_q = {r["question"]: r["ok"] for r in cur}
+    pct = lambda rows, key: round(100 * sum(bool(r.get(key, r["ok"])) for r in rows) / len(rows), 1)  # noqa: E731
+    return {
+        "n": len(cur),
+        "current_ex": pct(cur, "ok"),
+        "current_ex_lenient": pct(cur, "lenient"),
+        "candidate_ex": pct(cand, "ok"),
+        "candidate_ex_lenient": pct(cand, "lenient"),
+        "gained": sum(r["ok"] and not by_q[r["question"]] for r in cand),
+        "lost": sum(by_q[r["question"]] and not r["ok"] for r in cand),
+    }
+
+
+def markdown(report: dict) -> str:
+    runs, total = report["runs"], report["combined"]
+    first = runs[0]
+    lines = [
+        f"# Specialize on the business suite ({report['base']})",
+        "",
+        f"- the 100 suite questions stored as verified pairs of the demo database; {len(runs)} specialize run(s), "
+        "each training on one part and answering the other with both models (`models.specialize`'s own split: a "
+        "hash of the pair's id)",
+        f"- started from: {first['started_from']}; export: {first['export']}",
+        "- both models prompted as served: demo glossary, the 3 nearest train pairs as earlier turns, value lists, "
+        "identifiers held to the schema, sampled candidates where the greedy answer fails or is empty",
+        f"- machine: {report['machine']}",
+        "",
+        "| run | trained on | held out | steps | train s | peak RSS MB | served EX (lenient) | specialized EX "
+        "(lenient) | specialize's verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in runs:
+        cur, cand, t = r["evaluation"]["current"], r["evaluation"]["candidate"], r["train"]
+        lines.append(
+            f"| {r['run_id']} | {r['pairs']['train']} | {r['pairs']['heldout']} | {t.get('step')} | "
+            f"{round(t.get('wall_s') or 0)} | {t.get('peak_rss_mb')} | {cur['heldout_ex']}% "
+            f"({cur.get('heldout_ex_lenient')}%) | {cand['heldout_ex']}% ({cand.get('heldout_ex_lenient')}%) | "
+            f"{r['verdict']} |"
+        )
+    lines += [
+        "",
+        f"**All held-out questions ({total['n']}):** served {total['current_ex']}% (lenient "
+        f"{total['current_ex_lenient']}%), specialized {total['candidate_ex']}% (lenient "
+        f"{total['candidate_ex_lenient']}%); the specialized model got {total['gained']} right that the served one "
+        f"missed and missed {total['lost']} it got right.",
+        "",
+        f"One question is {100 / max(total['n'], 1):.1f} points here.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", default="qwen2.5-coder-1.5b")
+    p.add_argument("--folds", type=int, choices=sorted(FOLDS), default=2)
     a, extra = p.parse_known_args()
     WORK.mkdir(parents=True, exist_ok=True)
     app_db = WORK / "app.sqlite"
@@ -99,21 +142,26 @@ def main() -> int:
     from models import specialize
     from models.machine import cpu, flags_text
 
-    run_dir = WORK / "run"
-    argv = ["models/configs/specialize_suite.py", f"--base={a.base!r}", f"--run_dir={str(run_dir)!r}", *extra]
-    rc = specialize.main(argv)
-    if rc != 0:
-        print(f"specialize ended with {rc}; see {run_dir}/log.txt", file=sys.stderr)
-        return rc
-    run = json.loads((run_dir / "report.json").read_text())
+    runs, run_dirs = [], []
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
+    for tag, fold_args in FOLDS[a.folds]:
+        run_dir = WORK / f"suite-{stamp}{'-fold-' + tag if tag else ''}"  # its report: reports/specialize/<name>.json
+        argv = ["models/configs/specialize_suite.py", f"--base={a.base!r}", f"--run_dir={str(run_dir)!r}"]
+        rc = specialize.main(argv + fold_args + extra)
+        if rc != 0:
+            print(f"specialize ended with {rc}; see {run_dir}/log.txt", file=sys.stderr)
+            return rc
+        runs.append(json.loads((run_dir / "report.json").read_text()))
+        run_dirs.append(run_dir)
+    info = cpu()
     report = {
         "base": a.base,
-        "started_from": run["started_from"],
-        "export": run["export"],
-        "machine": f"{cpu()} ({flags_text()})",
-        "run": run,
+        "folds": a.folds,
+        "machine": f"{info['model']}, {info['cores']} cores ({flags_text(info)})",
+        "combined": combine(run_dirs),
+        "runs": runs,
     }
-    md = write_report(Path("reports/eval"), "specialize-suite", report, markdown(report, run))
+    md = write_report(Path("reports/eval"), "specialize-suite", report, markdown(report))
     print(md.read_text())
     return 0
 

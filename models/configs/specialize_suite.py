@@ -7,7 +7,6 @@ suite = ""
 publish = "never"
 max_len = 2048
 replay_file = "build/data/qwen2.5-coder-0.5b/packed.jsonl"
-autocast = "bf16"
 lr = 5e-4
 epochs = 4.0
 warmup_steps = 3

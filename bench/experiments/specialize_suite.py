@@ -93,6 +93,7 @@ def markdown(report: dict) -> str:
         "- both models prompted as served: demo glossary, the 3 nearest train pairs as earlier turns, value lists, "
         "identifiers held to the schema, sampled candidates where the greedy answer fails or is empty",
         f"- machine: {report['machine']}",
+        f"- specialize settings over `models/configs/specialize_suite.py`: {' '.join(report.get('settings') or []) or 'none'}",
         "",
         "| run | trained on | held out | steps | train s | peak RSS MB | served EX (lenient) | specialized EX "
         "(lenient) | specialize's verdict |",
@@ -123,6 +124,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", default="qwen2.5-coder-1.5b")
     p.add_argument("--folds", type=int, choices=sorted(FOLDS), default=2)
+    p.add_argument("--only", choices=["a", "b"], help="of the two folds, run this one alone (a quicker comparison)")
     a, extra = p.parse_known_args()
     WORK.mkdir(parents=True, exist_ok=True)
     app_db = WORK / "app.sqlite"
@@ -144,7 +146,7 @@ def main() -> int:
 
     runs, run_dirs = [], []
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
-    for tag, fold_args in FOLDS[a.folds]:
+    for tag, fold_args in [f for f in FOLDS[a.folds] if not a.only or f[0] == a.only]:
         run_dir = WORK / f"suite-{stamp}{'-fold-' + tag if tag else ''}"  # its report: reports/specialize/<name>.json
         argv = ["models/configs/specialize_suite.py", f"--base={a.base!r}", f"--run_dir={str(run_dir)!r}"]
         rc = specialize.main(argv + fold_args + extra)
@@ -157,6 +159,8 @@ def main() -> int:
     report = {
         "base": a.base,
         "folds": a.folds,
+        "only": a.only,
+        "settings": extra,  # specialize keys given on the command line, over the preset
         "machine": f"{info['model']}, {info['cores']} cores ({flags_text(info)})",
         "combined": combine(run_dirs),
         "runs": runs,

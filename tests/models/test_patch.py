@@ -127,9 +127,15 @@ def test_a_real_export_patched_with_a_peft_lora_gives_the_adapted_models_logits(
 
 
 def test_what_cannot_be_patched_is_refused(tmp_path):
-    # MODEL_DIR holds SmolLM2 with its committed adapter merged: a new adapter was trained over other weights
+    # an export with an adapter merged in (as SmolLM2's): a new adapter was trained over other weights than it holds
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    onnx.save(linear_graph(np.ones((4, 8), np.float32)), str(merged / "model.onnx"))
+    (merged / "querywise.json").write_text(json.dumps({"model_id": "m+a", "adapter": "querywise-sql"}))
     with pytest.raises(PatchError, match="already holds the adapter"):
-        patch_export(MODEL_DIR, tmp_path / "none", tmp_path / "out")
+        patch_export(merged, tmp_path / "none", tmp_path / "out")
+    with pytest.raises(PatchError, match="no export at"):
+        patch_export(tmp_path / "nowhere", tmp_path / "none", tmp_path / "out")
     with pytest.raises(PatchError, match="no LoRA adapter"):
         lora_deltas(tmp_path / "none")
     model = linear_graph(np.ones((4, 8), np.float32))

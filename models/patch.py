@@ -23,6 +23,7 @@ import argparse
 import json
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -105,10 +106,7 @@ def patch_model(model, deltas: dict[str, np.ndarray]) -> dict:
 
     nodes = linear_nodes(model.graph)
     inits = {t.name: t for t in model.graph.initializer}
-    uses: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
+    uses = Counter(name for node in model.graph.node for name in node.input)
     missing = sorted(set(deltas) - set(nodes))
     if missing:
         raise PatchError(f"no MatMul in the export for {len(missing)} adapted modules, e.g. {missing[0]}")
@@ -116,8 +114,8 @@ def patch_model(model, deltas: dict[str, np.ndarray]) -> dict:
     def tensor(name: str) -> np.ndarray:
         if name not in inits:
             raise PatchError(f"{name} is not a weight initializer of the export")
-        if uses.get(name, 0) != 1:  # a tied weight (e.g. embeddings and head) would change its other use too
-            raise PatchError(f"{name} is shared by {uses.get(name)} nodes; patching it would change the others")
+        if uses[name] != 1:  # a tied weight (e.g. embeddings and head) would change its other use too
+            raise PatchError(f"{name} is shared by {uses[name]} nodes; patching it would change the others")
         return numpy_helper.to_array(inits[name])
 
     def put(name: str, arr: np.ndarray) -> None:

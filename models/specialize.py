@@ -467,7 +467,8 @@ class SpecializeRun:
                 "init_adapter": "" if self.fresh else cfg["init_adapter"], "method": "lora", "max_len": cfg["max_len"],
                 "epochs": cfg["epochs"], "max_steps": cfg["max_steps"], "lr": cfg["lr"],
                 "warmup_steps": cfg["warmup_steps"], "batch_tokens": cfg["batch_tokens"], "threads": cfg["threads"],
-                "autocast": training_precision(cfg["autocast"]), "seed": cfg["seed"], "limit_train": 0, "limit_val": cfg["val_pairs"],
+                "autocast": training_precision(cfg["autocast"]), "seed": cfg["seed"], "limit_train": 0,
+                "limit_val": cfg["val_pairs"],
                 "eval_interval": 10**9, "log_interval": 1, "resume_from": ""} | shape  # fmt: skip
         progress.stage("train", 0, 1, "loading the base")
         trainer.main([f"--{k}={v!r}" for k, v in keys.items()],

@@ -59,8 +59,9 @@ FOLDS = {
 
 def records(run_dir: Path, name: str) -> list[dict]:
     """One model's answers to a run's held-out questions (`models.evaluate`'s records)."""
-    path = run_dir / "eval" / f"{name}_heldout.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from models.data import read_jsonl
+
+    return list(read_jsonl(run_dir / "eval" / f"{name}_heldout.jsonl"))
 
 
 def combine(run_dirs: list[Path]) -> dict:
